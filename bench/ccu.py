@@ -1,0 +1,129 @@
+"""CCU ladder: how many clients one server process holds at 60 Hz.
+
+Per level: a fresh `arbiter serve` pinned to CPU 0, `arbiter bots` pinned to CPU 1, wait until every
+bot joined, 5 s warm-up, then a 20 s window measured from two /stats samples and the server's CPU
+times. A level where the driver could not deliver its load is reported as driver-limited, not as a
+server result.
+
+    python -m bench.ccu --game wander --levels 100,200,400,600,800,1000,1200,1500 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from engine.launcher import start_server
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_level(game: str, clients: int, warmup: float, window: float, extra: list[str]) -> dict[str, Any]:
+    server = start_server(["--game", game, "--max-players", str(max(clients + 16, 64)), *extra], cpu=0)
+    bots_cmd = [sys.executable, "-m", "engine.cli", "bots", "--url", server.url, "--game", game,
+                "--count", str(clients), "--duration", str(warmup + window + 3), "--json"]
+    if subprocess.run(["which", "taskset"], capture_output=True).returncode == 0:
+        bots_cmd = ["taskset", "-c", "1", *bots_cmd]
+    bots = subprocess.Popen(bots_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60 + clients / 20
+        while server.stats()["ccu"] < clients:
+            if time.monotonic() > deadline or bots.poll() is not None:
+                break
+            time.sleep(0.2)
+        time.sleep(warmup)
+        proc = psutil.Process(server.proc.pid)
+        a, cpu_a, t_a = server.stats(), proc.cpu_times(), time.monotonic()
+        time.sleep(window)
+        b, cpu_b, t_b = server.stats(), proc.cpu_times(), time.monotonic()
+        rss = proc.memory_info().rss / 2**20
+        out, err = bots.communicate(timeout=warmup + window + 120)
+    finally:
+        if bots.poll() is None:
+            bots.kill()
+        server.stop()
+    try:
+        report = json.loads(out.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        report = {"error": err[-2000:]}
+    el = t_b - t_a
+    ccu = int(b["ccu"])
+    sent = b["snapshots_sent"] - a["snapshots_sent"]
+    skipped = b["snapshots_skipped"] - a["snapshots_skipped"]
+    send_rate = int(b["send_rate"])
+    snaps_per_client_s = sent / el / max(ccu, 1)
+    delivered = report.get("snapshots_per_bot_s", 0.0) / send_rate if send_rate else 0.0
+    inputs_ok = report.get("inputs_per_s", 0.0) >= 0.95 * report.get("inputs_target_per_s", 1e18)
+    driver_limited = (not inputs_ok) or report.get("connected", 0) < clients
+    row = {
+        "game": game,
+        "clients": clients,
+        "ccu": ccu,
+        "server_cpu_cores": round((cpu_b.user + cpu_b.system - cpu_a.user - cpu_a.system) / el, 3),
+        "rss_mb": round(rss, 1),
+        "tick_hz": round((b["ticks"] - a["ticks"]) / el, 2),
+        "tick_p50_ms": b["tick_p50_ms"],
+        "tick_p99_ms": b["tick_p99_ms"],
+        "send_p99_ms": b["send_p99_ms"],
+        "overruns": b["overruns"] - a["overruns"],
+        "bytes_out_per_client_s": round((b["bytes_out"] - a["bytes_out"]) / el / max(ccu, 1), 1),
+        "inputs_per_s": round((b["inputs_accepted"] + b["inputs_refused"]
+                               - a["inputs_accepted"] - a["inputs_refused"]) / el, 1),
+        "snapshots_per_client_s": round(snaps_per_client_s, 3),
+        "snapshots_skipped": skipped,
+        "delivered_fraction": round(delivered, 4),
+        "driver_cpu_cores": report.get("driver_cpu_cores"),
+        "driver_inputs_per_s": report.get("inputs_per_s"),
+        "driver_limited": driver_limited,
+    }
+    row["holds60"] = bool(
+        not driver_limited
+        and row["tick_hz"] >= 58.8
+        and row["tick_p99_ms"] < 16.7
+        and delivered >= 0.95
+        and ccu >= clients
+    )
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--game", default="wander", choices=("wander", "startales"))
+    ap.add_argument("--levels", default="100,200,400,600,800,1000,1200,1500")
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--window", type=float, default=20.0)
+    ap.add_argument("--set", action="append", default=[], help="server game config KEY=VALUE")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    extra = [x for kv in args.set for x in ("--set", kv)]
+    rows = []
+    cols = ["clients", "server_cpu_cores", "rss_mb", "tick_hz", "tick_p99_ms", "send_p99_ms",
+            "bytes_out_per_client_s", "inputs_per_s", "snapshots_per_client_s", "driver_cpu_cores", "holds60"]
+    if not args.json:
+        print(" | ".join(cols))
+    for level in [int(x) for x in args.levels.split(",") if x]:
+        row = run_level(args.game, level, args.warmup, args.window, extra)
+        rows.append(row)
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            cells = [str(row[c]) for c in cols]
+            if row["driver_limited"]:
+                cells[-1] += " (driver-limited)"
+            print(" | ".join(cells), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f"ccu_{args.game}.json", "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Bot players: N real WebSocket clients in one process, for demos, tests and load.
+
+One scheduler drives every bot on an absolute 20 Hz schedule with a random phase per bot (the
+peer load driver's pattern), so a thousand bots cost one wake-up per few bots rather than a timer
+each. Most wander bots only count snapshots (`peek_snapshot_tick`); a few decode fully and check
+that their own ship moves. Startales bots all decode: they fly between planets, harvest and build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import resource
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from netcode.client import ArbiterClient
+
+HARVEST, BUILD, STOP = 1, 2, 3
+log = logging.getLogger("arbiter.bots")
+
+
+@dataclass(slots=True)
+class BotConfig:
+    url: str = "ws://127.0.0.1:8765/"
+    game: str = "wander"
+    count: int = 10
+    duration: float = 10.0
+    input_rate: float = 20.0
+    full_decoders: int = 8  # wander: bots that decode every snapshot (the rest count only)
+    illegal_fraction: float = 0.01  # wander: deliberately illegal (1, 1) inputs
+    seed: int = 12345
+    connect_concurrency: int = 64
+    ping_every: float = 1.0
+    name_prefix: str = "bot"
+
+
+class WanderBrain:
+    """Heading random walk: p = 0.1 turn by U(-π/2, π/2), magnitude U[0.5, 1], 1 % (1, 1)."""
+
+    def __init__(self, n: int, rng: np.random.Generator, illegal: float) -> None:
+        self.rng = rng
+        self.heading = rng.uniform(0.0, 2 * math.pi, n)
+        self.illegal = illegal
+
+    def next_input(self, i: int) -> tuple[float, float, int, int]:
+        rng = self.rng
+        if rng.random() < self.illegal:
+            return 1.0, 1.0, 0, 0
+        if rng.random() < 0.1:
+            self.heading[i] += rng.uniform(-math.pi / 2, math.pi / 2)
+        mag = rng.uniform(0.5, 1.0)
+        h = self.heading[i]
+        return mag * math.cos(h), mag * math.sin(h), 0, 0
+
+
+class StartalesBrain:
+    """Fly to a planet, harvest until the hold has enough, build when affordable, move on."""
+
+    def __init__(self, n: int, rng: np.random.Generator, world: dict[str, Any]) -> None:
+        self.rng = rng
+        self.target = np.full(n, -1, dtype=np.int64)
+        self.harvesting = np.zeros(n, dtype=bool)
+        self.harvest_since = np.zeros(n, dtype=np.int64)
+        self.range = float(world.get("harvest_range", 60.0))
+        self.cost_metal = int(world.get("build_cost_metal", 50))
+        self.cost_crystal = int(world.get("build_cost_crystal", 0))
+        self.balances = np.zeros((n, 2), dtype=np.int64)
+
+    def on_events(self, i: int, events: list[tuple[int, int, int]]) -> None:
+        for kind, a, b in events:
+            if kind == 2 and 0 <= a < 2:
+                self.balances[i, a] = b
+
+    def next_input(self, i: int, client: ArbiterClient) -> tuple[float, float, int, int]:
+        snap = client.latest
+        if snap is None:
+            return 0.0, 0.0, 0, 0
+        ents = snap.entities
+        mine = ents[ents["id"] == client.player]
+        if mine.size == 0:
+            return 0.0, 0.0, 0, 0
+        x, y = float(mine["x"][0]), float(mine["y"][0])
+        planets = ents[ents["kind"] == 0]
+        if planets.size == 0:
+            return 0.0, 0.0, 0, 0
+        if self.target[i] < 0 or self.target[i] >= planets.size:
+            # A new destination away from here: every trip is real flying, not parking.
+            far = np.nonzero(np.hypot(planets["x"] - x, planets["y"] - y) > 2 * self.range)[0]
+            pool = far if far.size else np.arange(planets.size)
+            self.target[i] = int(pool[self.rng.integers(pool.size)])
+        p = planets[self.target[i]]
+        dx, dy = float(p["x"]) - x, float(p["y"]) - y
+        dist = math.hypot(dx, dy)
+        if dist > self.range * 0.5:
+            self.harvesting[i] = False
+            scale = min(1.0, dist / 200.0) / max(dist, 1e-6)
+            vx, vy = float(mine["vx"][0]), float(mine["vy"][0])
+            # Steer towards the planet and brake on approach.
+            return _clip(dx * scale - vx * 0.02, dy * scale - vy * 0.02)
+        bal = self.balances[i]
+        if bal[0] >= self.cost_metal and bal[1] >= self.cost_crystal and self.rng.random() < 0.2:
+            return 0.0, 0.0, BUILD, 0
+        if not self.harvesting[i]:
+            self.harvesting[i] = True
+            self.harvest_since[i] = snap.tick
+            return 0.0, 0.0, HARVEST, 0
+        if snap.tick - self.harvest_since[i] > 600:  # ten seconds at a planet: move on
+            self.target[i] = -1
+            self.harvesting[i] = False
+            return 0.0, 0.0, STOP, 0
+        return 0.0, 0.0, 0, 0
+
+
+def _clip(dx: float, dy: float) -> tuple[float, float, int, int]:
+    m = math.hypot(dx, dy)
+    if m > 0.999:
+        # A unit vector in float64 can exceed 1 in float32 (the server's precision) and be refused.
+        dx, dy = dx * 0.999 / m, dy * 0.999 / m
+    return dx, dy, 0, 0
+
+
+@dataclass(slots=True)
+class BotReport:
+    bots: int
+    connected: int
+    connect_failures: int
+    duration_s: float
+    inputs_sent: int
+    inputs_per_s: float
+    inputs_target_per_s: float
+    snapshots: int
+    snapshots_per_bot_s: float
+    snapshots_per_bot_s_min: float
+    bytes_in_per_bot_s: float
+    refused_seen: int
+    errors_seen: int
+    closed_early: int
+    moved: int
+    decoders: int
+    rtt_p50_ms: float
+    rtt_p99_ms: float
+    driver_cpu_s: float
+    driver_cpu_cores: float
+    late_inputs: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotReport:
+    loop = asyncio.get_running_loop()
+    rng = np.random.default_rng(cfg.seed)
+    clients: list[ArbiterClient | None] = [None] * cfg.count
+    failures = 0
+    sem = asyncio.Semaphore(cfg.connect_concurrency)
+    decode_all = cfg.game != "wander"
+
+    async def connect(i: int) -> None:
+        nonlocal failures
+        async with sem:
+            try:
+                clients[i] = await ArbiterClient.connect(
+                    cfg.url, f"{cfg.name_prefix}{i}", decode=decode_all or i < cfg.full_decoders
+                )
+            except (TimeoutError, OSError, ConnectionError, RuntimeError):
+                failures += 1
+
+    cpu0 = _cpu()
+    await asyncio.gather(*(connect(i) for i in range(cfg.count)))
+    live = [(i, c) for i, c in enumerate(clients) if c is not None]
+    t_start = loop.time()
+    snaps0 = {i: c.snapshots for i, c in live}
+    bytes0 = {i: (c.conn.bytes_in if c.conn else 0) for i, c in live}
+    first_pos: dict[int, tuple[float, float]] = {}
+    last_pos: dict[int, tuple[float, float]] = {}
+    rtts: list[float] = []
+    world = live[0][1].welcome.world if live and live[0][1].welcome else {}
+    wander = WanderBrain(cfg.count, rng, cfg.illegal_fraction)
+    startales = StartalesBrain(cfg.count, rng, dict(world))
+    refused = 0
+
+    period = 1.0 / cfg.input_rate
+    n = len(live)
+    next_due = t_start + rng.uniform(0.0, period, n)
+    inputs_sent = 0
+    late = 0
+    end = t_start + cfg.duration
+    next_ping = t_start
+    stop = stop or asyncio.Event()
+
+    while not stop.is_set():
+        now = loop.time()
+        if now >= end:
+            break
+        due = np.nonzero(next_due <= now)[0]
+        for j in due:
+            i, c = live[j]
+            if not c.is_open:
+                next_due[j] = math.inf
+                continue
+            if c.events:
+                evs = list(c.events)
+                c.events.clear()
+                refused += sum(1 for e in evs if e[0] == 3)
+                if decode_all:
+                    startales.on_events(i, evs)
+            if decode_all:
+                dx, dy, a, g = startales.next_input(i, c)
+            else:
+                dx, dy, a, g = wander.next_input(i)
+            c.send_input(dx, dy, a, g)
+            inputs_sent += 1
+        if due.size:
+            next_due[due] += period
+            behind = next_due[due] < now
+            if behind.any():
+                # Keep the absolute schedule but never send bursts to catch up.
+                late += int(behind.sum())
+                next_due[due[behind]] = now + period
+        for i, c in live[: cfg.full_decoders]:
+            snap = c.latest
+            if snap is not None:
+                ents = snap.entities
+                me = ents[ents["id"] == c.player]
+                if me.size:
+                    pos = (float(me["x"][0]), float(me["y"][0]))
+                    first_pos.setdefault(i, pos)
+                    last_pos[i] = pos
+        if now >= next_ping:
+            next_ping = now + cfg.ping_every
+            for _, c in live[: cfg.full_decoders]:
+                if c.is_open:
+                    task = asyncio.ensure_future(c.ping())
+                    task.add_done_callback(lambda t: rtts.append(t.result()) if not t.exception() else None)
+        nxt = float(next_due.min()) if n else end
+        delay = min(nxt, end, next_ping) - loop.time()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        else:
+            await asyncio.sleep(0)
+
+    elapsed = max(loop.time() - t_start, 1e-9)
+    cpu = _cpu() - cpu0
+    per_bot = [(c.snapshots - snaps0[i]) / elapsed for i, c in live]
+    bytes_in = sum((c.conn.bytes_in if c.conn else 0) - bytes0[i] for i, c in live)
+    refused += sum(1 for _, c in live for e in c.events if e[0] == 3)
+    errors = sum(len(c.errors) for _, c in live)
+    closed_early = sum(1 for _, c in live if not c.is_open)
+    moved = sum(1 for i in first_pos if i in last_pos and math.dist(first_pos[i], last_pos[i]) > 1e-3)
+    unmoved = [i for i, _ in live[: cfg.full_decoders] if i not in first_pos or i not in last_pos
+               or math.dist(first_pos[i], last_pos[i]) <= 1e-3]
+    if unmoved:
+        log.info("bots whose ship was not seen moving: %s", [(i, first_pos.get(i), last_pos.get(i)) for i in unmoved])
+    for _, c in live:
+        await c.close(timeout=0.5) if c.is_open else None
+    rt = np.array(rtts) * 1e3 if rtts else np.zeros(1)
+    return BotReport(
+        bots=cfg.count,
+        connected=n,
+        connect_failures=failures,
+        duration_s=round(elapsed, 3),
+        inputs_sent=inputs_sent,
+        inputs_per_s=round(inputs_sent / elapsed, 1),
+        inputs_target_per_s=round(n * cfg.input_rate, 1),
+        snapshots=int(sum(c.snapshots - snaps0[i] for i, c in live)),
+        snapshots_per_bot_s=round(float(np.mean(per_bot)) if per_bot else 0.0, 3),
+        snapshots_per_bot_s_min=round(float(np.min(per_bot)) if per_bot else 0.0, 3),
+        bytes_in_per_bot_s=round(bytes_in / elapsed / max(n, 1), 1),
+        refused_seen=refused,
+        errors_seen=errors,
+        closed_early=closed_early,
+        moved=moved,
+        decoders=min(cfg.full_decoders, n) if not decode_all else n,
+        rtt_p50_ms=round(float(np.percentile(rt, 50)), 3),
+        rtt_p99_ms=round(float(np.percentile(rt, 99)), 3),
+        driver_cpu_s=round(cpu, 3),
+        driver_cpu_cores=round(cpu / elapsed, 3),
+        late_inputs=late,
+    )
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime

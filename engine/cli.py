@@ -1,0 +1,170 @@
+"""`arbiter` command line: serve, bots, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+READY_PREFIX = "ARBITER_READY"
+
+
+def _loop_runner(use_uvloop: bool):  # type: ignore[no-untyped-def]
+    if use_uvloop:
+        import uvloop
+
+        return uvloop.run
+    return asyncio.run
+
+
+def _parse_kv(items: Sequence[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key or not _:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = int(value)
+        except ValueError:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                out[key] = value
+    return out
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from engine.server import GameServer, ServerConfig
+
+    cfg = ServerConfig(
+        game=args.game,
+        campaign=args.campaign,
+        seed=args.seed,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        tick_rate=args.tick_rate,
+        send_rate=args.send_rate,
+        game_config=_parse_kv(args.set),
+    )
+    if args.max_players:
+        cfg.game_config = {**dict(cfg.game_config), "max_players": args.max_players}
+
+    async def main() -> None:
+        server = GameServer(cfg)
+        await server.start()
+        server.install_signal_handlers()
+        print(f"{READY_PREFIX} ws://{cfg.host}:{server.port}/ pid={os.getpid()}", flush=True)
+        await server.run()
+
+    profile_to = os.environ.get("ARBITER_PROFILE")
+    if profile_to:
+        # Where does the time go: a cProfile of the whole serve run, written at shutdown.
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            _loop_runner(not args.no_uvloop)(main())
+        finally:
+            prof.disable()
+            prof.dump_stats(profile_to)
+        return 0
+    _loop_runner(not args.no_uvloop)(main())
+    return 0
+
+
+def cmd_bots(args: argparse.Namespace) -> int:
+    from engine.bots import BotConfig, run_bots
+
+    cfg = BotConfig(
+        url=args.url,
+        game=args.game,
+        count=args.count,
+        duration=args.duration,
+        input_rate=args.input_rate,
+        full_decoders=args.full_decoders,
+        seed=args.seed,
+    )
+
+    async def main() -> None:
+        report = await run_bots(cfg)
+        d = report.as_dict()
+        if args.json:
+            print(json.dumps(d), flush=True)
+        else:
+            for k, v in d.items():
+                print(f"{k:>24}: {v}")
+
+    _loop_runner(not args.no_uvloop)(main())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    return _loop_runner(True)(run_demo(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="arbiter", description="Arbiter authoritative game server")
+    p.add_argument("--log-level", default=os.environ.get("ARBITER_LOG", "INFO"))
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run one campaign server")
+    s.add_argument("--game", default="startales", choices=("startales", "wander"))
+    s.add_argument("--campaign", default="default")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed on start)")
+    s.add_argument("--data-dir", default="data")
+    s.add_argument("--tick-rate", type=int, default=60)
+    s.add_argument("--send-rate", type=int, default=20)
+    s.add_argument("--max-players", type=int, default=0)
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="game config")
+    s.add_argument("--no-uvloop", action="store_true")
+    s.set_defaults(func=cmd_serve)
+
+    b = sub.add_parser("bots", help="run N bot players against a server")
+    b.add_argument("--url", default="ws://127.0.0.1:8765/")
+    b.add_argument("--game", default="wander", choices=("startales", "wander"))
+    b.add_argument("--count", type=int, default=10)
+    b.add_argument("--duration", type=float, default=10.0)
+    b.add_argument("--input-rate", type=float, default=20.0)
+    b.add_argument("--full-decoders", type=int, default=8)
+    b.add_argument("--seed", type=int, default=12345)
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--no-uvloop", action="store_true")
+    b.set_defaults(func=cmd_bots)
+
+    d = sub.add_parser("demo", help="start a server and bots in one command")
+    d.add_argument("--game", default="startales", choices=("startales", "wander"))
+    d.add_argument("--bots", type=int, default=20)
+    d.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--port", type=int, default=0)
+    d.add_argument("--data-dir", default="")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""The dedicated campaign server: transport wiring, the tick task, HTTP health/stats, shutdown.
+
+The tick path (inputs filed → sim step → events routed → snapshots written) never awaits: every
+socket write is a synchronous, bounded `send_parts` that drops a superseded snapshot for a client
+whose backlog is over the bound, and disconnects a client that stays backlogged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from engine.campaign import Campaign
+from engine.stats import TickStats
+from engine.ticker import FixedStep
+from netcode.protocol import (
+    MAX_HELLO_FRAME,
+    PROTOCOL_VERSION,
+    CloseCode,
+    ErrorCode,
+    PreparedSnapshot,
+    dtype_to_wire,
+)
+from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession
+from netcode.ws_server import WsServerConnection, connection_factory
+
+log = logging.getLogger("arbiter.server")
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    game: str = "startales"
+    campaign: str = "default"
+    seed: int = 1
+    host: str = "127.0.0.1"
+    port: int = 8765
+    data_dir: str = "data"
+    tick_rate: int = 60
+    send_rate: int = 20
+    max_catchup: int = 5
+    max_frame: int = 4096  # largest inbound message; inputs are ~40 bytes
+    write_limit: int = 64 * 1024  # a client's backlog above this skips its snapshot
+    slow_strikes: int = 40  # consecutive skipped snapshots before a client is dropped (2 s at 20 Hz)
+    max_offences: int = 5
+    input_rate: float = 120.0  # inbound messages per second per connection (token bucket)
+    input_burst: float = 60.0
+    handshake_timeout: float = 5.0
+    idle_timeout: float = 20.0  # no bytes from a client for this long: it is gone
+    ping_interval: float = 5.0
+    game_config: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Client:
+    conn: WsServerConnection
+    session: ServerSession
+    opened_at: float
+    eid: int = -1
+    name: str = ""
+    strikes: int = 0
+    last_rx_count: int = 0
+    last_rx_time: float = 0.0
+    pending_events: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+class GameServer:
+    """Implements netcode.ws_server.ConnectionHandler for one campaign."""
+
+    def __init__(self, cfg: ServerConfig, campaign: Campaign | None = None) -> None:
+        self.cfg = cfg
+        self.campaign = campaign or Campaign(
+            cfg.game, cfg.seed, {"tick_rate": cfg.tick_rate, **dict(cfg.game_config)}, cfg.campaign
+        )
+        self.stats = TickStats()
+        self.clients: dict[WsServerConnection, Client] = {}
+        self.by_eid: dict[int, Client] = {}
+        self._server: asyncio.Server | None = None
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._accepting = False
+        self._ticker = FixedStep(cfg.tick_rate, cfg.max_catchup)
+        self._sender = FixedStep(cfg.send_rate, 1)
+        self._rotate = 0
+        self._started_wall = time.time()
+        self._proc = psutil.Process()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.port = cfg.port
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.campaign.game.warmup()  # compile/load every kernel before the first player
+        self._server = await self._loop.create_server(
+            # A hello may carry a 4 KiB token, so the transport's frame limit is the hello's.
+            connection_factory(self, max(self.cfg.max_frame, MAX_HELLO_FRAME)),
+            self.cfg.host,
+            self.cfg.port,
+            backlog=2048,
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        self._accepting = True
+        log.info("campaign %s (%s, seed %d) listening on ws://%s:%d/", self.cfg.campaign,
+                 self.cfg.game, self.cfg.seed, self.cfg.host, self.port)
+
+    async def run(self) -> None:
+        """Tick until `request_stop()`; then shut down gracefully."""
+        if self._server is None:
+            await self.start()
+        housekeeping = asyncio.create_task(self._housekeeping())
+        try:
+            await self._tick_loop()
+        finally:
+            housekeeping.cancel()
+            await self._shutdown()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+
+    async def _shutdown(self) -> None:
+        self._accepting = False
+        if self._server is not None:
+            self._server.close()
+        for client in list(self.clients.values()):
+            client.session.send_bye("server shutting down", CloseCode.GOING_AWAY)
+            self._flush_session(client)
+            client.conn.close(CloseCode.GOING_AWAY, "server shutting down")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while self.clients and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for client in list(self.clients.values()):
+            client.conn.abort()
+        self._stopped.set()
+        log.info("campaign %s stopped at tick %d", self.cfg.campaign, self.campaign.tick_count)
+
+    # -- the tick ---------------------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._ticker.start(now)
+        self._sender.start(now)
+        stats = self.stats
+        perf = time.perf_counter
+        while not self._stopping.is_set():
+            now = loop.time()
+            for _ in range(self._ticker.due(now)):
+                t0 = perf()
+                stats.tick_starts.add(loop.time())
+                self._step()
+                stats.tick_dur.add(perf() - t0)
+            if self._sender.due(loop.time()):
+                t0 = perf()
+                self._send_phase()
+                stats.send_dur.add(perf() - t0)
+            wake = min(self._ticker.next_deadline(), self._sender.next_deadline())
+            delay = wake - loop.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+            else:
+                await asyncio.sleep(0)  # let inputs in even when behind
+
+    def _step(self) -> None:
+        result = self.campaign.tick()
+        stats = self.stats
+        stats.ticks += 1
+        stats.inputs_accepted += result.accepted
+        stats.inputs_refused += result.refused
+        for eid, evs in result.events.items():
+            client = self.by_eid.get(eid)
+            if client is not None:
+                client.pending_events.extend(evs)
+
+    def _send_phase(self) -> None:
+        clients = [c for c in self.clients.values() if c.eid >= 0]
+        if not clients:
+            return
+        campaign = self.campaign
+        tick = campaign.tick_count
+        prep = PreparedSnapshot(tick, campaign.replicate())
+        limit = max(self.cfg.write_limit, 2 * len(prep.tail))
+        last_seq = campaign.world.arrays["last_seq"]
+        stats = self.stats
+        n = len(clients)
+        start = self._rotate % n
+        self._rotate += 1
+        # Rotate who goes first so nobody is always served last (latency grows ~5 µs per position).
+        for client in clients[start:] + clients[:start]:
+            conn = client.conn
+            if client.pending_events:
+                client.session.send_events(tick, client.pending_events)
+                client.pending_events = []
+                self._flush_session(client)
+            ack = int(last_seq[client.eid & 0xFFFFF])
+            before = conn.bytes_out
+            if conn.send_parts(prep.frame(ack), limit=limit):
+                client.strikes = 0
+                stats.snapshots_sent += 1
+                stats.bytes_out += conn.bytes_out - before
+            else:
+                stats.snapshots_skipped += 1
+                client.strikes += 1
+                if client.strikes >= self.cfg.slow_strikes:
+                    stats.slow_disconnects += 1
+                    log.warning("dropping %s (%s): backlog of %d bytes for %d snapshots",
+                                client.name, conn.peer, conn.write_buffer_size, client.strikes)
+                    # A stalled reader would never read a close frame: reset the connection.
+                    conn.abort()
+        stats.sends += 1
+
+    # -- housekeeping (off the tick: time-outs and keepalive) -------------------------------------
+    async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        while True:
+            await asyncio.sleep(0.5)
+            now = loop.time()
+            for client in list(self.clients.values()):
+                conn = client.conn
+                rx = conn.bytes_in
+                if rx != client.last_rx_count:
+                    client.last_rx_count = rx
+                    client.last_rx_time = now
+                if client.eid < 0 and now - client.opened_at > cfg.handshake_timeout:
+                    client.session.reject(ErrorCode.NOT_READY, "no hello in time", CloseCode.HANDSHAKE_TIMEOUT)
+                    self._flush_session(client)
+                    conn.close(CloseCode.HANDSHAKE_TIMEOUT, "handshake timeout")
+                elif now - client.last_rx_time > cfg.idle_timeout:
+                    conn.abort()
+                elif now - client.last_rx_time > cfg.ping_interval:
+                    conn.ping()
+
+    # -- ConnectionHandler ------------------------------------------------------------------------
+    def http_request(self, path: str) -> tuple[int, str, bytes] | None:
+        route = path.split("?", 1)[0]
+        if route == "/health":
+            ok = self._accepting and not self._stopping.is_set()
+            body = {"status": "ok" if ok else "stopping", "tick": self.campaign.tick_count}
+            return (200 if ok else 503), "application/json", json.dumps(body).encode()
+        if route == "/stats":
+            return 200, "application/json", json.dumps(self.stats_dict()).encode()
+        if route in ("/", "/ws"):
+            return None if self._accepting else (503, "text/plain", b"shutting down\n")
+        return 404, "text/plain", b"not found\n"
+
+    def on_open(self, conn: WsServerConnection) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        now = loop.time()
+        session = ServerSession(
+            max_offences=self.cfg.max_offences,
+            max_frame=self.cfg.max_frame,
+            rate=self.cfg.input_rate,
+            burst=self.cfg.input_burst,
+        )
+        self.clients[conn] = Client(conn, session, now, last_rx_time=now)
+
+    def on_message(self, conn: WsServerConnection, payload: bytes, is_text: bool) -> None:
+        client = self.clients.get(conn)
+        if client is None:
+            return
+        loop = self._loop or asyncio.get_running_loop()
+        now = loop.time()
+        session = client.session
+        errors_before = session.offences
+        for ev in session.receive(payload if not is_text else payload.decode("utf-8", "replace"), now):
+            if type(ev) is InputEvent:
+                if not self.campaign.submit(client.eid, ev.seq, ev.client_tick, ev.dx, ev.dy, ev.action, ev.arg):
+                    self.stats.inputs_dropped += 1
+            elif type(ev) is HelloEvent:
+                self._hello(client, ev)
+            elif type(ev) is PingEvent:
+                session.pong(ev.client_time, now * 1000.0, self.campaign.tick_count)
+        if session.offences != errors_before:
+            self.stats.protocol_errors += session.offences - errors_before
+        self._flush_session(client)
+        if session.close_code is not None:
+            conn.close(int(session.close_code), session.close_reason or "")
+
+    def on_close(self, conn: WsServerConnection) -> None:
+        client = self.clients.pop(conn, None)
+        if client is None:
+            return
+        if client.eid >= 0:
+            self.by_eid.pop(client.eid, None)
+            self.campaign.leave(client.eid)
+            self.stats.leaves += 1
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _hello(self, client: Client, ev: HelloEvent) -> None:
+        if not self._accepting or self.campaign.full:
+            client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
+            return
+        campaign = self.campaign
+        eid = campaign.join(ev.name)
+        client.eid = eid
+        client.name = ev.name
+        self.by_eid[eid] = client
+        self.stats.joins += 1
+        game = campaign.game
+        client.session.accept(
+            player=eid,
+            tick=campaign.tick_count,
+            tick_rate=self.cfg.tick_rate,
+            send_rate=self.cfg.send_rate,
+            game=game.name,
+            world=game.constants(),
+            dtype=dtype_to_wire(game.record_dtype),
+        )
+
+    def _flush_session(self, client: Client) -> None:
+        for frame in client.session.data_to_send():
+            client.conn.send_parts(frame)
+
+    def stats_dict(self) -> dict[str, Any]:
+        d = self.stats.as_dict()
+        with self._proc.oneshot():
+            cpu = self._proc.cpu_times()
+            rss = self._proc.memory_info().rss
+        d.update(
+            {
+                "protocol_version": PROTOCOL_VERSION,
+                "game": self.cfg.game,
+                "campaign": self.cfg.campaign,
+                "tick": self.campaign.tick_count,
+                "tick_rate": self.cfg.tick_rate,
+                "send_rate": self.cfg.send_rate,
+                "ccu": len(self.by_eid),
+                "connections": len(self.clients),
+                "overruns": self._ticker.late_ticks,
+                "dropped_ticks": self._ticker.dropped_ticks,
+                "uptime_s": round(time.time() - self._started_wall, 3),
+                "cpu_s": round(cpu.user + cpu.system, 3),
+                "rss_mb": round(rss / 2**20, 1),
+                "pid": os.getpid(),
+            }
+        )
+        return d
+
+
+async def serve(cfg: ServerConfig) -> GameServer:
+    server = GameServer(cfg)
+    await server.start()
+    server.install_signal_handlers()
+    await server.run()
+    return server

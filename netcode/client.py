@@ -1,0 +1,160 @@
+"""The Python client SDK: connect, hello, send inputs, receive snapshots as numpy arrays, RTT.
+
+    client = await ArbiterClient.connect("ws://127.0.0.1:8765/", name="ada")
+    client.send_input(0.5, 0.0)
+    snap = await client.next_snapshot()
+    me = snap.entities[snap.entities["id"] == client.player]
+
+It is a thin shell over the Sans-I/O `ClientSession` (netcode/client_session.py) and the
+`WsClientConnection` transport, so the bots, the tests and game clients share one protocol code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+
+from netcode.client_session import Bye, ClientSession, Error, Events, Pong, Snapshot, Welcome
+from netcode.ws_client import WsClientConnection, ws_connect
+
+
+class ServerError(RuntimeError):
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(f"server error {code}: {msg}")
+        self.code = code
+        self.msg = msg
+
+
+class ArbiterClient:
+    def __init__(self, decode: bool = True, keep_events: int = 1024) -> None:
+        self.session = ClientSession()
+        self.decode = decode
+        self.conn: WsClientConnection | None = None
+        self.welcome: Welcome | None = None
+        self.latest: Snapshot | None = None
+        self.snapshots = 0
+        self.snapshot_bytes = 0
+        self.errors: collections.deque[Error] = collections.deque(maxlen=keep_events)
+        self.events: collections.deque[tuple[int, int, int]] = collections.deque(maxlen=keep_events)
+        self.bye: Bye | None = None
+        self.on_snapshot: Callable[[Snapshot], None] | None = None
+        self._welcome_fut: asyncio.Future[Welcome] | None = None
+        self._snap_waiters: list[asyncio.Future[Snapshot]] = []
+        self._pong_waiters: list[asyncio.Future[float]] = []
+        self._loop = asyncio.get_running_loop()
+
+    # -- connecting -------------------------------------------------------------------------------
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        name: str = "player",
+        token: str = "",
+        *,
+        decode: bool = True,
+        timeout: float = 10.0,
+        rcvbuf: int | None = None,
+    ) -> ArbiterClient:
+        self = cls(decode=decode)
+        self.conn = await ws_connect(url, self._on_message, self._on_close, timeout=timeout, rcvbuf=rcvbuf)
+        self._welcome_fut = self._loop.create_future()
+        self.conn.send(self.session.hello(name, token))
+        self.welcome = await asyncio.wait_for(self._welcome_fut, timeout)
+        return self
+
+    @property
+    def player(self) -> int:
+        assert self.welcome is not None
+        return self.welcome.player
+
+    @property
+    def is_open(self) -> bool:
+        return self.conn is not None and self.conn.is_open
+
+    # -- sending ----------------------------------------------------------------------------------
+    def send_input(
+        self, dx: float, dy: float, action: int = 0, arg: int = 0, client_tick: int | None = None
+    ) -> int:
+        """Send one input; returns its sequence number."""
+        assert self.conn is not None
+        self.conn.send(self.session.input(dx, dy, action, arg, client_tick))
+        return self.session.seq
+
+    def send_raw(self, payload: bytes) -> None:
+        assert self.conn is not None
+        self.conn.send(payload)
+
+    async def ping(self, timeout: float = 5.0) -> float:
+        """Round trip time in seconds, measured against the loop clock."""
+        assert self.conn is not None
+        fut: asyncio.Future[float] = self._loop.create_future()
+        self._pong_waiters.append(fut)
+        self.conn.send(self.session.ping(self._loop.time()))
+        return await asyncio.wait_for(fut, timeout)
+
+    async def next_snapshot(self, timeout: float = 5.0) -> Snapshot:
+        fut: asyncio.Future[Snapshot] = self._loop.create_future()
+        self._snap_waiters.append(fut)
+        return await asyncio.wait_for(fut, timeout)
+
+    async def close(self, timeout: float = 2.0) -> None:
+        if self.conn is None:
+            return
+        self.conn.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.conn.closed), timeout)
+        except TimeoutError:
+            self.conn.abort()
+
+    async def wait_closed(self, timeout: float = 10.0) -> tuple[int, str]:
+        assert self.conn is not None
+        return await asyncio.wait_for(asyncio.shield(self.conn.closed), timeout)
+
+    # -- receiving --------------------------------------------------------------------------------
+    def _on_message(self, payload: bytes) -> None:
+        if not self.decode and self.welcome is not None:
+            head = self.session.peek_snapshot_tick(payload)
+            if head is not None:
+                self.snapshots += 1
+                self.snapshot_bytes += len(payload)
+                return
+        for ev in self.session.receive(payload, self._loop.time()):
+            if isinstance(ev, Snapshot):
+                self.snapshots += 1
+                self.snapshot_bytes += len(payload)
+                self.latest = ev
+                if self.on_snapshot is not None:
+                    self.on_snapshot(ev)
+                waiters, self._snap_waiters = self._snap_waiters, []
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(ev)
+            elif isinstance(ev, Events):
+                self.events.extend(ev.events)
+            elif isinstance(ev, Pong):
+                waiters_p, self._pong_waiters = self._pong_waiters, []
+                for wp in waiters_p:
+                    if not wp.done():
+                        wp.set_result(ev.rtt)
+            elif isinstance(ev, Welcome):
+                if self._welcome_fut is not None and not self._welcome_fut.done():
+                    self._welcome_fut.set_result(ev)
+            elif isinstance(ev, Error):
+                self.errors.append(ev)
+                if self._welcome_fut is not None and not self._welcome_fut.done():
+                    self._welcome_fut.set_exception(ServerError(ev.code, ev.msg))
+            elif isinstance(ev, Bye):
+                self.bye = ev
+
+    def _on_close(self, code: int, reason: str) -> None:
+        exc = ConnectionError(f"connection closed ({code} {reason})")
+        if self._welcome_fut is not None and not self._welcome_fut.done():
+            last = self.errors[-1] if self.errors else None
+            self._welcome_fut.set_exception(ServerError(last.code, last.msg) if last else exc)
+        for w in self._snap_waiters:
+            if not w.done():
+                w.set_exception(exc)
+        for wp in self._pong_waiters:
+            if not wp.done():
+                wp.set_exception(exc)

@@ -1,0 +1,219 @@
+"""Client-side protocol state machine (Sans-I/O), used by the Python SDK and the bots.
+
+The caller sends the bytes returned by `hello` / `input` / `ping` and feeds every received
+message to `receive(payload, now)`. Frames from the server that violate the protocol raise
+`ProtocolError`: a client has no one to report them to, and silently ignoring a broken server
+would hide bugs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from netcode.protocol import (
+    PROTOCOL_VERSION,
+    T_BYE,
+    T_ERROR,
+    T_EVENTS,
+    T_PONG,
+    T_SNAPSHOT,
+    T_WELCOME,
+    UINT32_MAX,
+    UINT64_MAX,
+    ErrorCode,
+    ProtocolError,
+    dtype_from_wire,
+    encode_hello,
+    encode_input,
+    encode_ping,
+    peek_snapshot_header,
+    req_float,
+    req_int,
+    req_str,
+    unpack_map,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    player: int
+    tick: int
+    tick_rate: int
+    send_rate: int
+    game: str
+    world: dict[str, float | int | str]
+    dtype: np.dtype
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    tick: int
+    ack_seq: int  # newest of this client's inputs the server had processed
+    entities: np.ndarray  # read-only view over the frame's bytes, dtype = welcome.dtype
+
+
+@dataclass(frozen=True, slots=True)
+class Events:
+    tick: int
+    events: list[tuple[int, int, int]]  # (kind, a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    code: int  # an ErrorCode value when known
+    msg: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    rtt: float  # this sample, in the caller's time unit (seconds when `now` is seconds)
+    server_time_ms: float
+    tick: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    reason: str
+
+
+ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye
+
+# Same smoothing as TCP's SRTT (RFC 6298): steady, yet follows a real change within ~10 samples.
+RTT_ALPHA: Final = 0.125
+
+
+class ClientSession:
+    __slots__ = (
+        "closed",
+        "dtype",
+        "last_ack_seq",
+        "last_tick",
+        "rtt",
+        "seq",
+        "welcome",
+    )
+
+    def __init__(self) -> None:
+        self.seq = 0  # last input seq sent; the first input carries 1
+        self.welcome: Welcome | None = None
+        self.dtype: np.dtype | None = None
+        self.last_tick = 0  # newest server tick seen in a welcome or snapshot
+        self.last_ack_seq = 0  # newest input seq the server reported processed
+        self.rtt: float | None = None  # EWMA of ping round trips
+        self.closed = False
+
+    # ------------------------------------------------------------------ outbound
+
+    def hello(self, name: str, token: str = "") -> bytes:
+        return encode_hello(name, token)
+
+    def input(
+        self,
+        dx: float,
+        dy: float,
+        action: int = 0,
+        arg: int = 0,
+        client_tick: int | None = None,
+        ack: int | None = None,
+    ) -> bytes:
+        """Encode the next input; `client_tick` defaults to the newest server tick seen."""
+        self.seq = (self.seq + 1) & UINT32_MAX
+        ct = self.last_tick & UINT32_MAX if client_tick is None else client_tick
+        return encode_input(self.seq, ct, dx, dy, action, arg, ack)
+
+    def ping(self, now: float) -> bytes:
+        return encode_ping(now)
+
+    # ------------------------------------------------------------------ inbound
+
+    def peek_snapshot_tick(self, payload: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+        """(tick, ack_seq) of a snapshot without decoding its entities; None if not a snapshot.
+
+        Updates `last_tick` / `last_ack_seq` like a full receive would.
+        """
+        hdr = peek_snapshot_header(payload)
+        if hdr is not None:
+            tick, ack = hdr
+            if tick > self.last_tick:
+                self.last_tick = tick
+            if ack > self.last_ack_seq:
+                self.last_ack_seq = ack
+        return hdr
+
+    def receive(self, payload: bytes | bytearray | memoryview | str, now: float) -> list[ClientEvent]:
+        m = unpack_map(payload)
+        t = m["t"]
+        if t == T_SNAPSHOT:
+            return [self._snapshot(m)]
+        if t == T_EVENTS:
+            return [_events(m)]
+        if t == T_PONG:
+            return [self._pong(m, now)]
+        if t == T_WELCOME:
+            return [self._welcome(m)]
+        if t == T_ERROR:
+            return [Error(req_int(m, "code", -(2**63), UINT64_MAX), req_str(m, "msg"))]
+        if t == T_BYE:
+            self.closed = True
+            return [Bye(req_str(m, "reason"))]
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {t!r}")
+
+    def _snapshot(self, m: dict[str, Any]) -> Snapshot:
+        if self.dtype is None:
+            raise ProtocolError(ErrorCode.NOT_READY, "snapshot before welcome")
+        tick = req_int(m, "k", 0, UINT64_MAX)
+        ack = req_int(m, "a", 0, UINT32_MAX)
+        body = m.get("e")
+        if type(body) is not bytes:
+            raise ProtocolError(ErrorCode.BAD_FIELD, '"e" must be bin')
+        if len(body) % self.dtype.itemsize:
+            raise ProtocolError(ErrorCode.BAD_FIELD, "entity body is not a whole number of records")
+        if tick > self.last_tick:
+            self.last_tick = tick
+        if ack > self.last_ack_seq:
+            self.last_ack_seq = ack
+        return Snapshot(tick, ack, np.frombuffer(body, dtype=self.dtype))
+
+    def _pong(self, m: dict[str, Any], now: float) -> Pong:
+        c = req_float(m, "c")
+        sample = now - c
+        self.rtt = sample if self.rtt is None else self.rtt + RTT_ALPHA * (sample - self.rtt)
+        return Pong(sample, req_float(m, "s"), req_int(m, "k", 0, UINT64_MAX))
+
+    def _welcome(self, m: dict[str, Any]) -> Welcome:
+        v = req_int(m, "v", 0, UINT64_MAX)
+        if v != PROTOCOL_VERSION:
+            raise ProtocolError(ErrorCode.VERSION_MISMATCH, f"server speaks v{v}, client v{PROTOCOL_VERSION}")
+        world = m.get("world")
+        if type(world) is not dict:
+            raise ProtocolError(ErrorCode.BAD_FIELD, '"world" must be a map')
+        dtype = dtype_from_wire(m.get("dtype"))
+        w = Welcome(
+            player=req_int(m, "player", 0, UINT32_MAX),
+            tick=req_int(m, "tick", 0, UINT64_MAX),
+            tick_rate=req_int(m, "tick_rate", 1, 100_000),
+            send_rate=req_int(m, "send_rate", 1, 100_000),
+            game=req_str(m, "game"),
+            world=world,
+            dtype=dtype,
+        )
+        self.welcome = w
+        self.dtype = dtype
+        self.last_tick = max(self.last_tick, w.tick)
+        return w
+
+
+def _events(m: dict[str, Any]) -> Events:
+    tick = req_int(m, "k", 0, UINT64_MAX)
+    raw = m.get("ev")
+    if type(raw) is not list:
+        raise ProtocolError(ErrorCode.BAD_FIELD, '"ev" must be an array')
+    out: list[tuple[int, int, int]] = []
+    for e in raw:
+        if type(e) is not list or len(e) != 3 or not all(type(x) is int for x in e):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "event must be [kind, a, b] ints")
+        out.append((e[0], e[1], e[2]))
+    return Events(tick, out)

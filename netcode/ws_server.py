@@ -1,0 +1,217 @@
+"""WebSocket server transport: an asyncio Protocol driving websockets' Sans-I/O `ServerProtocol`.
+
+Why not `websockets.asyncio.server`: its per-connection reader task costs 15-17 µs per inbound
+message and its `send()` awaits the socket (a stalled reader froze the whole tick in the probe).
+Here a message costs no task wake-up: bytes go straight from `data_received` to the handler, and
+`send_parts()` is a synchronous write that refuses (returns False) when the client's kernel and
+user-space buffers are already over a bound, so the caller can drop a superseded snapshot instead
+of queueing without limit.
+
+The transport owns no clock and starts no task; the engine decides about time-outs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol as TypingProtocol
+from typing import cast
+
+from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from netcode.ws_frames import OP_BINARY, frame_header
+
+log = logging.getLogger("arbiter.ws")
+# websockets logs every opened connection at INFO; at a thousand clients that is noise.
+log.setLevel(logging.WARNING)
+
+
+class ConnectionHandler(TypingProtocol):
+    """What the application implements; every callback runs synchronously on the loop."""
+
+    def http_request(self, path: str) -> tuple[int, str, bytes] | None:
+        """Answer a plain HTTP GET (status, content type, body), or None to upgrade `path`."""
+        ...
+
+    def on_open(self, conn: WsServerConnection) -> None: ...
+
+    def on_message(self, conn: WsServerConnection, payload: bytes, is_text: bool) -> None: ...
+
+    def on_close(self, conn: WsServerConnection) -> None: ...
+
+
+class WsServerConnection(asyncio.Protocol):
+    __slots__ = (
+        "_closing",
+        "_opened",
+        "_proto",
+        "bytes_in",
+        "bytes_out",
+        "handler",
+        "msgs_in",
+        "peer",
+        "session",
+        "transport",
+        "user",
+    )
+
+    def __init__(self, handler: ConnectionHandler, max_size: int) -> None:
+        self.handler = handler
+        self._proto = ServerProtocol(max_size=max_size, logger=log)
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] | None = None
+        self._opened = False
+        self._closing = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.msgs_in = 0
+        # Slots for the application: its session object and whatever it keys players by.
+        self.session: object = None
+        self.user: object = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.peer = transport.get_extra_info("peername")
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        proto = self._proto
+        proto.receive_data(data)
+        for event in proto.events_received():
+            if isinstance(event, Frame):
+                op = event.opcode
+                if op is Opcode.BINARY or op is Opcode.TEXT:
+                    if not event.fin:
+                        # Inputs are tiny; a fragmented one is a client bug or an attack.
+                        proto.fail(1003, "fragmented messages are not supported")
+                        break
+                    self.msgs_in += 1
+                    self.handler.on_message(self, bytes(event.data), op is Opcode.TEXT)
+                elif op is Opcode.CONT:
+                    proto.fail(1003, "fragmented messages are not supported")
+                    break
+            elif isinstance(event, Request):
+                self._handshake(event)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self._proto.receive_eof()
+        self._flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._opened:
+            self._opened = False
+            self.handler.on_close(self)
+
+    # -- handshake --------------------------------------------------------------------------------
+    def _handshake(self, request: Request) -> None:
+        proto = self._proto
+        answer = self.handler.http_request(request.path)
+        if answer is not None:
+            status, ctype, body = answer
+            response = proto.reject(status, "")
+            response = Response(
+                response.status_code,
+                response.reason_phrase,
+                Headers(
+                    [
+                        ("Content-Type", ctype),
+                        ("Content-Length", str(len(body))),
+                        ("Connection", "close"),
+                        ("Cache-Control", "no-store"),
+                    ]
+                ),
+                body,
+            )
+            proto.send_response(response)
+            return
+        response = proto.accept(request)
+        proto.send_response(response)
+        if response.status_code == 101:
+            self._opened = True
+            self.handler.on_open(self)
+
+    # -- output -----------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self._proto.data_to_send():
+            if data:
+                self.bytes_out += len(data)
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+        done = self._proto.state is State.CLOSED or (
+            self._proto.close_expected() and self._proto.state is not State.OPEN
+        )
+        if done and not transport.is_closing():
+            # The closing handshake is done (or we failed the connection): release the socket.
+            transport.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened and not self._closing and self._proto.state is State.OPEN
+
+    @property
+    def write_buffer_size(self) -> int:
+        t = self.transport
+        return t.get_write_buffer_size() if t is not None else 0
+
+    def send_parts(self, *parts: bytes, limit: int = 1 << 30) -> bool:
+        """Write one binary message made of `parts`, unless the backlog is over `limit` bytes.
+
+        Returns False (nothing written) when the connection is not open or is backlogged.
+        """
+        t = self.transport
+        if t is None or not self.is_open:
+            return False
+        if t.get_write_buffer_size() > limit:
+            return False
+        size = 0
+        for p in parts:
+            size += len(p)
+        data = b"".join((frame_header(OP_BINARY, size), *parts))
+        self.bytes_out += len(data)
+        t.write(data)
+        return True
+
+    def send(self, payload: bytes) -> bool:
+        return self.send_parts(payload)
+
+    def ping(self, data: bytes = b"") -> None:
+        if self.is_open:
+            self._proto.send_ping(data)
+            self._flush()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; the socket is released when the peer answers."""
+        if self._proto.state is State.OPEN:
+            self._proto.send_close(code, reason)
+            self._flush()
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once (a stalled reader will never answer a close frame)."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def connection_factory(handler: ConnectionHandler, max_size: int) -> Callable[[], WsServerConnection]:
+    def make() -> WsServerConnection:
+        return WsServerConnection(handler, max_size)
+
+    return make

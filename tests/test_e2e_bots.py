@@ -1,0 +1,27 @@
+"""End to end: `arbiter serve` in its own process and 50 bot players over real sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.bots import BotConfig, run_bots
+from engine.launcher import start_server
+
+
+@pytest.mark.parametrize("game", ["wander", "startales"])
+async def test_fifty_bots_get_snapshots_at_the_send_rate_and_move(game: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(["--game", game, "--seed", "7", "--data-dir", str(tmp_path)])
+    try:
+        report = await run_bots(
+            BotConfig(url=server.url, game=game, count=50, duration=4.0, full_decoders=50, ping_every=0.5)
+        )
+        stats = server.stats()
+    finally:
+        code = server.stop()
+    assert report.connected == 50 and report.connect_failures == 0
+    # Every bot, not just the average, receives snapshots at (nearly) the 20 Hz send rate.
+    assert report.snapshots_per_bot_s_min >= 0.85 * 20, report
+    assert report.moved == 50, report
+    assert report.rtt_p50_ms > 0
+    assert stats["inputs_accepted"] > 0 and stats["tick_hz"] > 55
+    assert code == 0  # SIGTERM is a graceful shutdown

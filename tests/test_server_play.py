@@ -1,0 +1,90 @@
+"""A real client against an in-process server: handshake, snapshots, movement, HTTP, shutdown."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from netcode.client import ArbiterClient
+from tests.serverutil import http_get, running_server, url, wait_for
+
+
+async def test_join_receive_snapshots_and_move() -> None:
+    async with running_server(game="wander", game_config={"npcs": 200}) as server:
+        client = await ArbiterClient.connect(url(server), "ada")
+        w = client.welcome
+        assert w is not None and w.game == "wander" and w.tick_rate == 60 and w.send_rate == 20
+        assert w.world["width"] == 1000
+        snap = await client.next_snapshot()
+        me = snap.entities[snap.entities["id"] == client.player]
+        assert me.size == 1 and me["hp"][0] == 100
+        assert snap.entities.size == 201  # 200 NPCs and our ship: everyone sees the whole world
+        x0 = float(me["x"][0])
+        seq = client.send_input(1.0, 0.0)
+        await wait_for(lambda: client.latest is not None and client.latest.ack_seq >= seq)
+        s2 = await client.next_snapshot()
+        me2 = s2.entities[s2.entities["id"] == client.player]
+        assert float(me2["vx"][0]) == 5.0
+        assert float(me2["x"][0]) > x0 or x0 >= 999.9
+        # An illegal thrust (|d| > 1) is refused and reported back as a refusal event.
+        client.send_input(1.0, 1.0)
+        await wait_for(lambda: any(e[0] == 3 for e in client.events))
+        assert server.stats.inputs_refused >= 1
+        await client.close()
+
+
+async def test_health_and_stats_on_the_same_port() -> None:
+    async with running_server(game="wander", game_config={"npcs": 50}) as server:
+        status, body = await http_get(server, "/health")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        c = await ArbiterClient.connect(url(server), "bob")
+        await c.next_snapshot()
+        status, body = await http_get(server, "/stats")
+        stats = json.loads(body)
+        assert status == 200
+        for key in ("tick_hz", "tick_p50_ms", "tick_p99_ms", "tick_max_ms", "overruns", "send_p99_ms",
+                    "bytes_out", "inputs_accepted", "inputs_refused", "ccu"):
+            assert key in stats
+        assert stats["ccu"] == 1 and stats["bytes_out"] > 0
+        status, _ = await http_get(server, "/nope")
+        assert status == 404
+        await c.close()
+
+
+async def test_send_rate_is_decoupled_from_tick_rate() -> None:
+    async with running_server(game="wander", game_config={"npcs": 10}, tick_rate=60, send_rate=10) as server:
+        c = await ArbiterClient.connect(url(server), "carl")
+        first = await c.next_snapshot()
+        n0 = c.snapshots
+        await wait_for(lambda: c.snapshots >= n0 + 10, timeout=5)
+        last = c.latest
+        assert last is not None
+        # 10 sends per second at 60 ticks per second: 6 ticks between consecutive snapshots.
+        assert (last.tick - first.tick) / (c.snapshots - n0) == 6
+        await c.close()
+
+
+async def test_leave_despawns_the_ship() -> None:
+    async with running_server(game="wander", game_config={"npcs": 10}) as server:
+        a = await ArbiterClient.connect(url(server), "a")
+        b = await ArbiterClient.connect(url(server), "b")
+        snap = await b.next_snapshot()
+        assert a.player in set(snap.entities["id"].tolist())
+        await a.close()
+        await wait_for(lambda: server.campaign.players.keys() == {b.player})
+        snap = await b.next_snapshot()
+        snap = await b.next_snapshot()
+        assert a.player not in set(snap.entities["id"].tolist())
+        await b.close()
+
+
+async def test_graceful_shutdown_tells_clients() -> None:
+    async with running_server(game="wander", game_config={"npcs": 10}) as server:
+        c = await ArbiterClient.connect(url(server), "dora")
+        await c.next_snapshot()
+        server.request_stop()
+        code, _ = await c.wait_closed()
+        assert code == 1001
+        assert c.bye is not None and "shutting down" in c.bye.reason
+        assert np.isfinite(server.stats.achieved_hz())
