@@ -67,6 +67,7 @@ class Client:
     opened_at: float
     eid: int = -1
     name: str = ""
+    group: int = 0  # which of the staggered send groups this client is served in
     strikes: int = 0
     last_rx_count: int = 0
     last_rx_time: float = 0.0
@@ -89,7 +90,13 @@ class GameServer:
         self._stopped = asyncio.Event()
         self._accepting = False
         self._ticker = FixedStep(cfg.tick_rate, cfg.max_catchup)
-        self._sender = FixedStep(cfg.send_rate, 1)
+        # Staggered sends: clients are split into tick_rate // send_rate groups and one group is
+        # served per sub-send, so each client still gets send_rate snapshots per second but the
+        # socket writes of one send are spread over several ticks instead of one long stall.
+        self._groups = max(1, cfg.tick_rate // max(1, cfg.send_rate))
+        self._sender = FixedStep(cfg.send_rate * self._groups, self._groups)
+        self._subsend = 0
+        self._next_group = 0
         self._rotate = 0
         self._started_wall = time.time()
         self._proc = psutil.Process()
@@ -167,7 +174,8 @@ class GameServer:
                 stats.tick_dur.add(perf() - t0)
             if self._sender.due(loop.time()):
                 t0 = perf()
-                self._send_phase()
+                self._send_phase(self._subsend % self._groups)
+                self._subsend += 1
                 stats.send_dur.add(perf() - t0)
             wake = min(self._ticker.next_deadline(), self._sender.next_deadline())
             delay = wake - loop.time()
@@ -188,8 +196,8 @@ class GameServer:
             if client is not None:
                 client.pending_events.extend(evs)
 
-    def _send_phase(self) -> None:
-        clients = [c for c in self.clients.values() if c.eid >= 0]
+    def _send_phase(self, group: int) -> None:
+        clients = [c for c in self.clients.values() if c.eid >= 0 and c.group == group]
         if not clients:
             return
         campaign = self.campaign
@@ -311,6 +319,8 @@ class GameServer:
         eid = campaign.join(ev.name)
         client.eid = eid
         client.name = ev.name
+        client.group = self._next_group
+        self._next_group = (self._next_group + 1) % self._groups
         self.by_eid[eid] = client
         self.stats.joins += 1
         game = campaign.game

@@ -18,6 +18,9 @@ from collections.abc import Callable
 from netcode.client_session import Bye, ClientSession, Error, Events, Pong, Snapshot, Welcome
 from netcode.ws_client import WsClientConnection, ws_connect
 
+# Enough of a snapshot frame for peek_snapshot_tick: map header, tick, ack and the body's bin header.
+SNAPSHOT_PREFIX_BYTES = 48
+
 
 class ServerError(RuntimeError):
     def __init__(self, code: int, msg: str) -> None:
@@ -61,6 +64,9 @@ class ArbiterClient:
         self._welcome_fut = self._loop.create_future()
         self.conn.send(self.session.hello(name, token))
         self.welcome = await asyncio.wait_for(self._welcome_fut, timeout)
+        if not decode:
+            # Counting snapshots needs only their header: skip the entity bytes as they arrive.
+            self.conn.count_only(SNAPSHOT_PREFIX_BYTES)
         return self
 
     @property
@@ -117,7 +123,6 @@ class ArbiterClient:
             head = self.session.peek_snapshot_tick(payload)
             if head is not None:
                 self.snapshots += 1
-                self.snapshot_bytes += len(payload)
                 return
         for ev in self.session.receive(payload, self._loop.time()):
             if isinstance(ev, Snapshot):

@@ -22,6 +22,7 @@ from netcode.ws_frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    FrameError,
     FrameReader,
     client_frame,
     close_payload,
@@ -96,8 +97,8 @@ class WsClientConnection(asyncio.Protocol):
             data = rest
         try:
             frames = self._reader.feed(data)
-        except ValueError as exc:
-            self._send_close(1009 if "max_size" in str(exc) else 1002, str(exc)[:100])
+        except FrameError as exc:
+            self._send_close(exc.code, str(exc)[:100])
             self.abort()
             return
         for opcode, payload in frames:
@@ -146,6 +147,11 @@ class WsClientConnection(asyncio.Protocol):
     def is_open(self) -> bool:
         t = self.transport
         return self.opened.done() and not self.closed.done() and t is not None and not t.is_closing()
+
+    def count_only(self, prefix: int, over: int = 4096) -> None:
+        """From now on deliver data messages over `over` bytes truncated to their first `prefix` bytes."""
+        self._reader.truncate_at = prefix
+        self._reader.truncate_over = over
 
     def send(self, payload: bytes) -> None:
         self._write(client_frame(OP_BINARY, payload))

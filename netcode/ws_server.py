@@ -24,7 +24,18 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from netcode.ws_frames import OP_BINARY, frame_header
+from netcode.ws_frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameError,
+    FrameReader,
+    close_payload,
+    frame_header,
+    server_frame,
+)
 
 log = logging.getLogger("arbiter.ws")
 # websockets logs every opened connection at INFO; at a thousand clients that is noise.
@@ -46,13 +57,24 @@ class ConnectionHandler(TypingProtocol):
 
 
 class WsServerConnection(asyncio.Protocol):
+    """One connection: websockets' `ServerProtocol` for the HTTP upgrade, then a fast frame path.
+
+    After the 101 response the inbound frames are parsed by `FrameReader` (masked client frames,
+    size checked on the header) instead of websockets' generator-based parser, which cost ~24 µs
+    per input frame in the profile of 1000 clients; control frames (ping, close) are answered here.
+    """
+
     __slots__ = (
         "_closing",
+        "_fast",
         "_opened",
         "_proto",
+        "_sent_close",
         "bytes_in",
         "bytes_out",
+        "close_code",
         "handler",
+        "max_size",
         "msgs_in",
         "peer",
         "session",
@@ -62,11 +84,15 @@ class WsServerConnection(asyncio.Protocol):
 
     def __init__(self, handler: ConnectionHandler, max_size: int) -> None:
         self.handler = handler
-        self._proto = ServerProtocol(max_size=max_size, logger=log)
+        self.max_size = max_size
+        self._proto: ServerProtocol | None = ServerProtocol(max_size=max_size, logger=log)
+        self._fast: FrameReader | None = None
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None
         self._opened = False
         self._closing = False
+        self._sent_close = False
+        self.close_code: int | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.msgs_in = 0
@@ -82,7 +108,12 @@ class WsServerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        fast = self._fast
+        if fast is not None:
+            self._fast_frames(fast, data)
+            return
         proto = self._proto
+        assert proto is not None
         proto.receive_data(data)
         for event in proto.events_received():
             if isinstance(event, Frame):
@@ -99,11 +130,40 @@ class WsServerConnection(asyncio.Protocol):
                     break
             elif isinstance(event, Request):
                 self._handshake(event)
-        self._flush()
+        self._flush_proto()
+        # Switch to the fast path once websockets holds no partial frame of ours.
+        if self._opened and proto.state is State.OPEN and not proto.reader.buffer:
+            self._fast = FrameReader(self.max_size, require_mask=True, allow_fragments=False)
+            self._proto = None
+
+    def _fast_frames(self, fast: FrameReader, data: bytes) -> None:
+        try:
+            frames = fast.feed(data)
+        except FrameError as exc:
+            self.close(exc.code, str(exc)[:100])
+            return
+        for opcode, payload in frames:
+            if opcode in (OP_BINARY, OP_TEXT):
+                if self._closing or self._sent_close:
+                    return  # RFC 6455: after a close, further data is discarded
+                self.msgs_in += 1
+                self.handler.on_message(self, payload, opcode == OP_TEXT)
+            elif opcode == OP_PING:
+                self._write(server_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
+                if not self._sent_close:
+                    self._sent_close = True
+                    self._write(server_frame(OP_CLOSE, close_payload(code if code not in (1005, 1006) else 1000)))
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            # OP_PONG: nothing to do; any byte from the client already counts as liveness.
 
     def eof_received(self) -> bool | None:
-        self._proto.receive_eof()
-        self._flush()
+        if self._proto is not None:
+            self._proto.receive_eof()
+            self._flush_proto()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -115,6 +175,7 @@ class WsServerConnection(asyncio.Protocol):
     # -- handshake --------------------------------------------------------------------------------
     def _handshake(self, request: Request) -> None:
         proto = self._proto
+        assert proto is not None
         answer = self.handler.http_request(request.path)
         if answer is not None:
             status, ctype, body = answer
@@ -141,28 +202,32 @@ class WsServerConnection(asyncio.Protocol):
             self.handler.on_open(self)
 
     # -- output -----------------------------------------------------------------------------------
-    def _flush(self) -> None:
+    def _write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            self.bytes_out += len(data)
+            t.write(data)
+
+    def _flush_proto(self) -> None:
         transport = self.transport
-        if transport is None:
+        proto = self._proto
+        if transport is None or proto is None:
             return
-        for data in self._proto.data_to_send():
+        for data in proto.data_to_send():
             if data:
-                self.bytes_out += len(data)
-                transport.write(data)
+                self._write(data)
             elif transport.can_write_eof():
                 transport.write_eof()
             else:
                 transport.close()
-        done = self._proto.state is State.CLOSED or (
-            self._proto.close_expected() and self._proto.state is not State.OPEN
-        )
+        done = proto.state is State.CLOSED or (proto.close_expected() and proto.state is not State.OPEN)
         if done and not transport.is_closing():
             # The closing handshake is done (or we failed the connection): release the socket.
             transport.close()
 
     @property
     def is_open(self) -> bool:
-        return self._opened and not self._closing and self._proto.state is State.OPEN
+        return self._opened and not self._closing and not self._sent_close
 
     @property
     def write_buffer_size(self) -> int:
@@ -175,7 +240,7 @@ class WsServerConnection(asyncio.Protocol):
         Returns False (nothing written) when the connection is not open or is backlogged.
         """
         t = self.transport
-        if t is None or not self.is_open:
+        if t is None or not self.is_open or t.is_closing():
             return False
         if t.get_write_buffer_size() > limit:
             return False
@@ -192,15 +257,22 @@ class WsServerConnection(asyncio.Protocol):
 
     def ping(self, data: bytes = b"") -> None:
         if self.is_open:
-            self._proto.send_ping(data)
-            self._flush()
+            self._write(server_frame(OP_PING, data))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the closing handshake; the socket is released when the peer answers."""
-        if self._proto.state is State.OPEN:
+        """Send a close frame and release the socket once it is flushed."""
+        if self._proto is not None and self._proto.state is State.OPEN:
             self._proto.send_close(code, reason)
-            self._flush()
-        elif self.transport is not None and not self.transport.is_closing():
+            self._sent_close = True
+            self.close_code = code
+            self._flush_proto()
+            return
+        if self._opened and not self._sent_close:
+            self._sent_close = True
+            self.close_code = code
+            self._write(server_frame(OP_CLOSE, close_payload(code, reason)))
+        if self.transport is not None and not self.transport.is_closing():
+            # asyncio flushes the write buffer before closing the socket.
             self.transport.close()
 
     def abort(self) -> None:

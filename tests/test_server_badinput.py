@@ -41,7 +41,8 @@ async def test_each_bad_frame_gets_its_error_code(frame: bytes, code: ErrorCode)
         # One offence is not a disconnect: the sender can go on playing.
         seq = bad.send_input(0.5, 0.0)
         await wait_for(lambda: bad.latest is not None and bad.latest.ack_seq == seq)
-        assert observer.is_open and observer.snapshots > 0
+        await wait_for(lambda: observer.snapshots > 0)
+        assert observer.is_open
         await bad.close()
         await observer.close()
 
