@@ -1,12 +1,18 @@
 """A campaign: one game, one world, the input buffer of the next tick and who plays whom.
 
 No sockets and no clock here: the server (engine/server.py) feeds inputs in and calls `tick()`;
-tests and tools drive the same object directly.
+recovery and `arbiter replay` drive the same object from the journal with `apply_record()`, so the
+live server and a replay run exactly the same code in the same order:
+
+    joins (as they happened between two ticks) → leaves → step(inputs in arrival order)
+
+Joins apply at once (a player needs its entity id for the welcome); leaves are deferred to the
+start of the next tick so that the journal's "joins, then leaves" order is the order that happened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,9 +22,16 @@ from sim.game_api import Game
 from sim.inputs import InputBatch
 from sim.registry import make_game
 from sim.statehash import state_hash
-from sim.world import World
+from sim.world import META_PLAYER_LO, World
 
 SLOT_MASK = (1 << 20) - 1
+
+# recorder(tick, joins, leaves, inputs) is called after each step, before the inputs are cleared.
+Recorder = Callable[[int, list[tuple[int, str]], list[int], InputBatch], None]
+
+
+class ReplayDivergenceError(RuntimeError):
+    """A journal record does not reproduce what the live server did (e.g. another entity id)."""
 
 
 @dataclass(slots=True)
@@ -42,13 +55,32 @@ class Campaign:
         self.game: Game = make_game(game, config) if isinstance(game, str) else game
         self.campaign_id = campaign_id
         self.seed = int(seed)
-        self.world: World = self.game.create_world(self.seed)
+        self.config = dict(config or {})
         cap = input_capacity or max(256, self.game.max_players * 8)
         self.inputs = InputBatch(cap)
         self.events = EventBuffer(max(1024, self.game.max_players * 8))
         self._record = np.zeros(self.game.capacity, dtype=self.game.record_dtype)
-        self.players: dict[int, str] = {}  # entity id -> display name
+        self.players: dict[int, str] = {}  # online: entity id -> display name
+        self.accounts: dict[str, int] = {}  # every player ship in the world: account -> entity id
+        self._pending_joins: list[tuple[int, str]] = []
+        self._pending_leaves: list[int] = []
+        self.recorder: Recorder | None = None
+        self.world: World = self.game.create_world(self.seed)
+        self._bind_world()
+
+    def _bind_world(self) -> None:
         self._last_seq = self.world.arrays["last_seq"]
+        self.player_lo = int(self.world.arrays["meta"][META_PLAYER_LO])
+
+    def replace_world(self, world: World, accounts: Mapping[str, int]) -> None:
+        """Adopt a restored world (recovery, replay from a snapshot)."""
+        self.world = world
+        self.accounts = dict(accounts)
+        self.players.clear()
+        self._pending_joins.clear()
+        self._pending_leaves.clear()
+        self.inputs.clear()
+        self._bind_world()
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
@@ -57,16 +89,41 @@ class Campaign:
 
     @property
     def full(self) -> bool:
-        return len(self.players) >= self.game.max_players
+        return len(self.accounts) >= self.game.max_players
 
-    def join(self, name: str) -> int:
-        eid = self.game.join(self.world)
+    def join(self, name: str, account: str | None = None) -> tuple[int, bool]:
+        """Bring `account`'s ship into play; returns (entity id, resumed).
+
+        An account whose ship is still in the world (after a crash, before it was reaped) gets the
+        same entity back. A second simultaneous connection of an online account gets its own ship.
+        """
+        key = account or name
+        eid = self.accounts.get(key)
+        if eid is not None and eid not in self.players:
+            self.players[eid] = name
+            return eid, True
+        if eid is not None:
+            key = f"{key}#{len(self.accounts)}"
+            while key in self.accounts:
+                key += "'"
+        eid = int(self.game.join(self.world))
+        self._pending_joins.append((eid, key))
+        self.accounts[key] = eid
         self.players[eid] = name
-        return eid
+        return eid, False
 
     def leave(self, eid: int) -> None:
-        if self.players.pop(eid, None) is not None:
-            self.game.leave(self.world, eid)
+        """The player is gone: its ship leaves the world at the start of the next tick."""
+        self.players.pop(eid, None)
+        for key, e in list(self.accounts.items()):
+            if e == eid:
+                del self.accounts[key]
+                self._pending_leaves.append(eid)
+                break
+
+    def offline_ships(self) -> list[int]:
+        """Ships in the world whose player is not connected (e.g. after a crash)."""
+        return sorted(e for e in self.accounts.values() if e not in self.players)
 
     # -- inputs -----------------------------------------------------------------------------------
     def submit(
@@ -80,6 +137,13 @@ class Campaign:
 
     # -- the tick ---------------------------------------------------------------------------------
     def tick(self) -> TickResult:
+        joins, self._pending_joins = self._pending_joins, []
+        leaves, self._pending_leaves = self._pending_leaves, []
+        for eid in leaves:
+            self.game.leave(self.world, eid)
+        return self._step(joins, leaves)
+
+    def _step(self, joins: list[tuple[int, str]], leaves: list[int]) -> TickResult:
         inputs, events = self.inputs, self.events
         events.clear()
         self.game.step(self.world, inputs, events)
@@ -93,8 +157,36 @@ class Campaign:
                 eid = int(eids[i])
                 if eid in self.players:
                     grouped.setdefault(eid, []).append((int(kinds[i]), int(a[i]), int(b[i])))
+        if self.recorder is not None:
+            self.recorder(self.world.tick, joins, leaves, inputs)
         inputs.clear()
         return result
+
+    def apply_record(
+        self, joins: list[tuple[int, str]], leaves: list[int], inputs: np.ndarray, tick: int
+    ) -> TickResult:
+        """Re-apply one journal record: the same joins, leaves and inputs, in the same order."""
+        if self.world.tick + 1 != tick:
+            raise ReplayDivergenceError(f"record for tick {tick} applied at tick {self.world.tick}")
+        for eid, key in joins:
+            got = int(self.game.join(self.world))
+            if got != eid:
+                raise ReplayDivergenceError(f"tick {tick}: join of {key!r} gave entity {got}, journal says {eid}")
+            self.accounts[key] = eid
+        for eid in leaves:
+            self.game.leave(self.world, eid)
+            for key, e in list(self.accounts.items()):
+                if e == eid:
+                    del self.accounts[key]
+        batch = self.inputs
+        batch.clear()
+        n = len(inputs)
+        if n > len(batch.eid):
+            raise ReplayDivergenceError(f"tick {tick}: {n} inputs exceed the input buffer")
+        for name in ("eid", "seq", "client_tick", "dx", "dy", "action", "arg"):
+            getattr(batch, name)[:n] = inputs[name]
+        batch.n = n
+        return self._step(joins, leaves)
 
     # -- replication ------------------------------------------------------------------------------
     def replicate(self) -> np.ndarray:

@@ -47,6 +47,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         data_dir=args.data_dir,
+        durability=args.durability,
+        snapshot_every_s=args.snapshot_every,
         tick_rate=args.tick_rate,
         send_rate=args.send_rate,
         game_config=_parse_kv(args.set),
@@ -121,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed on start)")
-    s.add_argument("--data-dir", default="data")
+    s.add_argument("--data-dir", default="data", help='campaign data root; "" keeps it in memory only')
+    s.add_argument("--durability", default="normal", choices=("normal", "full"))
+    s.add_argument("--snapshot-every", type=float, default=10.0, help="seconds between world snapshots")
     s.add_argument("--tick-rate", type=int, default=60)
     s.add_argument("--send-rate", type=int, default=20)
     s.add_argument("--max-players", type=int, default=0)
@@ -150,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", default="")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    from engine.replay import add_replay_parser
+    from engine.token_cli import add_token_parser
+
+    add_replay_parser(sub)
+    add_token_parser(sub)
     return p
 
 

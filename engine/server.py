@@ -21,6 +21,8 @@ from typing import Any
 import psutil
 
 from engine.campaign import Campaign
+from engine.journal import Journal
+from engine.recovery import RecoveryReport, open_campaign
 from engine.stats import TickStats
 from engine.ticker import FixedStep
 from netcode.protocol import (
@@ -44,7 +46,12 @@ class ServerConfig:
     seed: int = 1
     host: str = "127.0.0.1"
     port: int = 8765
-    data_dir: str = "data"
+    data_dir: str = "data"  # "" keeps the campaign in memory only (no journal, no recovery)
+    durability: str = "normal"  # SQLite synchronous=NORMAL (survives kill -9) or "full" (power loss)
+    snapshot_every_s: float = 10.0
+    hash_every: int = 60  # record the world's state hash in the journal every N ticks
+    store_commit_delay: float = 0.0  # test hook: a deliberately slow disk
+    orphan_grace: float = 60.0  # after a recovery, ships whose player has not come back leave then
     tick_rate: int = 60
     send_rate: int = 20
     max_catchup: int = 5
@@ -79,9 +86,25 @@ class GameServer:
 
     def __init__(self, cfg: ServerConfig, campaign: Campaign | None = None) -> None:
         self.cfg = cfg
-        self.campaign = campaign or Campaign(
-            cfg.game, cfg.seed, {"tick_rate": cfg.tick_rate, **dict(cfg.game_config)}, cfg.campaign
-        )
+        config = {"tick_rate": cfg.tick_rate, **dict(cfg.game_config)}
+        self.journal: Journal | None = None
+        self.recovery: RecoveryReport | None = None
+        if campaign is None and cfg.data_dir:
+            campaign, store, self.recovery = open_campaign(
+                cfg.data_dir, cfg.campaign, cfg.game, cfg.seed, config,
+                tick_rate=cfg.tick_rate, durability=cfg.durability, commit_delay=cfg.store_commit_delay,
+            )  # fmt: skip
+            self.journal = Journal(
+                campaign, store, snapshot_every=int(cfg.snapshot_every_s * cfg.tick_rate), hash_every=cfg.hash_every
+            )
+            r = self.recovery
+            if not r.created:
+                log.info(
+                    "recovered campaign %s: snapshot at tick %d + %d journal ticks (%d hashes verified) in %.2f s%s",
+                    cfg.campaign, r.snapshot_tick, r.replayed_ticks, r.hashes_checked, r.seconds,
+                    f"; truncated: {r.truncated}" if r.truncated else "",
+                )  # fmt: skip
+        self.campaign = campaign or Campaign(cfg.game, cfg.seed, config, cfg.campaign)
         self.stats = TickStats()
         self.clients: dict[WsServerConnection, Client] = {}
         self.by_eid: dict[int, Client] = {}
@@ -105,8 +128,16 @@ class GameServer:
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self.campaign.game.warmup()  # compile/load every kernel before the first player
+        if self.journal is not None:
+            journal = self.journal
+
+            def committed(tick: int) -> None:  # runs on the store's writer thread
+                with contextlib.suppress(RuntimeError):  # the loop may be closing
+                    loop.call_soon_threadsafe(journal.on_commit, tick)
+
+            journal.store.on_commit = committed
         self._server = await self._loop.create_server(
             # A hello may carry a 4 KiB token, so the transport's frame limit is the hello's.
             connection_factory(self, max(self.cfg.max_frame, MAX_HELLO_FRAME)),
@@ -154,6 +185,11 @@ class GameServer:
             await asyncio.sleep(0.02)
         for client in list(self.clients.values()):
             client.conn.abort()
+        if self.journal is not None:
+            # Final snapshot and flush; a blocking wait is fine here, the tick has stopped.
+            ok = await asyncio.to_thread(self.journal.close)
+            if not ok:
+                log.error("campaign store did not flush completely at shutdown")
         self._stopped.set()
         log.info("campaign %s stopped at tick %d", self.cfg.campaign, self.campaign.tick_count)
 
@@ -205,6 +241,7 @@ class GameServer:
         prep = PreparedSnapshot(tick, campaign.replicate())
         limit = max(self.cfg.write_limit, 2 * len(prep.tail))
         last_seq = campaign.world.arrays["last_seq"]
+        journal = self.journal
         stats = self.stats
         n = len(clients)
         start = self._rotate % n
@@ -216,7 +253,8 @@ class GameServer:
                 client.session.send_events(tick, client.pending_events)
                 client.pending_events = []
                 self._flush_session(client)
-            ack = int(last_seq[client.eid & 0xFFFFF])
+            # With a journal, only inputs of committed ticks are acknowledged (acknowledged = durable).
+            ack = journal.ack_for(client.eid) if journal is not None else int(last_seq[client.eid & 0xFFFFF])
             before = conn.bytes_out
             if conn.send_parts(prep.frame(ack), limit=limit):
                 client.strikes = 0
@@ -237,9 +275,17 @@ class GameServer:
     async def _housekeeping(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
+        reap_at = loop.time() + cfg.orphan_grace if self.campaign.offline_ships() else None
         while True:
             await asyncio.sleep(0.5)
             now = loop.time()
+            if reap_at is not None and now >= reap_at:
+                reap_at = None
+                orphans = self.campaign.offline_ships()
+                for eid in orphans:
+                    self.campaign.leave(eid)
+                if orphans:
+                    log.info("%d ships whose players did not come back after recovery left the world", len(orphans))
             for client in list(self.clients.values()):
                 conn = client.conn
                 rx = conn.bytes_in
@@ -316,7 +362,9 @@ class GameServer:
             client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
             return
         campaign = self.campaign
-        eid = campaign.join(ev.name)
+        eid, resumed = campaign.join(ev.name)
+        if resumed:
+            log.info("%s resumed entity %d", ev.name, eid)
         client.eid = eid
         client.name = ev.name
         client.group = self._next_group
@@ -361,6 +409,20 @@ class GameServer:
                 "pid": os.getpid(),
             }
         )
+        j = self.journal
+        if j is not None:
+            st = j.store
+            d.update(
+                {
+                    "durable_tick": j.durable_tick,
+                    "journal_backlog": j.backlog,
+                    "store_queue_depth": st.queue_depth,
+                    "store_last_commit_ms": round(st.last_commit_ms, 3),
+                    "store_bytes_written": st.bytes_written,
+                    "store_write_errors": st.write_errors,
+                    "snapshots_taken": j.snapshots_taken,
+                }
+            )
         return d
 
 

@@ -13,6 +13,7 @@ from engine.server import GameServer, ServerConfig
 
 @contextlib.asynccontextmanager
 async def running_server(**overrides: Any) -> AsyncIterator[GameServer]:
+    overrides.setdefault("data_dir", "")  # in memory unless a test asks for a data dir
     cfg = ServerConfig(port=0, **overrides)
     server = GameServer(cfg)
     await server.start()

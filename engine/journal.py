@@ -1,0 +1,133 @@
+"""The campaign's durability on the tick path: journal records out, durable acknowledgements in.
+
+Per tick the recorder encodes what the sim consumed (joins, leaves, inputs in order) and hands it
+to the SQLite store's writer thread without waiting. Acknowledgements sent to clients (the
+last-applied input seq in each snapshot) come from the newest tick the writer has *committed*,
+so an input a player saw acknowledged survives a kill -9 ("acknowledged means durable").
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import struct
+from collections.abc import Mapping
+
+import numpy as np
+
+from engine.campaign import Campaign
+from persistence.campaign_store import CampaignStore
+from persistence.journal_codec import encode_tick, inputs_from_columns
+from sim.inputs import InputBatch
+from sim.statehash import state_hash
+from sim.world import World
+
+log = logging.getLogger("arbiter.journal")
+
+_LEN = struct.Struct("<Q")
+
+
+def pack_snapshot(world: World, accounts: Mapping[str, int]) -> bytes:
+    """A snapshot blob: the world's arrays and the account → ship map (not part of the state hash)."""
+    body = world.to_bytes()
+    acc = json.dumps(sorted(accounts.items()), separators=(",", ":")).encode()
+    return _LEN.pack(len(body)) + body + acc
+
+
+def unpack_snapshot(blob: bytes) -> tuple[World, dict[str, int]]:
+    (n,) = _LEN.unpack_from(blob, 0)
+    world = World.from_bytes(memoryview(blob)[8 : 8 + n])
+    accounts = {str(k): int(v) for k, v in json.loads(bytes(blob[8 + n :]).decode())}
+    return world, accounts
+
+
+class Journal:
+    def __init__(
+        self,
+        campaign: Campaign,
+        store: CampaignStore,
+        *,
+        snapshot_every: int = 600,
+        hash_every: int = 60,
+        max_ack_ring: int = 1200,
+    ) -> None:
+        self.campaign = campaign
+        self.store = store
+        self.snapshot_every = max(1, snapshot_every)
+        self.hash_every = max(0, hash_every)
+        self._backlog: collections.deque[tuple[int, bytes, int | None]] = collections.deque()
+        # (tick, last_seq of the player slots after that tick), waiting for their commit.
+        self._ring: collections.deque[tuple[int, np.ndarray]] = collections.deque(maxlen=max_ack_ring)
+        lo = campaign.player_lo
+        self._durable = campaign.world.arrays["last_seq"][lo:].copy()
+        self.durable_tick = campaign.tick_count
+        self.snapshots_taken = 0
+        self.backlog_peak = 0
+        campaign.recorder = self.record
+
+    # -- tick path --------------------------------------------------------------------------------
+    def record(self, tick: int, joins: list[tuple[int, str]], leaves: list[int], batch: InputBatch) -> None:
+        n = batch.n
+        inputs = inputs_from_columns(
+            batch.eid[:n], batch.seq[:n], batch.client_tick[:n], batch.dx[:n], batch.dy[:n],
+            batch.action[:n], batch.arg[:n],
+        )  # fmt: skip
+        blob = encode_tick(tick, joins, leaves, inputs)
+        h = state_hash(self.campaign.world) if self.hash_every and tick % self.hash_every == 0 else None
+        self._backlog.append((tick, blob, h))
+        self._drain()
+        lo = self.campaign.player_lo
+        self._ring.append((tick, self.campaign.world.arrays["last_seq"][lo:].copy()))
+        if tick % self.snapshot_every == 0:
+            self.snapshot()
+
+    def _drain(self) -> None:
+        backlog = self._backlog
+        while backlog:
+            tick, blob, h = backlog[0]
+            if not self.store.append_journal(tick, blob, h):
+                # Backpressure: keep the record (in order) and offer it again next tick.
+                if len(backlog) > self.backlog_peak:
+                    self.backlog_peak = len(backlog)
+                    if self.backlog_peak in (60, 600, 6000, 60000):
+                        log.error("journal backlog of %d ticks: the disk is not keeping up", self.backlog_peak)
+                return
+            backlog.popleft()
+
+    def snapshot(self) -> bool:
+        """Queue a world snapshot (serialized here, compressed and written by the writer thread)."""
+        if self._backlog:
+            return False  # its journal prefix is not queued yet
+        world = self.campaign.world
+        ok = self.store.put_snapshot(world.tick, state_hash(world), pack_snapshot(world, self.campaign.accounts))
+        self.snapshots_taken += int(ok)
+        return ok
+
+    # -- acknowledgements -------------------------------------------------------------------------
+    def on_commit(self, tick: int) -> None:
+        """Called on the loop thread when every journal record up to `tick` is committed."""
+        ring = self._ring
+        best = None
+        while ring and ring[0][0] <= tick:
+            best = ring.popleft()
+        if best is not None:
+            self.durable_tick = best[0]
+            self._durable = best[1]
+
+    def ack_for(self, eid: int) -> int:
+        i = (eid & 0xFFFFF) - self.campaign.player_lo
+        return int(self._durable[i]) if 0 <= i < len(self._durable) else 0
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Final snapshot and flush (graceful shutdown)."""
+        self._drain()
+        deadline_ok = self.store.flush(timeout)  # also makes room for the final snapshot
+        self._drain()
+        self.snapshot()
+        ok = self.store.close(timeout)
+        return ok and deadline_ok and not self._backlog

@@ -1,0 +1,157 @@
+"""`arbiter replay`: re-simulate a campaign headlessly, bit for bit, from its data directory.
+
+    arbiter replay DATA_DIR_OR_FILE [--verify] [--from-tick T] [--to-tick T] [--export out.jsonl] [--json]
+
+From the genesis (the seed) by default, or from the newest snapshot at or before `--from-tick`.
+`--verify` checks every state hash recorded in the journal and every snapshot met on the way;
+on the first mismatch it prints the tick and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import IO, Any
+
+import numpy as np
+
+from engine.campaign import Campaign, ReplayDivergenceError, TickResult
+from engine.recovery import RecoveryError, campaign_meta, replay_records, resolve_store_path, restore_snapshot
+from persistence.campaign_store import CampaignStore, format_hash
+from sim.statehash import state_hash
+
+SUMMARY_FIELDS = ("x", "y", "vx", "vy", "hp", "bal_metal", "bal_crystal", "buildings", "achievements", "distance")
+
+
+def tick_summary(campaign: Campaign, result: TickResult) -> dict[str, Any]:
+    """Players, positions, balances and events of one tick, for analysis (one JSON line)."""
+    a = campaign.world.arrays
+    lo = campaign.player_lo
+    players = []
+    for key, eid in sorted(campaign.accounts.items()):
+        slot = eid & 0xFFFFF
+        p: dict[str, Any] = {"account": key, "eid": eid}
+        for f in SUMMARY_FIELDS:
+            arr = a.get(f)
+            if arr is None:
+                continue
+            i = slot if len(arr) == campaign.world.capacity else slot - lo
+            if 0 <= i < len(arr):
+                v = arr[i]
+                p[f] = float(v) if isinstance(v, np.floating) else int(v)
+        players.append(p)
+    return {
+        "tick": result.tick,
+        "players": players,
+        "inputs_accepted": result.accepted,
+        "inputs_refused": result.refused,
+        "events": {str(e): evs for e, evs in result.events.items()},
+    }
+
+
+def run_replay(
+    path: str,
+    *,
+    verify: bool = False,
+    from_tick: int | None = None,
+    to_tick: int | None = None,
+    export: IO[str] | None = None,
+) -> dict[str, Any]:
+    data_dir, campaign_id = resolve_store_path(path)
+    store = CampaignStore.open(data_dir, campaign_id)
+    try:
+        meta = campaign_meta(store)
+        if not meta:
+            raise RecoveryError(f"{path}: no campaign metadata")
+        campaign = Campaign(meta["game"], meta["seed"], meta["config"], campaign_id)
+        start = restore_snapshot(campaign, store, max_tick=from_tick) if from_tick is not None else 0
+        snapshots = {t: None for t in store.snapshot_ticks()}
+        snap_hashes: dict[int, str] = {}
+        if verify:
+            for t in snapshots:
+                s = store.latest_snapshot(max_tick=t)
+                if s is not None and s.tick == t:
+                    snap_hashes[t] = s.state_hash
+        players: set[str] = set()
+        checked_snaps = 0
+        first_bad: int | None = None
+
+        def on_tick(result: TickResult) -> None:
+            nonlocal checked_snaps
+            players.update(campaign.accounts)
+            if verify and result.tick in snap_hashes:
+                if format_hash(state_hash(campaign.world)) != snap_hashes[result.tick]:
+                    raise RecoveryError(f"state diverges at tick {result.tick}: snapshot hash differs")
+                checked_snaps += 1
+            if export is not None and (from_tick is None or result.tick >= from_tick):
+                export.write(json.dumps(tick_summary(campaign, result), separators=(",", ":")) + "\n")
+
+        reader = store.iter_journal(start, to_tick)
+        t0 = time.perf_counter()
+        error = None
+        try:
+            ticks, hashes = replay_records(campaign, reader, verify=verify, to_tick=to_tick, on_tick=on_tick)
+        except (RecoveryError, ReplayDivergenceError) as exc:
+            error = str(exc)
+            ticks, hashes = campaign.tick_count - start, 0
+            first_bad = campaign.tick_count if isinstance(exc, ReplayDivergenceError) else _tick_of(error)
+        wall = time.perf_counter() - t0
+    finally:
+        store.close(2.0)
+    tick_rate = int(meta.get("tick_rate", 60))
+    return {
+        "campaign": campaign_id,
+        "game": meta["game"],
+        "seed": meta["seed"],
+        "from_tick": start,
+        "to_tick": campaign.tick_count,
+        "ticks": ticks,
+        "players_seen": len(players),
+        "hashes_verified": hashes + checked_snaps,
+        "final_state_hash": format_hash(state_hash(campaign.world)),
+        "seconds": round(wall, 4),
+        "ticks_per_s": round(ticks / wall, 1) if wall > 0 else 0.0,
+        "speedup": round(ticks / tick_rate / wall, 1) if wall > 0 else 0.0,
+        "journal_problem": str(reader.problem) if reader.problem is not None else None,
+        "ok": error is None,
+        "error": error,
+        "first_diverging_tick": first_bad,
+    }
+
+
+def _tick_of(msg: str) -> int | None:
+    import re
+
+    m = re.search(r"at tick (\d+)", msg)
+    return int(m.group(1)) if m else None
+
+
+def add_replay_parser(sub: Any) -> None:
+    r = sub.add_parser("replay", help="re-simulate a campaign from its data dir, bit for bit")
+    r.add_argument("path", help="data dir, campaign dir or campaign.sqlite")
+    r.add_argument("--verify", action="store_true", help="check every recorded state hash")
+    r.add_argument("--from-tick", type=int, default=None)
+    r.add_argument("--to-tick", type=int, default=None)
+    r.add_argument("--export", default=None, help="write per-tick summaries as JSON lines")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    out = open(args.export, "w") if args.export else None  # noqa: SIM115
+    try:
+        rep = run_replay(args.path, verify=args.verify, from_tick=args.from_tick, to_tick=args.to_tick, export=out)
+    finally:
+        if out is not None:
+            out.close()
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        for k, v in rep.items():
+            print(f"{k:>22}: {v}")
+    if not rep["ok"]:
+        print(f"replay FAILED at tick {rep['first_diverging_tick']}: {rep['error']}", file=sys.stderr)
+        return 1
+    return 0
