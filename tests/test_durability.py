@@ -19,7 +19,6 @@ from engine.launcher import start_server
 from engine.recovery import open_campaign
 from engine.replay import run_replay
 from netcode.client import ArbiterClient
-from persistence.campaign_store import CampaignStore
 from tests.serverutil import running_server, url, wait_for
 
 
@@ -61,7 +60,7 @@ def test_recovered_state_equals_live_state(tmp_path: Path) -> None:
 
 def test_recovery_replays_journal_after_snapshot_and_truncates_torn_tail(tmp_path: Path) -> None:
     campaign, store, _ = open_campaign(tmp_path, "c", "wander", 5, {"npcs": 100})
-    journal = Journal(campaign, store, snapshot_every=40, hash_every=7)
+    Journal(campaign, store, snapshot_every=40, hash_every=7)
     _play(campaign, 100)
     hashes = {}
     # Keep going without a final snapshot, remembering the live hash per tick.
@@ -161,7 +160,7 @@ async def test_kill_minus_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     for c in clients:
         if c.conn is not None:
             c.conn.abort()
-    campaign, store, rep = open_campaign(tmp_path, "k", "startales", 9, {})
+    campaign, store, _rep = open_campaign(tmp_path, "k", "startales", 9, {})
     try:
         last_seq = campaign.world.arrays["last_seq"]
         for eid, seq in acked.items():
