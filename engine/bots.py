@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ class BotConfig:
     connect_concurrency: int = 64
     ping_every: float = 1.0
     name_prefix: str = "bot"
+    token_factory: Callable[[str], str] | None = None  # account -> join token (when tokens are on)
 
 
 class WanderBrain:
@@ -164,8 +166,10 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
         nonlocal failures
         async with sem:
             try:
+                name = f"{cfg.name_prefix}{i}"
+                token = cfg.token_factory(name) if cfg.token_factory is not None else ""
                 clients[i] = await ArbiterClient.connect(
-                    cfg.url, f"{cfg.name_prefix}{i}", decode=decode_all or i < cfg.full_decoders
+                    cfg.url, name, token, decode=decode_all or i < cfg.full_decoders
                 )
             except (TimeoutError, OSError, ConnectionError, RuntimeError):
                 failures += 1
@@ -222,7 +226,7 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
                 # Keep the absolute schedule but never send bursts to catch up.
                 late += int(behind.sum())
                 next_due[due[behind]] = now + period
-        for i, c in live[: cfg.full_decoders]:
+        for i, c in live if decode_all else live[: cfg.full_decoders]:
             snap = c.latest
             if snap is not None:
                 ents = snap.entities
@@ -253,7 +257,8 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
     errors = sum(len(c.errors) for _, c in live)
     closed_early = sum(1 for _, c in live if not c.is_open)
     moved = sum(1 for i in first_pos if i in last_pos and math.dist(first_pos[i], last_pos[i]) > 1e-3)
-    unmoved = [i for i, _ in live[: cfg.full_decoders] if i not in first_pos or i not in last_pos
+    watched = live if decode_all else live[: cfg.full_decoders]
+    unmoved = [i for i, _ in watched if i not in first_pos or i not in last_pos
                or math.dist(first_pos[i], last_pos[i]) <= 1e-3]
     if unmoved:
         log.info("bots whose ship was not seen moving: %s", [(i, first_pos.get(i), last_pos.get(i)) for i in unmoved])

@@ -10,8 +10,10 @@ import signal
 import sys
 import tempfile
 import time
+from functools import partial
 from typing import Any
 
+from engine.auth import KeyRing, TokenIssuer
 from engine.bots import BotConfig, run_bots
 from engine.launcher import start_server
 
@@ -43,8 +45,14 @@ async def run_demo(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="arbiter-demo-")
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
     say(f"starting a {args.game} campaign (seed {args.seed}); the first start compiles kernels...")
+    # Join tokens on, with a key made for this run: the bots get one signed token per connection.
+    ring = KeyRing.generate()
     server = await asyncio.to_thread(
-        start_server, ["--game", args.game, "--seed", str(args.seed), "--data-dir", data_dir, "--campaign", "demo"]
+        partial(
+            start_server,
+            ["--game", args.game, "--seed", str(args.seed), "--data-dir", data_dir, "--campaign", "demo"],
+            env=ring.to_env(),
+        )
     )
     say(f"server ready at {server.url}  (health: http://{server.host}:{server.port}/health)")
     stop = asyncio.Event()
@@ -53,16 +61,26 @@ async def run_demo(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     duration = args.duration if args.duration > 0 else 10**9
-    cfg = BotConfig(url=server.url, game=args.game, count=args.bots, duration=duration, seed=args.seed)
+    issuer = TokenIssuer(ring)
+    cfg = BotConfig(
+        url=server.url,
+        game=args.game,
+        count=args.bots,
+        duration=duration,
+        seed=args.seed,
+        token_factory=lambda account: issuer.issue(account, "demo", name=account, ttl=600),
+    )
     try:
         bots_task = asyncio.create_task(run_bots(cfg, stop))
         first = await asyncio.to_thread(server.stats)
         t0 = time.monotonic()
+        peak_ccu = 0
         while not bots_task.done():
             done, _ = await asyncio.wait({bots_task}, timeout=1.0)
             if done:
                 break
             s = await asyncio.to_thread(server.stats)
+            peak_ccu = max(peak_ccu, int(s["ccu"]))
             el = time.monotonic() - t0
             kbs = (s["bytes_out"] - first["bytes_out"]) / max(el, 1e-9) / max(s["ccu"], 1) / 1024
             say(
@@ -72,6 +90,8 @@ async def run_demo(args: argparse.Namespace) -> int:
             )
         report = (await bots_task).as_dict()
         last = await asyncio.to_thread(server.stats)
+        # The bots have left by now: count the clients that played, not who is still connected.
+        last["ccu"] = max(peak_ccu, report["connected"])
         summary = summarize(first, last, report, time.monotonic() - t0)
     finally:
         code = await asyncio.to_thread(server.stop)

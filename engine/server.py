@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from engine.auth import AuthError, TokenVerifier
 from engine.campaign import Campaign
 from engine.journal import Journal
 from engine.recovery import RecoveryReport, open_campaign
@@ -84,8 +85,12 @@ class Client:
 class GameServer:
     """Implements netcode.ws_server.ConnectionHandler for one campaign."""
 
-    def __init__(self, cfg: ServerConfig, campaign: Campaign | None = None) -> None:
+    def __init__(
+        self, cfg: ServerConfig, campaign: Campaign | None = None, verifier: TokenVerifier | None = None
+    ) -> None:
         self.cfg = cfg
+        # None: no join tokens (a hello's name is the player's account); see docs/auth.md.
+        self.verifier = verifier
         config = {"tick_rate": cfg.tick_rate, **dict(cfg.game_config)}
         self.journal: Journal | None = None
         self.recovery: RecoveryReport | None = None
@@ -148,6 +153,8 @@ class GameServer:
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         self._accepting = True
+        if self.verifier is None:
+            log.warning("join tokens are off (no ARBITER_JWT_SECRET/KEYS/KEYFILE): any hello may play")
         log.info("campaign %s (%s, seed %d) listening on ws://%s:%d/", self.cfg.campaign,
                  self.cfg.game, self.cfg.seed, self.cfg.host, self.port)
 
@@ -361,12 +368,22 @@ class GameServer:
         if not self._accepting or self.campaign.full:
             client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
             return
+        name, account = ev.name, ev.name
+        if self.verifier is not None:
+            try:
+                claims = self.verifier.verify(ev.token)
+            except AuthError as e:
+                log.info("hello refused from %s: %s %s", client.conn.peer, e.code.name, e.detail)
+                self.stats.auth_refusals += 1
+                client.session.reject(int(e.code), e.public_message, CloseCode.UNAUTHORIZED)
+                return
+            account, name = claims.account, claims.name or ev.name
         campaign = self.campaign
-        eid, resumed = campaign.join(ev.name)
+        eid, resumed = campaign.join(name, account)
         if resumed:
-            log.info("%s resumed entity %d", ev.name, eid)
+            log.info("%s resumed entity %d", account, eid)
         client.eid = eid
-        client.name = ev.name
+        client.name = name
         client.group = self._next_group
         self._next_group = (self._next_group + 1) % self._groups
         self.by_eid[eid] = client

@@ -51,6 +51,7 @@ class TickStats:
         self.inputs_refused = 0
         self.inputs_dropped = 0  # input buffer full: refused before reaching the sim
         self.protocol_errors = 0
+        self.auth_refusals = 0
         self.slow_disconnects = 0
         self.joins = 0
         self.leaves = 0
@@ -81,6 +82,7 @@ class TickStats:
             "inputs_refused": self.inputs_refused,
             "inputs_dropped": self.inputs_dropped,
             "protocol_errors": self.protocol_errors,
+            "auth_refusals": self.auth_refusals,
             "slow_disconnects": self.slow_disconnects,
             "joins": self.joins,
             "leaves": self.leaves,

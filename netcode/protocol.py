@@ -66,6 +66,7 @@ class CloseCode(IntEnum):
     VERSION_MISMATCH = 4003
     SERVER_FULL = 4004
     KICKED = 4005
+    UNAUTHORIZED = 4006  # the hello's join token was refused (see docs/auth.md for the error codes)
 
 
 class ProtocolError(Exception):
