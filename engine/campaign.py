@@ -30,6 +30,16 @@ SLOT_MASK = (1 << 20) - 1
 Recorder = Callable[[int, list[tuple[int, str]], list[int], InputBatch], None]
 
 
+_INPUT_FIELDS = ("eid", "seq", "client_tick", "dx", "dy", "action", "arg")
+
+
+def _fill_batch(batch: InputBatch, inputs: np.ndarray, n: int) -> None:
+    """Copy `n` journal input records (structured, JOURNAL_INPUT_DTYPE) into the batch columns."""
+    for name in _INPUT_FIELDS:
+        getattr(batch, name)[:n] = inputs[name]
+    batch.n = n
+
+
 class ReplayDivergenceError(RuntimeError):
     """A journal record does not reproduce what the live server did (e.g. another entity id)."""
 
@@ -163,30 +173,67 @@ class Campaign:
         return result
 
     def apply_record(
-        self, joins: list[tuple[int, str]], leaves: list[int], inputs: np.ndarray, tick: int
+        self,
+        joins: list[tuple[int, str]],
+        leaves: list[int],
+        inputs: np.ndarray,
+        tick: int,
+        *,
+        group_events: bool = True,
     ) -> TickResult:
-        """Re-apply one journal record: the same joins, leaves and inputs, in the same order."""
+        """Re-apply one journal record: the same joins, leaves and inputs, in the same order.
+
+        The sim sees exactly what `tick()` would give it (the step is `game.step` on the same batch);
+        only the bookkeeping around it is lighter. `group_events=False` skips grouping the tick's
+        events per player (`TickResult.events` stays empty) when nobody reads them, e.g. recovery
+        and replay without export. When grouping, a replay groups by every player ship in the world
+        (`accounts`), since nobody is online during a replay.
+        """
         if self.world.tick + 1 != tick:
             raise ReplayDivergenceError(f"record for tick {tick} applied at tick {self.world.tick}")
-        for eid, key in joins:
-            got = int(self.game.join(self.world))
-            if got != eid:
-                raise ReplayDivergenceError(f"tick {tick}: join of {key!r} gave entity {got}, journal says {eid}")
-            self.accounts[key] = eid
-        for eid in leaves:
-            self.game.leave(self.world, eid)
-            for key, e in list(self.accounts.items()):
-                if e == eid:
-                    del self.accounts[key]
+        if joins:
+            for eid, key in joins:
+                got = int(self.game.join(self.world))
+                if got != eid:
+                    raise ReplayDivergenceError(f"tick {tick}: join of {key!r} gave entity {got}, journal says {eid}")
+                self.accounts[key] = eid
+        if leaves:
+            for eid in leaves:
+                self.game.leave(self.world, eid)
+                for key, e in list(self.accounts.items()):
+                    if e == eid:
+                        del self.accounts[key]
         batch = self.inputs
-        batch.clear()
+        if batch.n:
+            batch.clear()
         n = len(inputs)
-        if n > len(batch.eid):
-            raise ReplayDivergenceError(f"tick {tick}: {n} inputs exceed the input buffer")
-        for name in ("eid", "seq", "client_tick", "dx", "dy", "action", "arg"):
-            getattr(batch, name)[:n] = inputs[name]
-        batch.n = n
-        return self._step(joins, leaves)
+        if n:
+            if n > batch.capacity:
+                raise ReplayDivergenceError(f"tick {tick}: {n} inputs exceed the input buffer")
+            _fill_batch(batch, inputs, n)
+        return self._replay_step(joins, leaves, group_events)
+
+    def _replay_step(self, joins: list[tuple[int, str]], leaves: list[int], group_events: bool) -> TickResult:
+        """`_step` for a journal record: same sim call, recorder and clearing; grouping optional."""
+        inputs, events = self.inputs, self.events
+        events.clear()
+        self.game.step(self.world, inputs, events)
+        n = inputs.n
+        accepted = int(np.count_nonzero(inputs.accepted[:n])) if n else 0
+        result = TickResult(self.world.tick, accepted, n - accepted)
+        if group_events and events.n:
+            owners = self.players or {e: k for k, e in self.accounts.items()}
+            grouped = result.events
+            m = events.n
+            kinds, eids = events.kind[:m].tolist(), events.eid[:m].tolist()
+            a, b = events.a[:m].tolist(), events.b[:m].tolist()
+            for i, eid in enumerate(eids):
+                if eid in owners:
+                    grouped.setdefault(eid, []).append((kinds[i], a[i], b[i]))
+        if self.recorder is not None:
+            self.recorder(self.world.tick, joins, leaves, inputs)
+        inputs.clear()
+        return result
 
     # -- replication ------------------------------------------------------------------------------
     def replicate(self) -> np.ndarray:

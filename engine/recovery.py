@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import re
+import sqlite3
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from engine.campaign import Campaign, TickResult
 from engine.journal import pack_snapshot, unpack_snapshot
-from persistence.campaign_store import DB_FILENAME, CampaignStore, JournalEntry, format_hash
+from persistence.campaign_store import (
+    DB_FILENAME,
+    CampaignStore,
+    JournalEntry,
+    JournalProblem,
+    JournalReader,
+    format_hash,
+)
+from persistence.journal_codec import JOURNAL_INPUT_DTYPE, MAGIC, VERSION
 from sim.statehash import state_hash
 
 log = logging.getLogger("arbiter.recovery")
@@ -53,26 +66,136 @@ def campaign_meta(store: CampaignStore) -> dict[str, Any]:
     }
 
 
+# One record as replay needs it: (tick, joins, leaves, inputs, state hash after the tick or None).
+Row = tuple[int, list[tuple[int, str]], list[int], np.ndarray, str | None]
+
+_HASH_TEXT = re.compile(r"[0-9a-f]{16}")
+_NO_JOINS: list[tuple[int, str]] = []
+_NO_LEAVES: list[int] = []
+
+
+class JournalScan:
+    """A fast, batched reader of the journal after `after_tick` (up to `to_tick`), for replay.
+
+    Same contract as the store's `JournalReader` (consecutive, intact records; stops at the first
+    unusable row and leaves the reason in `problem`; `last_tick` is the last tick yielded), but it
+    reads rows in batches on its own connection and decodes each record once. The common record
+    (no joins or leaves, one-byte counts) takes a fast path: CRC, header and length checks, then a
+    read-only view of the input bytes, with no copy. Any other row goes through `JournalReader`
+    itself, so joins, leaves and every corrupt or out-of-sequence case get exactly its checks,
+    decoding and report.
+    """
+
+    def __init__(self, store: CampaignStore, after_tick: int, to_tick: int | None = None, batch: int = 4096) -> None:
+        self._path = store.path
+        self._after = after_tick
+        self._to = (1 << 63) - 1 if to_tick is None else to_tick
+        self._batch = batch
+        self.last_tick = after_tick
+        self.problem: JournalProblem | None = None
+
+    def __iter__(self) -> Iterator[Row]:
+        return self.rows()
+
+    def rows(self) -> Iterator[Row]:
+        db = sqlite3.connect(self._path, check_same_thread=False)
+        try:
+            cur = db.execute(
+                "SELECT tick, data, state_hash FROM journal WHERE tick > ? AND tick <= ? ORDER BY tick",
+                (self._after, self._to),
+            )
+            crc32, frombuffer, dtype, match = zlib.crc32, np.frombuffer, JOURNAL_INPUT_DTYPE, _HASH_TEXT.fullmatch
+            while True:
+                batch = cur.fetchmany(self._batch)
+                if not batch:
+                    return
+                for row in batch:
+                    tick, data, h = row
+                    fast = _fast_decode(data, tick, self.last_tick + 1, crc32, frombuffer, dtype)
+                    if fast is not None and (h is None or (type(h) is str and match(h))):
+                        self.last_tick = tick
+                        yield tick, _NO_JOINS, _NO_LEAVES, fast, h
+                        continue
+                    # Slow path: the store's own reader decides (and decodes joins and leaves).
+                    reader = JournalReader(iter((row,)), self.last_tick)
+                    entry = next(reader, None)
+                    if entry is None:
+                        self.problem = reader.problem
+                        return
+                    rec = entry.record
+                    self.last_tick = rec.tick
+                    yield rec.tick, rec.joins, rec.leaves, rec.inputs, entry.state_hash
+        finally:
+            db.close()
+
+
+def _fast_decode(
+    data: object, tick: int, expected: int, crc32: Any, frombuffer: Any, dtype: np.dtype
+) -> np.ndarray | None:
+    """Inputs of a join- and leave-free record with one-byte counts, or None for the slow path."""
+    if tick != expected or type(data) is not bytes:
+        return None
+    end = len(data) - 4
+    if end < 6 or data[0] != MAGIC or data[1] != VERSION:
+        return None
+    if crc32(memoryview(data)[:end]) != int.from_bytes(data[end:], "little"):
+        return None
+    # varint tick: decode it (records carry their tick; it must match the row's)
+    pos, value, shift = 2, 0, 0
+    while pos < end and shift < 64:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    else:
+        return None
+    if value != tick or pos + 3 > end:
+        return None
+    n_joins, n_leaves, n_inputs = data[pos], data[pos + 1], data[pos + 2]
+    pos += 3
+    if n_joins or n_leaves or n_inputs >= 0x80 or pos + n_inputs * 28 != end:
+        return None
+    out: np.ndarray = frombuffer(data, dtype=dtype, count=n_inputs, offset=pos)
+    return out
+
+
 def replay_records(
     campaign: Campaign,
-    entries: Iterator[JournalEntry],
+    entries: Iterable[JournalEntry] | JournalScan,
     *,
     verify: bool = True,
     to_tick: int | None = None,
     on_tick: Callable[[TickResult], None] | None = None,
+    on_joins: Callable[[list[tuple[int, str]]], None] | None = None,
+    group_events: bool = False,
 ) -> tuple[int, int]:
-    """Re-apply journal entries; returns (ticks replayed, hashes checked). Raises on divergence."""
+    """Re-apply journal entries; returns (ticks replayed, hashes checked). Raises on divergence.
+
+    `entries` is a `JournalScan` (fast) or any iterable of `JournalEntry` (e.g. `store.iter_journal`).
+    `on_joins` sees each record's joins (for "players seen"); `group_events` fills
+    `TickResult.events` for `on_tick` (only export reads them).
+    """
+    rows: Iterable[Row]
+    if isinstance(entries, JournalScan):
+        rows = entries.rows()
+    else:
+        rows = ((e.record.tick, e.record.joins, e.record.leaves, e.record.inputs, e.state_hash) for e in entries)
     n = checked = 0
-    for entry in entries:
-        rec = entry.record
-        if to_tick is not None and rec.tick > to_tick:
+    apply = campaign.apply_record
+    limit = (1 << 63) - 1 if to_tick is None else to_tick
+    for tick, joins, leaves, inputs, h in rows:
+        if tick > limit:
             break
-        result = campaign.apply_record(rec.joins, rec.leaves, rec.inputs, rec.tick)
+        if joins and on_joins is not None:
+            on_joins(joins)
+        result = apply(joins, leaves, inputs, tick, group_events=group_events)
         n += 1
-        if verify and entry.state_hash is not None:
+        if verify and h is not None:
             got = format_hash(state_hash(campaign.world))
-            if got != entry.state_hash:
-                raise RecoveryError(f"state diverges at tick {rec.tick}: recorded {entry.state_hash}, replay {got}")
+            if got != h:
+                raise RecoveryError(f"state diverges at tick {tick}: recorded {h}, replay {got}")
             checked += 1
         if on_tick is not None:
             on_tick(result)
@@ -136,7 +259,7 @@ def open_campaign(
             if not repair.ok:
                 report.truncated.append(str(repair))
                 log.warning("journal tail repaired: %s", repair)
-            reader = store.iter_journal(report.snapshot_tick)
+            reader = JournalScan(store, report.snapshot_tick)
             report.replayed_ticks, report.hashes_checked = replay_records(campaign, reader)
             if reader.problem is not None:
                 report.truncated.append(str(reader.problem))

@@ -18,7 +18,14 @@ from typing import IO, Any
 import numpy as np
 
 from engine.campaign import Campaign, ReplayDivergenceError, TickResult
-from engine.recovery import RecoveryError, campaign_meta, replay_records, resolve_store_path, restore_snapshot
+from engine.recovery import (
+    JournalScan,
+    RecoveryError,
+    campaign_meta,
+    replay_records,
+    resolve_store_path,
+    restore_snapshot,
+)
 from persistence.campaign_store import CampaignStore, format_hash
 from sim.statehash import state_hash
 
@@ -74,13 +81,16 @@ def run_replay(
                 s = store.latest_snapshot(max_tick=t)
                 if s is not None and s.tick == t:
                     snap_hashes[t] = s.state_hash
-        players: set[str] = set()
+        # Every ship in the world at the start, plus every join on the way (accounts only grow by joins).
+        players: set[str] = set(campaign.accounts)
         checked_snaps = 0
         first_bad: int | None = None
 
+        def on_joins(joins: list[tuple[int, str]]) -> None:
+            players.update(key for _, key in joins)
+
         def on_tick(result: TickResult) -> None:
             nonlocal checked_snaps
-            players.update(campaign.accounts)
             if verify and result.tick in snap_hashes:
                 if format_hash(state_hash(campaign.world)) != snap_hashes[result.tick]:
                     raise RecoveryError(f"state diverges at tick {result.tick}: snapshot hash differs")
@@ -88,11 +98,21 @@ def run_replay(
             if export is not None and (from_tick is None or result.tick >= from_tick):
                 export.write(json.dumps(tick_summary(campaign, result), separators=(",", ":")) + "\n")
 
-        reader = store.iter_journal(start, to_tick)
+        # Only ticks that can meet a snapshot to check, or an export, need the per-tick callback.
+        needs_tick = export is not None or bool(snap_hashes)
+        reader = JournalScan(store, start, to_tick)
         t0 = time.perf_counter()
         error = None
         try:
-            ticks, hashes = replay_records(campaign, reader, verify=verify, to_tick=to_tick, on_tick=on_tick)
+            ticks, hashes = replay_records(
+                campaign,
+                reader,
+                verify=verify,
+                to_tick=to_tick,
+                on_tick=on_tick if needs_tick else None,
+                on_joins=on_joins,
+                group_events=export is not None,
+            )
         except (RecoveryError, ReplayDivergenceError) as exc:
             error = str(exc)
             ticks, hashes = campaign.tick_count - start, 0

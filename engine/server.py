@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import psutil
 
 from engine.auth import AuthError, TokenVerifier
@@ -34,10 +35,15 @@ from netcode.protocol import (
     PreparedSnapshot,
     dtype_to_wire,
 )
+from netcode.replication import Replicator, schema_for, schema_to_wire
+from netcode.replication import warmup as replication_warmup
 from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession
 from netcode.ws_server import WsServerConnection, connection_factory
 
 log = logging.getLogger("arbiter.server")
+
+# View radius of interest management per game (world units); see docs/replication.md.
+DEFAULT_VIEW_RADIUS: dict[str, float] = {"wander": 100.0, "startales": 600.0}
 
 
 @dataclass(slots=True)
@@ -65,6 +71,9 @@ class ServerConfig:
     handshake_timeout: float = 5.0
     idle_timeout: float = 20.0  # no bytes from a client for this long: it is gone
     ping_interval: float = 5.0
+    replication: str = "delta"  # "delta": AOI + quantized deltas (docs/replication.md); "full": raw world
+    aoi_radius: float | None = None  # None: the game's default view radius; 0: the whole world
+    snapshot_budget: int = 1400  # max bytes of one client's delta snapshot body (0: unlimited)
     game_config: Mapping[str, object] = field(default_factory=dict)
 
 
@@ -76,6 +85,7 @@ class Client:
     eid: int = -1
     name: str = ""
     group: int = 0  # which of the staggered send groups this client is served in
+    rep_slot: int = -1  # this client's row in the replicator (delta snapshots)
     strikes: int = 0
     last_rx_count: int = 0
     last_rx_time: float = 0.0
@@ -110,6 +120,20 @@ class GameServer:
                     f"; truncated: {r.truncated}" if r.truncated else "",
                 )  # fmt: skip
         self.campaign = campaign or Campaign(cfg.game, cfg.seed, config, cfg.campaign)
+        self.replicator: Replicator | None = None
+        self._rep_wire: dict[str, object] | None = None
+        self._free_rep_slots: list[int] = []
+        if cfg.replication == "delta":
+            game = self.campaign.game
+            radius = cfg.aoi_radius if cfg.aoi_radius is not None else DEFAULT_VIEW_RADIUS.get(game.name, 0.0)
+            schema = schema_for(game.name, game.constants())
+            self.replicator = Replicator(schema, game.capacity, game.max_players, radius=radius or None)
+            if cfg.snapshot_budget and cfg.snapshot_budget < self.replicator.min_budget():
+                raise ValueError(f"snapshot_budget must be at least {self.replicator.min_budget()} bytes")
+            self._rep_wire = {"mode": "delta", "schema": schema_to_wire(schema), "aoi": float(radius or 0.0)}
+            self._free_rep_slots = list(range(game.max_players - 1, -1, -1))
+        elif cfg.replication != "full":
+            raise ValueError(f"replication must be 'delta' or 'full', not {cfg.replication!r}")
         self.stats = TickStats()
         self.clients: dict[WsServerConnection, Client] = {}
         self.by_eid: dict[int, Client] = {}
@@ -135,6 +159,8 @@ class GameServer:
     async def start(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
         self.campaign.game.warmup()  # compile/load every kernel before the first player
+        if self.replicator is not None:
+            replication_warmup()
         if self.journal is not None:
             journal = self.journal
 
@@ -245,8 +271,24 @@ class GameServer:
             return
         campaign = self.campaign
         tick = campaign.tick_count
-        prep = PreparedSnapshot(tick, campaign.replicate())
-        limit = max(self.cfg.write_limit, 2 * len(prep.tail))
+        rep = self.replicator
+        prep: PreparedSnapshot | None = None
+        if rep is None:
+            prep = PreparedSnapshot(tick, campaign.replicate())
+            limit = max(self.cfg.write_limit, 2 * len(prep.tail))
+        else:
+            if rep.tick < tick:  # one quantized copy of the world per tick, shared by every client
+                records = campaign.replicate()
+                rep.begin_send(tick, records)
+                always = self._always_relevant(records)
+                if always is not None:
+                    rep.always = always
+            rep.set_viewers(
+                np.fromiter((c.rep_slot for c in clients), np.int64, len(clients)),
+                np.fromiter((c.eid & 0xFFFFF for c in clients), np.int64, len(clients)),
+            )
+            limit = self.cfg.write_limit
+        budget = self.cfg.snapshot_budget or None
         last_seq = campaign.world.arrays["last_seq"]
         journal = self.journal
         stats = self.stats
@@ -263,7 +305,17 @@ class GameServer:
             # With a journal, only inputs of committed ticks are acknowledged (acknowledged = durable).
             ack = journal.ack_for(client.eid) if journal is not None else int(last_seq[client.eid & 0xFFFFF])
             before = conn.bytes_out
-            if conn.send_parts(prep.frame(ack), limit=limit):
+            if conn.write_buffer_size > limit:
+                sent = False
+            elif prep is not None:
+                sent = conn.send_parts(prep.frame(ack))
+            else:
+                assert rep is not None
+                # The client's newest received snapshot is its baseline; encoding commits the
+                # server to what this client now holds, so only encode when it can be written.
+                frame = rep.frame_for(client.rep_slot, client.session.last_ack_tick or 0, ack, budget)
+                sent = conn.send_parts(frame)
+            if sent:
                 client.strikes = 0
                 stats.snapshots_sent += 1
                 stats.bytes_out += conn.bytes_out - before
@@ -277,6 +329,12 @@ class GameServer:
                     # A stalled reader would never read a close frame: reset the connection.
                     conn.abort()
         stats.sends += 1
+
+    def _always_relevant(self, records: np.ndarray) -> np.ndarray | None:
+        fn = getattr(self.campaign.game, "always_relevant", None)
+        if fn is None:
+            return None
+        return np.asarray(fn(self.campaign.world), dtype=np.uint32)
 
     # -- housekeeping (off the tick: time-outs and keepalive) -------------------------------------
     async def _housekeeping(self) -> None:
@@ -358,6 +416,10 @@ class GameServer:
         client = self.clients.pop(conn, None)
         if client is None:
             return
+        if client.rep_slot >= 0 and self.replicator is not None:
+            self.replicator.forget(client.rep_slot)
+            self._free_rep_slots.append(client.rep_slot)
+            client.rep_slot = -1
         if client.eid >= 0:
             self.by_eid.pop(client.eid, None)
             self.campaign.leave(client.eid)
@@ -384,6 +446,8 @@ class GameServer:
             log.info("%s resumed entity %d", account, eid)
         client.eid = eid
         client.name = name
+        if self.replicator is not None:
+            client.rep_slot = self._free_rep_slots.pop()
         client.group = self._next_group
         self._next_group = (self._next_group + 1) % self._groups
         self.by_eid[eid] = client
@@ -397,6 +461,7 @@ class GameServer:
             game=game.name,
             world=game.constants(),
             dtype=dtype_to_wire(game.record_dtype),
+            rep=self._rep_wire,
         )
 
     def _flush_session(self, client: Client) -> None:

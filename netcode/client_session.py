@@ -16,6 +16,7 @@ import numpy as np
 from netcode.protocol import (
     PROTOCOL_VERSION,
     T_BYE,
+    T_DELTA,
     T_ERROR,
     T_EVENTS,
     T_PONG,
@@ -35,6 +36,7 @@ from netcode.protocol import (
     req_str,
     unpack_map,
 )
+from netcode.replication import ReplicationDecoder, decode_delta_frame, schema_from_wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,7 @@ RTT_ALPHA: Final = 0.125
 class ClientSession:
     __slots__ = (
         "closed",
+        "decoder",
         "dtype",
         "last_ack_seq",
         "last_tick",
@@ -104,6 +107,7 @@ class ClientSession:
         self.last_ack_seq = 0  # newest input seq the server reported processed
         self.rtt: float | None = None  # EWMA of ping round trips
         self.closed = False
+        self.decoder: ReplicationDecoder | None = None  # set when the welcome announces delta snapshots
 
     # ------------------------------------------------------------------ outbound
 
@@ -122,6 +126,8 @@ class ClientSession:
         """Encode the next input; `client_tick` defaults to the newest server tick seen."""
         self.seq = (self.seq + 1) & UINT32_MAX
         ct = self.last_tick & UINT32_MAX if client_tick is None else client_tick
+        if ack is None and self.decoder is not None and self.decoder.ack:
+            ack = self.decoder.ack  # the newest delta snapshot we hold: the server's next baseline
         return encode_input(self.seq, ct, dx, dy, action, arg, ack)
 
     def ping(self, now: float) -> bytes:
@@ -148,6 +154,8 @@ class ClientSession:
         t = m["t"]
         if t == T_SNAPSHOT:
             return [self._snapshot(m)]
+        if t == T_DELTA:
+            return self._delta(payload)
         if t == T_EVENTS:
             return [_events(m)]
         if t == T_PONG:
@@ -177,6 +185,26 @@ class ClientSession:
             self.last_ack_seq = ack
         return Snapshot(tick, ack, np.frombuffer(body, dtype=self.dtype))
 
+    def _delta(self, payload: bytes | bytearray | memoryview | str) -> list[ClientEvent]:
+        dec = self.decoder
+        if dec is None or self.dtype is None:
+            raise ProtocolError(ErrorCode.NOT_READY, "delta snapshot before a welcome announcing them")
+        if isinstance(payload, str):
+            raise ProtocolError(ErrorCode.MALFORMED, "delta snapshots are binary")
+        try:
+            fr = decode_delta_frame(payload)
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.BAD_FIELD, str(exc)) from exc
+        if not dec.apply(fr.tick, fr.baseline, fr.body):
+            return []  # baseline unknown (a lost or stale frame): the next delta repairs us
+        if fr.tick > self.last_tick:
+            self.last_tick = fr.tick
+        if fr.ack_seq > self.last_ack_seq:
+            self.last_ack_seq = fr.ack_seq
+        if fr.tick != dec.tick:
+            return []  # an older snapshot arriving late: kept as a baseline, not shown
+        return [Snapshot(fr.tick, fr.ack_seq, dec.records(self.dtype))]
+
     def _pong(self, m: dict[str, Any], now: float) -> Pong:
         c = req_float(m, "c")
         sample = now - c
@@ -202,6 +230,14 @@ class ClientSession:
         )
         self.welcome = w
         self.dtype = dtype
+        rep = m.get("rep")
+        if rep is not None:
+            if type(rep) is not dict or rep.get("mode") != "delta":
+                raise ProtocolError(ErrorCode.BAD_FIELD, '"rep" must announce mode "delta"')
+            try:
+                self.decoder = ReplicationDecoder(schema_from_wire(rep.get("schema")))
+            except ValueError as exc:
+                raise ProtocolError(ErrorCode.BAD_FIELD, f"bad replication schema: {exc}") from exc
         self.last_tick = max(self.last_tick, w.tick)
         return w
 

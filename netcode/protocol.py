@@ -83,6 +83,7 @@ T_HELLO: Final = "hello"
 T_WELCOME: Final = "welcome"
 T_INPUT: Final = "in"
 T_SNAPSHOT: Final = "s"
+T_DELTA: Final = "d"  # quantized delta snapshot (docs/replication.md)
 T_EVENTS: Final = "ev"
 T_ERROR: Final = "err"
 T_PING: Final = "ping"
@@ -203,10 +204,11 @@ def encode_welcome(
     game: str,
     world: Mapping[str, float | int | str],
     dtype: np.dtype | Sequence[Sequence[str]],
+    rep: Mapping[str, Any] | None = None,
 ) -> bytes:
+    """`rep` (optional) announces delta snapshots: {"mode": "delta", "schema": ..., "aoi": radius}."""
     wire_dtype = dtype_to_wire(dtype) if isinstance(dtype, np.dtype) else [list(f) for f in dtype]
-    out: bytes = _packb(
-        {
+    msg: dict[str, Any] = {
             "t": T_WELCOME,
             "v": PROTOCOL_VERSION,
             "player": int(player),
@@ -217,8 +219,10 @@ def encode_welcome(
             # numpy scalars are not msgpack-serialisable; constants often come out of arrays.
             "world": {str(k): _plain_scalar(v) for k, v in world.items()},
             "dtype": wire_dtype,
-        }
-    )
+    }
+    if rep is not None:
+        msg["rep"] = dict(rep)
+    out: bytes = _packb(msg)
     return out
 
 

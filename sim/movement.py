@@ -29,6 +29,50 @@ def _reflect(p: np.float32, v: np.float32, lim: np.float32) -> tuple[np.float32,
 
 
 @njit(cache=True)
+def wander_player_step(
+    x: np.float32, y: np.float32, vx: np.float32, vy: np.float32, dt: np.float32, width: np.float32, height: np.float32
+) -> tuple[np.float32, np.float32]:
+    """One wander player step: position += velocity·dt, clamped to the world (velocity unchanged).
+
+    The single rule shared by `wander_move` and the client predictor (netcode/prediction.py).
+    """
+    nx = x + vx * dt
+    ny = y + vy * dt
+    return min(max(nx, _ZERO), width), min(max(ny, _ZERO), height)
+
+
+@njit(cache=True)
+def ship_step(
+    x: np.float32,
+    y: np.float32,
+    vx: np.float32,
+    vy: np.float32,
+    tx: np.float32,
+    ty: np.float32,
+    dt: np.float32,
+    width: np.float32,
+    height: np.float32,
+    accel: np.float32,
+    max_speed: np.float32,
+) -> tuple[np.float32, np.float32, np.float32, np.float32]:
+    """One startales ship step: v += thrust·accel·dt, |v| <= max_speed, x += v·dt, clamp x to the world.
+
+    Returns (x, y, vx, vy). The single rule shared by `startales_move` and the client predictor
+    (netcode/prediction.py), so the two cannot drift apart.
+    """
+    nvx = vx + (tx * accel) * dt
+    nvy = vy + (ty * accel) * dt
+    sp2 = nvx * nvx + nvy * nvy
+    if sp2 > max_speed * max_speed:
+        s = max_speed / np.sqrt(sp2)
+        nvx = nvx * s
+        nvy = nvy * s
+    nx = x + nvx * dt
+    ny = y + nvy * dt
+    return min(max(nx, _ZERO), width), min(max(ny, _ZERO), height), nvx, nvy
+
+
+@njit(cache=True)
 def wander_move(
     x: np.ndarray,
     y: np.ndarray,
@@ -44,11 +88,11 @@ def wander_move(
     for i in range(x.shape[0]):
         if alive[i] == 0:
             continue
-        nx = x[i] + vx[i] * dt
-        ny = y[i] + vy[i] * dt
-        if is_player[i] == 0:
-            nx, vx[i] = _reflect(nx, vx[i], width)
-            ny, vy[i] = _reflect(ny, vy[i], height)
+        if is_player[i] != 0:
+            x[i], y[i] = wander_player_step(x[i], y[i], vx[i], vy[i], dt, width, height)
+            continue
+        nx, vx[i] = _reflect(x[i] + vx[i] * dt, vx[i], width)
+        ny, vy[i] = _reflect(y[i] + vy[i] * dt, vy[i], height)
         x[i] = min(max(nx, _ZERO), width)
         y[i] = min(max(ny, _ZERO), height)
 
@@ -70,7 +114,6 @@ def startales_move(
     max_speed: np.float32,
 ) -> None:
     """Drones integrate and reflect; ships: v += thrust·accel·dt, |v| <= max_speed, clamp position."""
-    ms2 = max_speed * max_speed
     for i in range(x.shape[0]):
         if alive[i] == 0:
             continue
@@ -79,17 +122,10 @@ def startales_move(
             nx, vx[i] = _reflect(x[i] + vx[i] * dt, vx[i], width)
             ny, vy[i] = _reflect(y[i] + vy[i] * dt, vy[i], height)
         elif k == KIND_SHIP:
-            nvx = vx[i] + (tx[i] * accel) * dt
-            nvy = vy[i] + (ty[i] * accel) * dt
-            sp2 = nvx * nvx + nvy * nvy
-            if sp2 > ms2:
-                s = max_speed / np.sqrt(sp2)
-                nvx = nvx * s
-                nvy = nvy * s
-            vx[i] = nvx
-            vy[i] = nvy
-            nx = x[i] + nvx * dt
-            ny = y[i] + nvy * dt
+            x[i], y[i], vx[i], vy[i] = ship_step(
+                x[i], y[i], vx[i], vy[i], tx[i], ty[i], dt, width, height, accel, max_speed
+            )
+            continue
         else:
             continue
         x[i] = min(max(nx, _ZERO), width)

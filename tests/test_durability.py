@@ -64,7 +64,7 @@ def test_recovery_replays_journal_after_snapshot_and_truncates_torn_tail(tmp_pat
     _play(campaign, 100)
     hashes = {}
     # Keep going without a final snapshot, remembering the live hash per tick.
-    for _ in range(20):
+    for _ in range(25):
         campaign.tick()
         hashes[campaign.tick_count] = campaign.state_hash()
     assert store.flush(10)
@@ -75,7 +75,8 @@ def test_recovery_replays_journal_after_snapshot_and_truncates_torn_tail(tmp_pat
         con.execute("UPDATE journal SET data = substr(data, 1, 5) WHERE tick = ?", (last,))
     again, store2, rep = open_campaign(tmp_path, "c", "wander", 5, {"npcs": 100})
     try:
-        assert rep.snapshot_tick == 80
+        assert rep.snapshot_tick in (80, 120)  # the newest snapshot the writer kept (never beyond the tail)
+        assert rep.replayed_ticks >= 4
         assert rep.truncated, "the torn tail must be reported"
         assert again.tick_count == last - 1
         assert again.state_hash() == hashes[last - 1]

@@ -46,6 +46,7 @@ def test_codes_are_the_documented_numbers() -> None:
         "VERSION_MISMATCH": 4003,
         "SERVER_FULL": 4004,
         "KICKED": 4005,
+        "UNAUTHORIZED": 4006,
     }
 
 

@@ -11,7 +11,7 @@ from tests.serverutil import http_get, running_server, url, wait_for
 
 
 async def test_join_receive_snapshots_and_move() -> None:
-    async with running_server(game="wander", game_config={"npcs": 200}) as server:
+    async with running_server(game="wander", game_config={"npcs": 200}, replication="full") as server:
         client = await ArbiterClient.connect(url(server), "ada")
         w = client.welcome
         assert w is not None and w.game == "wander" and w.tick_rate == 60 and w.send_rate == 20
@@ -52,6 +52,32 @@ async def test_health_and_stats_on_the_same_port() -> None:
         await c.close()
 
 
+async def test_delta_snapshots_show_what_is_in_view_and_follow_the_world() -> None:
+    async with running_server(game="wander", game_config={"npcs": 1000}, aoi_radius=100.0) as server:
+        client = await ArbiterClient.connect(url(server), "ada")
+        assert client.session.decoder is not None  # the welcome announced delta snapshots
+        n0 = client.snapshots
+        for _ in range(30):
+            client.send_input(0.6, -0.3)  # inputs carry the ack of the newest snapshot we hold
+            await client.next_snapshot()
+        assert client.snapshots >= n0 + 30
+        snap = await client.next_snapshot()
+        ents = snap.entities
+        me = ents[ents["id"] == client.player]
+        assert me.size == 1
+        # Every entity we were sent is near us; every entity well inside the view radius was sent.
+        world = server.campaign.world.arrays
+        alive = np.flatnonzero(world["alive"])
+        d = np.hypot(world["x"][alive] - me["x"][0], world["y"][alive] - me["y"][0])
+        ids = (world["generation"][alive].astype(np.uint32) << 20) | alive.astype(np.uint32)
+        sent = set(ents["id"].tolist())
+        assert set(ids[d < 95.0].tolist()) <= sent
+        assert sent <= set(ids[d < 105.0].tolist())
+        # Delta + quantization: a snapshot of ~30 entities costs a few hundred bytes, not 21 B each.
+        assert client.snapshot_bytes / client.snapshots < 21 * len(sent)
+        await client.close()
+
+
 async def test_send_rate_is_decoupled_from_tick_rate() -> None:
     async with running_server(game="wander", game_config={"npcs": 10}, tick_rate=60, send_rate=10) as server:
         c = await ArbiterClient.connect(url(server), "carl")
@@ -66,7 +92,7 @@ async def test_send_rate_is_decoupled_from_tick_rate() -> None:
 
 
 async def test_leave_despawns_the_ship() -> None:
-    async with running_server(game="wander", game_config={"npcs": 10}) as server:
+    async with running_server(game="wander", game_config={"npcs": 10}, replication="full") as server:
         a = await ArbiterClient.connect(url(server), "a")
         b = await ArbiterClient.connect(url(server), "b")
         snap = await b.next_snapshot()

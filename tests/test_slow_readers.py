@@ -10,7 +10,7 @@ from tests.serverutil import running_server, url, wait_for
 
 async def test_stalled_readers_are_skipped_then_dropped() -> None:
     async with running_server(
-        game="wander", game_config={"npcs": 1000}, slow_strikes=10, write_limit=32 * 1024
+        game="wander", game_config={"npcs": 1000}, slow_strikes=10, write_limit=32 * 1024, replication="full"
     ) as server:
         honest = [await ArbiterClient.connect(url(server), f"h{i}") for i in range(5)]
         slow = [await ArbiterClient.connect(url(server), f"s{i}", rcvbuf=4096) for i in range(5)]

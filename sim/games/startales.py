@@ -7,8 +7,17 @@ planets [0, P), drones [P, P+D), players [P+D, capacity); per-player arrays are 
 
 Actions (input ``action``): 0 none, 1 HARVEST (nearest planet with a deposit within
 HARVEST_RANGE, else REF_NO_TARGET), 2 BUILD (BUILD_COST_* or REF_UNAFFORDABLE), 3 STOP
-(harvesting); any other value is REF_BAD_ACTION. An input is atomic: refused means no effect
-at all (no thrust, no seq update).
+(harvesting), 4 SCAN (lag-compensated: tag the drone whose id is ``arg`` — the uint32 id's bits as
+an int32, see `scan_arg` — if it was within SCAN_RANGE of the ship at tick ``client_tick``, the
+tick the client was displaying; see docs/prediction.md); any other value is REF_BAD_ACTION. An
+input is atomic: refused means no effect at all (no thrust, no seq update).
+
+SCAN refusals, in this order: REF_NO_TARGET (the target is not a live drone now), REF_REWIND
+(``client_tick`` is in the future or more than ``max_rewind`` ticks in the past), REF_NO_TARGET
+(the history holds no position of that drone at ``client_tick``), REF_OUT_OF_REACH (farther than
+SCAN_RANGE from the ship's current position at ``client_tick``). A hit increments the player's
+``scans`` and emits EV_SCANNED (a = target id, b = rewind in ticks). After the rules, the drones'
+positions of the new tick are recorded in the history ring (sim/history.py).
 
 Each tick: inputs → drone turns → movement → rules (distance, visits, harvest, achievements,
 coalesced EV_BALANCE events).
@@ -22,7 +31,7 @@ from typing import Final
 import numpy as np
 from numba import njit
 
-from sim.entities import MAX_CAPACITY, EntityTable, add_entity_arrays, make_id
+from sim.entities import MAX_CAPACITY, EntityTable, add_entity_arrays, make_id, resolve
 from sim.events import (
     EV_ACHIEVEMENT,
     EV_BALANCE,
@@ -35,6 +44,7 @@ from sim.events import (
     emit,
 )
 from sim.games.config import read_config
+from sim.history import add_history, history_rows, lookup_history, record_history
 from sim.inputs import InputBatch
 from sim.movement import KIND_DRONE, KIND_PLANET, KIND_SHIP, startales_move
 from sim.npc import headings_to_velocity, npc_turns
@@ -55,7 +65,7 @@ from sim.validate import check_input
 from sim.warm import exercise
 from sim.world import META_NPC_HI, META_NPC_LO, META_PLAYER_LO, META_TICK, World
 
-__all__ = ["KIND_DRONE", "KIND_PLANET", "KIND_SHIP", "StartalesGame"]
+__all__ = ["KIND_DRONE", "KIND_PLANET", "KIND_SHIP", "StartalesGame", "scan_arg"]
 
 MAX_PLANETS: Final = 64  # the visited bitmask is a uint64
 MAX_ACCEL: Final = 200.0  # u/s²
@@ -78,6 +88,16 @@ ACTION_NONE: Final = 0
 ACTION_HARVEST: Final = 1
 ACTION_BUILD: Final = 2
 ACTION_STOP: Final = 3
+ACTION_SCAN: Final = 4
+
+SCAN_RANGE: Final = 150.0  # u, ship (now) to target drone (at the client's displayed tick)
+MAX_REWIND_SECONDS: Final = 0.4  # lag-compensation bound: 24 ticks at 60 Hz
+
+# Event kind and refusal reasons of SCAN (sim/events.py numbering continued; kept here because the
+# scan is startales' own rule).
+EV_SCANNED: Final = 5  # a = target id, b = rewind (ticks)
+REF_REWIND: Final = 8  # client_tick in the future or beyond the maximum rewind
+REF_OUT_OF_REACH: Final = 9  # target farther than SCAN_RANGE at client_tick
 
 # achievement ids (EV_ACHIEVEMENT.a); bit (1 << id) of `achievements`
 ACH_FIRST_HARVEST: Final = 0  # any resource ever harvested
@@ -114,11 +134,53 @@ PLAYER_ARRAYS: Final = {
     "harvest_target": np.int32,  # planet index + 1, 0 = not harvesting
     "last_x": np.float32,  # position at the end of the previous rules pass
     "last_y": np.float32,
+    "scans": np.int32,  # successful scans
 }
 
 _HR2 = np.float32(HARVEST_RANGE * HARVEST_RANGE)
 _VR2 = np.float32(VISIT_RADIUS * VISIT_RADIUS)
 _BIG = np.float32(np.inf)
+_SR2 = np.float32(SCAN_RANGE * SCAN_RANGE)
+
+
+def scan_arg(target: int) -> int:
+    """The input ``arg`` (int32) carrying a uint32 target entity id (its bits, two's complement)."""
+    t = int(target) & 0xFFFFFFFF
+    return t - (1 << 32) if t >= 1 << 31 else t
+
+
+@njit(cache=True)
+def _check_scan(
+    tid: Int,
+    ct: Int,
+    now: Int,
+    max_rewind: Int,
+    px: np.float32,
+    py: np.float32,
+    kind: np.ndarray,
+    alive: np.ndarray,
+    generation: np.ndarray,
+    npc_lo: Int,
+    hist_x: np.ndarray,
+    hist_y: np.ndarray,
+    hist_tick: np.ndarray,
+    hist_id: np.ndarray,
+    hist_since: np.ndarray,
+) -> int:
+    """Refusal reason of a SCAN of entity ``tid`` as seen at tick ``ct`` (0 = hit)."""
+    ts = resolve(tid, alive, generation)
+    if ts < 0 or kind[ts] != KIND_DRONE:
+        return REF_NO_TARGET
+    if ct > now or now - ct > max_rewind:
+        return REF_REWIND
+    ok, hx, hy = lookup_history(tid, ct, npc_lo, hist_x, hist_y, hist_tick, hist_id, hist_since)
+    if not ok:
+        return REF_NO_TARGET
+    ddx = hx - px
+    ddy = hy - py
+    if ddx * ddx + ddy * ddy > _SR2:
+        return REF_OUT_OF_REACH
+    return 0
 
 
 @njit(cache=True)
@@ -140,9 +202,11 @@ def _nearest_planet(px: np.float32, py: np.float32, x: np.ndarray, y: np.ndarray
 def startales_inputs(
     in_eid: np.ndarray,
     in_seq: np.ndarray,
+    in_client_tick: np.ndarray,
     in_dx: np.ndarray,
     in_dy: np.ndarray,
     in_action: np.ndarray,
+    in_arg: np.ndarray,
     accepted: np.ndarray,
     n: Int,
     meta: np.ndarray,
@@ -160,18 +224,30 @@ def startales_inputs(
     bal_dirty: np.ndarray,
     buildings: np.ndarray,
     harvest_target: np.ndarray,
+    kind: np.ndarray,
+    scans: np.ndarray,
+    max_rewind: Int,
+    hist_x: np.ndarray,
+    hist_y: np.ndarray,
+    hist_tick: np.ndarray,
+    hist_id: np.ndarray,
+    hist_since: np.ndarray,
     ev_kind: np.ndarray,
     ev_eid: np.ndarray,
     ev_a: np.ndarray,
     ev_b: np.ndarray,
     ev_counts: np.ndarray,
 ) -> None:
-    """Validate and apply inputs in batch order (thrust, harvest start/stop, build)."""
+    """Validate and apply inputs in batch order (thrust, harvest start/stop, build, scan)."""
     player_lo = meta[META_PLAYER_LO]
+    npc_lo = meta[META_NPC_LO]
+    now = meta[META_TICK]
     for i in range(n):
         slot, reason = check_input(in_eid[i], in_seq[i], in_dx[i], in_dy[i], alive, generation, is_player, last_seq)
         action = in_action[i]
         target = -1
+        tid = np.int64(in_arg[i]) & 0xFFFFFFFF
+        ct = np.int64(in_client_tick[i])
         if reason == 0:
             p = slot - player_lo
             if action == ACTION_HARVEST:
@@ -181,6 +257,11 @@ def startales_inputs(
             elif action == ACTION_BUILD:
                 if bal_metal[p] < BUILD_COST_METAL or bal_crystal[p] < BUILD_COST_CRYSTAL:
                     reason = REF_UNAFFORDABLE
+            elif action == ACTION_SCAN:
+                reason = _check_scan(
+                    tid, ct, now, max_rewind, x[slot], y[slot], kind, alive, generation, npc_lo,
+                    hist_x, hist_y, hist_tick, hist_id, hist_since,
+                )  # fmt: skip
             elif action != ACTION_NONE and action != ACTION_STOP:
                 reason = REF_BAD_ACTION
         if reason != 0:
@@ -201,6 +282,9 @@ def startales_inputs(
             bal_dirty[p] |= 3
             buildings[p] += 1
             emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_BUILT, in_eid[i], buildings[p], 0)
+        elif action == ACTION_SCAN:
+            scans[p] += 1
+            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_SCANNED, in_eid[i], tid, now - ct)
 
 
 @njit(cache=True)
@@ -322,6 +406,8 @@ class StartalesGame:
         self._accel = np.float32(MAX_ACCEL)
         self._max_speed = np.float32(MAX_SPEED)
         self._drone_speed = np.float32(DRONE_SPEED)
+        self.max_rewind = int(np.ceil(MAX_REWIND_SECONDS * self.tick_rate - 1e-9))
+        self.history_rows = history_rows(self.tick_rate, self.max_rewind)
 
     def constants(self) -> dict[str, float | int | str]:
         return {
@@ -342,6 +428,9 @@ class StartalesGame:
             "ach_visits": ACH_VISITS,
             "ach_buildings": ACH_BUILDINGS,
             "ach_distance": ACH_DISTANCE,
+            "scan_range": SCAN_RANGE,
+            "max_rewind_ticks": self.max_rewind,
+            "history_ticks": self.history_rows,
         }
 
     # -- creation ---------------------------------------------------------------------------------
@@ -376,6 +465,7 @@ class StartalesGame:
         a["y"][P : P + D] = (uniform_f64(D, s, STREAM_NPC_Y) * self.height).astype(np.float32)
         vx, vy = headings_to_velocity(uniform_f64(D, s, STREAM_NPC_HEADING), DRONE_SPEED)
         a["vx"][P : P + D], a["vy"][P : P + D] = vx, vy
+        add_history(world, P, P + D, self.history_rows)
         return world
 
     # -- players ----------------------------------------------------------------------------------
@@ -422,10 +512,14 @@ class StartalesGame:
         x, y, vx, vy, tx, ty = a["x"], a["y"], a["vx"], a["vy"], a["tx"], a["ty"]
         deposit = a["planet_deposit"]
         ev = events.arrays()
+        if "hist_tick" not in a:  # a world saved before lag compensation existed
+            add_history(world, int(meta[META_NPC_LO]), int(meta[META_NPC_HI]), self.history_rows)
+        hist = (a["hist_x"], a["hist_y"], a["hist_tick"], a["hist_id"], a["hist_since"])
         startales_inputs(
-            inputs.eid, inputs.seq, inputs.dx, inputs.dy, inputs.action, inputs.accepted,
-            np.int64(inputs.n), meta, alive, gen, isp, a["last_seq"], x, y, tx, ty, deposit,
-            a["bal_metal"], a["bal_crystal"], a["bal_dirty"], a["buildings"], a["harvest_target"], *ev,
+            inputs.eid, inputs.seq, inputs.client_tick, inputs.dx, inputs.dy, inputs.action, inputs.arg,
+            inputs.accepted, np.int64(inputs.n), meta, alive, gen, isp, a["last_seq"], x, y, tx, ty, deposit,
+            a["bal_metal"], a["bal_crystal"], a["bal_dirty"], a["buildings"], a["harvest_target"],
+            a["kind"], a["scans"], np.int64(self.max_rewind), *hist, *ev,
         )  # fmt: skip
         npc_turns(meta, alive, vx, vy, self._drone_speed, P_TURN)
         startales_move(x, y, vx, vy, tx, ty, a["kind"], alive, self.dt, self._w, self._h, self._accel, self._max_speed)
@@ -435,6 +529,13 @@ class StartalesGame:
             a["distance"], a["harvested"], a["harvest_target"], a["last_x"], a["last_y"], *ev,
         )  # fmt: skip
         meta[META_TICK] += 1
+        record_history(meta[META_TICK], meta[META_NPC_LO], alive, gen, x, y, *hist)
+
+    def always_relevant(self, world: World) -> np.ndarray:
+        """Ids every client sees whatever its view radius: the planets (the map players navigate by)."""
+        a = world.arrays
+        idx = np.flatnonzero((a["alive"] != 0) & (a["kind"] == KIND_PLANET))
+        return np.sort((a["generation"][idx].astype(np.uint32) << 20) | idx.astype(np.uint32))
 
     def replicate(self, world: World, out: np.ndarray) -> int:
         a = world.arrays

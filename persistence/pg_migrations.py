@@ -1,0 +1,208 @@
+"""Versioned PostgreSQL migrations for Arbiter's durable player data.
+
+`migrate(conn_or_pool, schema)` applies, in order, every migration in `MIGRATIONS` that the schema's
+`schema_migrations` table does not list yet, each in its own transaction, and returns the versions it
+applied (an empty list when the schema was already current). A session-level advisory lock, keyed by
+the schema name, serializes servers that start at the same moment: the second one waits, then finds
+nothing to do.
+
+The SQL is kept in this module (not in data files) so an installed package always carries it.
+Migrations are append-only: never edit one that has shipped, add the next version. An applied
+migration whose SQL no longer matches (by SHA-256) makes `migrate` raise `MigrationError`.
+See docs/durability.md, section "PostgreSQL".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+_SCHEMA_RE: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# First key of the two-int advisory lock: "Arbi" in ASCII, so it does not collide with other users of
+# advisory locks in a shared database; the second key is derived from the schema name.
+_LOCK_CLASS: Final = 0x41726269
+
+
+class MigrationError(RuntimeError):
+    """The database's migration history does not match this code."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+# Unqualified names: each migration runs with search_path set to the target schema.
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(
+        1,
+        "initial: accounts, game_progress, transactions",
+        """
+CREATE TABLE accounts (
+    account_id   TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL DEFAULT '',
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- One row per (account, campaign): the player's durable progress, newest tick wins.
+CREATE TABLE game_progress (
+    account_id   TEXT NOT NULL REFERENCES accounts (account_id),
+    campaign_id  TEXT NOT NULL,
+    tick         BIGINT NOT NULL,
+    resources    JSONB NOT NULL DEFAULT '{}'::jsonb,   -- {"<resource id>": amount}
+    buildings    INTEGER NOT NULL DEFAULT 0,
+    achievements BIGINT NOT NULL DEFAULT 0,            -- bitmask (bit i = achievement i)
+    last_x       DOUBLE PRECISION,
+    last_y       DOUBLE PRECISION,
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (account_id, campaign_id)
+);
+
+-- The resource ledger. txn_id is chosen by the engine, deterministically, so a retried batch or a
+-- replayed journal re-inserts the same ids and ON CONFLICT DO NOTHING keeps exactly one row.
+CREATE TABLE transactions (
+    txn_id        TEXT PRIMARY KEY,
+    account_id    TEXT NOT NULL REFERENCES accounts (account_id),
+    campaign_id   TEXT NOT NULL,
+    tick          BIGINT NOT NULL CHECK (tick >= 0),
+    kind          TEXT NOT NULL CHECK (length(kind) BETWEEN 1 AND 32),
+    resource      SMALLINT NOT NULL,
+    amount        BIGINT NOT NULL,
+    balance_after BIGINT NOT NULL CHECK (balance_after >= 0),
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX transactions_account_idx ON transactions (account_id, campaign_id, tick);
+""",
+    ),
+    Migration(
+        2,
+        "fair play: bans, audit_log",
+        """
+-- campaign_id NULL = banned from every campaign; until NULL = permanent.
+CREATE TABLE bans (
+    ban_id      BIGSERIAL PRIMARY KEY,
+    account_id  TEXT NOT NULL,
+    campaign_id TEXT,
+    reason      TEXT NOT NULL,
+    until       TIMESTAMPTZ,
+    created_by  TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX bans_account_idx ON bans (account_id);
+
+-- event_id is chosen by the writer (or the engine) at enqueue time so that retries stay exactly-once.
+CREATE TABLE audit_log (
+    id          BIGSERIAL PRIMARY KEY,
+    event_id    TEXT NOT NULL UNIQUE,
+    ts          TIMESTAMPTZ NOT NULL DEFAULT now(),
+    campaign_id TEXT,
+    account_id  TEXT,
+    action      TEXT NOT NULL,
+    evidence    JSONB NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX audit_log_account_idx ON audit_log (account_id, ts);
+CREATE INDEX audit_log_campaign_idx ON audit_log (campaign_id, ts);
+""",
+    ),
+)
+
+
+def check_schema_name(schema: str) -> str:
+    """Schema names are interpolated into SQL: accept only plain lowercase identifiers."""
+    if not _SCHEMA_RE.fullmatch(schema):
+        raise ValueError(f"invalid schema name {schema!r} (want [a-z_][a-z0-9_]*, at most 63 chars)")
+    return schema
+
+
+def _lock_key(schema: str) -> int:
+    digest = hashlib.sha256(f"arbiter.migrations:{schema}".encode()).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
+
+
+async def migrate(
+    conn_or_pool: asyncpg.Connection | asyncpg.Pool,
+    schema: str = "public",
+    *,
+    migrations: tuple[Migration, ...] = MIGRATIONS,
+) -> list[int]:
+    """Bring `schema` up to the newest migration; return the versions applied by this call."""
+    check_schema_name(schema)
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)):
+        raise ValueError("migration versions must be unique and increasing")
+    if isinstance(conn_or_pool, asyncpg.Pool):
+        async with conn_or_pool.acquire() as conn:
+            return await _migrate(conn, schema, migrations)
+    return await _migrate(conn_or_pool, schema, migrations)
+
+
+async def _migrate(conn: asyncpg.Connection, schema: str, migrations: tuple[Migration, ...]) -> list[int]:
+    key = _lock_key(schema)
+    await conn.execute("SELECT pg_advisory_lock($1, $2)", _LOCK_CLASS, key)
+    try:
+        # Under the lock: concurrent CREATE ... IF NOT EXISTS can still collide on the catalog.
+        async with conn.transaction():
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await conn.execute(
+                f"""CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations (
+                        version    INTEGER PRIMARY KEY,
+                        name       TEXT NOT NULL,
+                        checksum   TEXT NOT NULL,
+                        applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+            )
+        rows = await conn.fetch(f'SELECT version, checksum FROM "{schema}".schema_migrations')
+        applied = {int(r["version"]): str(r["checksum"]) for r in rows}
+        known = {m.version: m for m in migrations}
+        for version, checksum in sorted(applied.items()):
+            migration = known.get(version)
+            if migration is None:
+                log.warning("schema %s has migration %d, unknown to this code (newer server?)", schema, version)
+            elif migration.checksum != checksum:
+                raise MigrationError(
+                    f"migration {version} ({migration.name}) in schema {schema} was changed after it was applied"
+                )
+        done: list[int] = []
+        for migration in migrations:
+            if migration.version in applied:
+                continue
+            async with conn.transaction():
+                # SET LOCAL: the search_path reverts at the end of this transaction.
+                await conn.execute(f'SET LOCAL search_path TO "{schema}"')
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+            log.info("schema %s: applied migration %d (%s)", schema, migration.version, migration.name)
+            done.append(migration.version)
+        return done
+    finally:
+        # A dead connection has released the lock already; do not mask the original error.
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await conn.execute("SELECT pg_advisory_unlock($1, $2)", _LOCK_CLASS, key)
+
+
+async def current_version(conn: asyncpg.Connection, schema: str = "public") -> int:
+    """Newest applied migration version in `schema`, 0 if none."""
+    check_schema_name(schema)
+    exists = await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".schema_migrations')
+    if exists is None:
+        return 0
+    value = await conn.fetchval(f'SELECT max(version) FROM "{schema}".schema_migrations')
+    return int(value or 0)

@@ -1,0 +1,848 @@
+"""Write-behind of durable player data to PostgreSQL (asyncpg).
+
+The tick calls only the synchronous enqueue methods (`record_transaction`, `upsert_progress`,
+`upsert_account`, `append_audit`): each converts its argument to a `PendingRow` of plain values and
+appends it to a bounded in-memory buffer, in microseconds, never touching the network. One asyncio
+task takes batches from the buffer and writes each batch in one PostgreSQL transaction (`unnest` of
+column arrays: one round trip per table), retrying with capped, jittered exponential backoff while the
+server is unreachable.
+
+No row is dropped silently:
+- buffer full: the row goes to the overflow sink (`spill`), counted in `overflowed` and logged at
+  ERROR (rate-limited); the writer takes rows back (`unspill`) whenever the buffer has room again;
+- a row PostgreSQL refuses for its data (CHECK, FK, bad value): the batch is bisected inside the
+  transaction (savepoints) so only the offending rows are set aside: logged at ERROR, counted in
+  `rejected`, kept in `rejected_rows`; the rest of the batch commits and the queue moves on;
+- `stop()` after its timeout spills what is still buffered into the overflow sink.
+
+Exactly once: transaction ids and audit event ids are primary/unique keys written with ON CONFLICT DO
+NOTHING, progress is an upsert that keeps the newest tick, so re-sending a batch whose commit outcome
+was unknown (connection cut during COMMIT) never duplicates anything.
+
+Threading: call everything from the event-loop thread (the tick runs there). See docs/durability.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, NamedTuple, Protocol
+
+import asyncpg
+
+from persistence.pg_migrations import check_schema_name, migrate
+
+log = logging.getLogger(__name__)
+
+TXN: Final = "txn"
+PROGRESS: Final = "progress"
+ACCOUNT: Final = "account"
+AUDIT: Final = "audit"
+
+_U64: Final = 1 << 64
+_I64_MAX: Final = (1 << 63) - 1
+
+
+class PendingRow(NamedTuple):
+    """One buffered row: `table` is TXN, PROGRESS, ACCOUNT or AUDIT; `values` are plain Python values
+    (str, int, float, None), so an overflow sink can serialize the row (JSON, msgpack) as it is.
+
+    - TXN:      (txn_id, account_id, campaign_id, tick, kind, resource, amount, balance_after, created_at)
+    - PROGRESS: (account_id, campaign_id, tick, resources_json, buildings, achievements_i64, last_x,
+                 last_y, updated_at)
+    - ACCOUNT:  (account_id, display_name)
+    - AUDIT:    (event_id, ts, campaign_id, account_id, action, evidence_json)
+
+    Times are Unix epoch seconds (float), taken at enqueue time.
+    """
+
+    table: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTxn:
+    """One ledger entry. `txn_id` must be deterministic (e.g. f"{campaign}:{tick}:{eid}:{n}") so that
+    a replayed journal re-emits the same ids and PostgreSQL keeps one row each."""
+
+    txn_id: str
+    account_id: str
+    campaign_id: str
+    tick: int
+    kind: str  # harvest, build, transfer_in, transfer_out, ...
+    resource: int
+    amount: int  # signed change
+    balance_after: int  # must be >= 0 (CHECK in the table)
+    created_at: float | None = None  # epoch seconds; None = now
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    account_id: str
+    campaign_id: str
+    tick: int
+    resources: Mapping[str | int, int]
+    buildings: int = 0
+    achievements: int = 0  # bitmask, 0 <= value < 2**64
+    last_x: float | None = None
+    last_y: float | None = None
+    updated_at: float | None = None  # epoch seconds; None = now
+
+
+class OverflowSink(Protocol):
+    """Where rows go when the buffer is full (the engine plugs in the campaign SQLite).
+
+    `spill` is called from the tick and must not block (enqueue to a writer thread, append to a list).
+    `unspill` is awaited by the writer task when the buffer has room; it returns up to `limit` rows and
+    removes them from the sink (the writer owns them from then on). `pending` is the number of rows
+    held. `drain` removes and returns everything (shutdown, tests).
+    """
+
+    def spill(self, rows: Sequence[PendingRow]) -> None: ...
+
+    async def unspill(self, limit: int) -> list[PendingRow]: ...
+
+    def pending(self) -> int: ...
+
+    def drain(self) -> list[PendingRow]: ...
+
+
+class MemoryOverflow:
+    """Default overflow sink: an unbounded in-process list. Survives outages, not process crashes."""
+
+    def __init__(self) -> None:
+        self._rows: deque[PendingRow] = deque()
+
+    def spill(self, rows: Sequence[PendingRow]) -> None:
+        self._rows.extend(rows)
+
+    async def unspill(self, limit: int) -> list[PendingRow]:
+        n = min(limit, len(self._rows))
+        return [self._rows.popleft() for _ in range(n)]
+
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def drain(self) -> list[PendingRow]:
+        rows = list(self._rows)
+        self._rows.clear()
+        return rows
+
+
+class PgUnavailableError(RuntimeError):
+    """PostgreSQL could not be reached for a read (and nothing buffered could answer it)."""
+
+
+PoolFactory = Callable[[], Awaitable[asyncpg.Pool]]
+
+# SQLSTATE classes that say "this row's data is wrong": retrying cannot help, the row is set aside.
+# 21 cardinality violation, 22 data exception (includes asyncpg's client-side encoding errors),
+# 23 integrity constraint violation (CHECK, FK, NOT NULL).
+_POISON_CLASSES: Final = frozenset({"21", "22", "23"})
+
+
+def _is_poison(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state[:2] in _POISON_CLASSES
+    # Errors raised while encoding arguments that asyncpg did not wrap.
+    return isinstance(exc, (TypeError, ValueError, OverflowError)) and not isinstance(exc, asyncpg.InterfaceError)
+
+
+def _to_i64(mask: int) -> int:
+    value = int(mask) % _U64
+    return value - _U64 if value > _I64_MAX else value
+
+
+def _json_default(obj: object) -> object:
+    item = getattr(obj, "item", None)  # numpy scalars
+    if callable(item):
+        return item()
+    return str(obj)
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class PgWriteBehind:
+    """Bounded, batched, retrying write-behind buffer for ledger, progress, accounts and audit rows.
+
+    Counters (plain attributes): `queued` (rows offered), `written` (rows committed, including rows
+    PostgreSQL already had), `duplicates` (rows skipped by ON CONFLICT: retries, replays), `retries`,
+    `failures` (failed batch attempts), `rejected` (poison rows set aside), `overflowed` (rows handed
+    to the overflow sink), `unspilled` (rows taken back from it), `batches`, `last_error`,
+    `connected`, `last_batch_ms`, `max_buffer_depth`; properties `buffer_depth`, `overflow_pending`.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool_factory: PoolFactory | None = None,
+        schema: str = "public",
+        max_buffer: int = 100_000,
+        batch_size: int = 2000,
+        overflow: OverflowSink | None = None,
+        run_migrations: bool = True,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 5.0,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 30.0,
+        pool_size: int = 4,
+        rejected_keep: int = 1000,
+        overflow_log_interval: float = 5.0,
+    ) -> None:
+        if (dsn is None) == (pool_factory is None):
+            raise ValueError("give exactly one of dsn and pool_factory")
+        if max_buffer < 1 or batch_size < 1:
+            raise ValueError("max_buffer and batch_size must be >= 1")
+        self.schema = check_schema_name(schema)
+        self._dsn = dsn
+        self._pool_factory = pool_factory
+        self.max_buffer = max_buffer
+        self.batch_size = batch_size
+        self.overflow: OverflowSink = overflow if overflow is not None else MemoryOverflow()
+        self._run_migrations = run_migrations
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._pool_size = max(2, pool_size)
+        self._overflow_log_interval = overflow_log_interval
+        self._rng = random.Random()
+
+        # The buffer. Progress and account rows coalesce per key (the newest tick / name wins), so a
+        # player saved every few seconds occupies one slot; ledger and audit rows are kept in order.
+        self._rows: deque[PendingRow] = deque()
+        self._progress: dict[tuple[str, str], PendingRow] = {}
+        self._accounts: dict[str, PendingRow] = {}
+        self._inflight: list[PendingRow] = []
+        self._known_accounts: set[str] = set()
+
+        self._pool: asyncpg.Pool | None = None
+        self._own_pool = pool_factory is None
+        self._migrated = not run_migrations
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._ready_lock = asyncio.Lock()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+        self._closed = False
+        self._overflow_logged_at = -1e9
+        self._overflow_since_log = 0
+
+        self.queued = 0
+        self.written = 0
+        self.duplicates = 0
+        self.retries = 0
+        self.failures = 0
+        self.rejected = 0
+        self.overflowed = 0
+        self.unspilled = 0
+        self.batches = 0
+        self.last_error: str | None = None
+        self.connected = False
+        self.last_batch_ms = 0.0
+        self.max_buffer_depth = 0
+        self.rejected_rows: deque[tuple[PendingRow, str]] = deque(maxlen=rejected_keep)
+
+        s = f'"{self.schema}"'
+        self._sql_accounts_ensure = (
+            f"INSERT INTO {s}.accounts (account_id) SELECT unnest($1::text[]) ON CONFLICT (account_id) DO NOTHING"
+        )
+        self._sql_accounts_upsert = (
+            f"INSERT INTO {s}.accounts (account_id, display_name) SELECT * FROM unnest($1::text[], $2::text[]) "
+            "ON CONFLICT (account_id) DO UPDATE SET display_name = EXCLUDED.display_name"
+        )
+        self._sql_txn = (
+            f"INSERT INTO {s}.transactions (txn_id, account_id, campaign_id, tick, kind, resource, amount, "
+            "balance_after, created_at) "
+            "SELECT t.txn_id, t.account_id, t.campaign_id, t.tick, t.kind, t.resource, t.amount, t.balance_after, "
+            "to_timestamp(t.ts) FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], "
+            "$6::int2[], $7::int8[], $8::int8[], $9::float8[]) "
+            "AS t(txn_id, account_id, campaign_id, tick, kind, resource, amount, balance_after, ts) "
+            "ON CONFLICT (txn_id) DO NOTHING"
+        )
+        self._sql_progress = (
+            f"INSERT INTO {s}.game_progress AS g (account_id, campaign_id, tick, resources, buildings, "
+            "achievements, last_x, last_y, updated_at) "
+            "SELECT p.account_id, p.campaign_id, p.tick, p.resources::jsonb, p.buildings, p.achievements, "
+            "p.last_x, p.last_y, to_timestamp(p.ts) FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], "
+            "$5::int4[], $6::int8[], $7::float8[], $8::float8[], $9::float8[]) "
+            "AS p(account_id, campaign_id, tick, resources, buildings, achievements, last_x, last_y, ts) "
+            "ON CONFLICT (account_id, campaign_id) DO UPDATE SET tick = EXCLUDED.tick, "
+            "resources = EXCLUDED.resources, buildings = EXCLUDED.buildings, "
+            "achievements = EXCLUDED.achievements, last_x = EXCLUDED.last_x, last_y = EXCLUDED.last_y, "
+            "updated_at = EXCLUDED.updated_at WHERE g.tick <= EXCLUDED.tick"
+        )
+        self._sql_audit = (
+            f"INSERT INTO {s}.audit_log (event_id, ts, campaign_id, account_id, action, evidence) "
+            "SELECT a.event_id, to_timestamp(a.ts), a.campaign_id, a.account_id, a.action, a.evidence::jsonb "
+            "FROM unnest($1::text[], $2::float8[], $3::text[], $4::text[], $5::text[], $6::text[]) "
+            "AS a(event_id, ts, campaign_id, account_id, action, evidence) "
+            "ON CONFLICT (event_id) DO NOTHING"
+        )
+        self._sql_load = (
+            "SELECT account_id, campaign_id, tick, resources::text AS resources, buildings, achievements, "
+            f"last_x, last_y, updated_at FROM {s}.game_progress WHERE account_id = $1 AND campaign_id = $2"
+        )
+
+    # ------------------------------------------------------------------ tick side (never blocks)
+
+    def record_transaction(self, txn: LedgerTxn | Mapping[str, Any]) -> None:
+        """Buffer one ledger row. Never blocks, never raises for bad data (such a row is rejected)."""
+        try:
+            t = txn if isinstance(txn, LedgerTxn) else LedgerTxn(**txn)
+            values = (
+                t.txn_id,
+                t.account_id,
+                t.campaign_id,
+                int(t.tick),
+                t.kind,
+                int(t.resource),
+                int(t.amount),
+                int(t.balance_after),
+                time.time() if t.created_at is None else float(t.created_at),
+            )
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._reject_now(PendingRow(TXN, (repr(txn),)), exc)
+            return
+        self._offer(PendingRow(TXN, values))
+
+    def upsert_progress(self, progress: Progress | Mapping[str, Any]) -> None:
+        """Buffer a player's progress; only the newest tick per (account, campaign) is kept."""
+        try:
+            p = progress if isinstance(progress, Progress) else Progress(**progress)
+            resources = _dumps({str(k): int(v) for k, v in p.resources.items()})
+            values = (
+                p.account_id,
+                p.campaign_id,
+                int(p.tick),
+                resources,
+                int(p.buildings),
+                _to_i64(p.achievements),
+                None if p.last_x is None else float(p.last_x),
+                None if p.last_y is None else float(p.last_y),
+                time.time() if p.updated_at is None else float(p.updated_at),
+            )
+        except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+            self._reject_now(PendingRow(PROGRESS, (repr(progress),)), exc)
+            return
+        self._offer(PendingRow(PROGRESS, values))
+
+    def upsert_account(self, account_id: str, display_name: str = "") -> None:
+        """Create the account (or update its display name). Ledger and progress rows create missing
+        accounts by themselves (with an empty name), so this is only needed to set the name."""
+        self._offer(PendingRow(ACCOUNT, (account_id, display_name)))
+
+    def append_audit(
+        self,
+        action: str,
+        *,
+        campaign_id: str | None = None,
+        account_id: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
+        event_id: str | None = None,
+        ts: float | None = None,
+    ) -> None:
+        """Buffer one audit-log row. Give a deterministic `event_id` when the same event may be
+        emitted again (journal replay); otherwise a random one is made."""
+        try:
+            values = (
+                event_id if event_id is not None else uuid.uuid4().hex,
+                time.time() if ts is None else float(ts),
+                campaign_id,
+                account_id,
+                action,
+                _dumps(dict(evidence) if evidence is not None else {}),
+            )
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._reject_now(PendingRow(AUDIT, (action, repr(evidence))), exc)
+            return
+        self._offer(PendingRow(AUDIT, values))
+
+    @property
+    def buffer_depth(self) -> int:
+        return len(self._rows) + len(self._progress) + len(self._accounts) + len(self._inflight)
+
+    @property
+    def overflow_pending(self) -> int:
+        return self.overflow.pending()
+
+    def drain_overflow(self) -> list[PendingRow]:
+        """Remove and return every row held by the overflow sink."""
+        return self.overflow.drain()
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "queued": self.queued,
+            "written": self.written,
+            "duplicates": self.duplicates,
+            "retries": self.retries,
+            "failures": self.failures,
+            "rejected": self.rejected,
+            "overflowed": self.overflowed,
+            "unspilled": self.unspilled,
+            "overflow_pending": self.overflow_pending,
+            "batches": self.batches,
+            "buffer_depth": self.buffer_depth,
+            "max_buffer_depth": self.max_buffer_depth,
+            "last_batch_ms": self.last_batch_ms,
+            "last_error": self.last_error,
+            "connected": self.connected,
+        }
+
+    def _offer(self, row: PendingRow) -> None:
+        self.queued += 1
+        if self._closed:
+            self._spill([row], "stopped")
+            return
+        if not self._put(row, room=self.buffer_depth < self.max_buffer):
+            self._spill([row])
+            return
+        self._idle.clear()
+        self._wake.set()
+
+    def _put(self, row: PendingRow, *, room: bool) -> bool:
+        """Add to the buffer; coalescing rows (progress, account) fit even without room when their key
+        is already buffered. Returns False when the row did not fit."""
+        if row.table == PROGRESS:
+            key = (row.values[0], row.values[1])
+            old = self._progress.get(key)
+            if old is not None:
+                if row.values[2] >= old.values[2]:
+                    self._progress[key] = row
+                return True
+            if not room:
+                return False
+            self._progress[key] = row
+        elif row.table == ACCOUNT:
+            if row.values[0] in self._accounts:
+                self._accounts[row.values[0]] = row
+                return True
+            if not room:
+                return False
+            self._accounts[row.values[0]] = row
+        else:
+            if not room:
+                return False
+            self._rows.append(row)
+        depth = self.buffer_depth
+        if depth > self.max_buffer_depth:
+            self.max_buffer_depth = depth
+        return True
+
+    def _spill(self, rows: list[PendingRow], why: str = "buffer full") -> None:
+        self.overflowed += len(rows)
+        self._overflow_since_log += len(rows)
+        now = time.monotonic()
+        if why != "buffer full" or now - self._overflow_logged_at >= self._overflow_log_interval:
+            log.error(
+                "PostgreSQL write-behind %s (max %d rows; last error: %s): %d rows handed to the overflow sink "
+                "since the last report, %d in total, %d held there now",
+                why,
+                self.max_buffer,
+                self.last_error,
+                self._overflow_since_log,
+                self.overflowed,
+                self.overflow.pending() + len(rows),
+            )
+            self._overflow_logged_at = now
+            self._overflow_since_log = 0
+        try:
+            self.overflow.spill(rows)
+        except Exception:
+            # The sink itself failed: the only place left is the log. Loud, with the data.
+            log.exception("overflow sink refused %d rows; rows follow: %r", len(rows), rows)
+
+    def _reject_now(self, row: PendingRow, exc: BaseException) -> None:
+        self.queued += 1
+        self._record_rejects([(row, _describe(exc))])
+
+    def _record_rejects(self, rejects: list[tuple[PendingRow, str]]) -> None:
+        for row, why in rejects:
+            self.rejected += 1
+            self.rejected_rows.append((row, why))
+            log.error("PostgreSQL refused a %s row (%s); set aside, not retried: %r", row.table, why, row.values)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start the writer task. Returns at once; PostgreSQL may still be unreachable (rows buffer)."""
+        if self._task is not None:
+            raise RuntimeError("already started")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"pg-write-behind:{self.schema}")
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the buffer and the overflow sink are empty (False on timeout)."""
+        if self._task is None:
+            return self.buffer_depth == 0 and self.overflow.pending() == 0
+        if self.overflow.pending():
+            self._idle.clear()
+            self._wake.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self, flush_timeout: float = 5.0) -> bool:
+        """Write what is buffered (and what the overflow sink holds) for up to `flush_timeout` seconds,
+        then stop. Rows still unwritten go to the overflow sink. True when everything was written."""
+        self._stopping = True
+        self._wake.set()
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), flush_timeout)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            except Exception:
+                log.exception("PgWriteBehind task failed")
+        self._closed = True
+        left = self._take_all()
+        if left:
+            self._spill(left, f"stopping after {flush_timeout} s with {len(left)} rows unwritten")
+        if self._pool is not None and self._own_pool:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), 2.0)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pool.terminate()
+        return not left and self.overflow.pending() == 0
+
+    def _take_all(self) -> list[PendingRow]:
+        rows = [*self._inflight, *self._accounts.values(), *self._progress.values(), *self._rows]
+        self._inflight = []
+        self._accounts.clear()
+        self._progress.clear()
+        self._rows.clear()
+        return rows
+
+    # ------------------------------------------------------------------ writer task
+
+    def _has_work(self) -> bool:
+        return bool(self._rows or self._progress or self._accounts or self.overflow.pending())
+
+    def _take_batch(self) -> list[PendingRow]:
+        batch: list[PendingRow] = []
+        room = self.batch_size
+        while self._accounts and room > 0:
+            batch.append(self._accounts.pop(next(iter(self._accounts))))
+            room -= 1
+        while self._progress and room > 0:
+            batch.append(self._progress.pop(next(iter(self._progress))))
+            room -= 1
+        rows = self._rows
+        take = min(room, len(rows))
+        batch.extend(rows.popleft() for _ in range(take))
+        return batch
+
+    async def _refill(self) -> None:
+        room = self.max_buffer - self.buffer_depth
+        if room <= 0 or not self.overflow.pending():
+            return
+        rows = await self.overflow.unspill(min(room, self.batch_size))
+        self.unspilled += len(rows)
+        back: list[PendingRow] = []
+        for row in rows:
+            try:
+                if not self._put(row, room=self.buffer_depth < self.max_buffer):
+                    back.append(row)
+            except (TypeError, IndexError, AttributeError, ValueError) as exc:  # malformed row from the sink
+                self._record_rejects([(row, f"malformed row from the overflow sink: {_describe(exc)}")])
+        if back:  # cannot happen unless the tick filled the buffer meanwhile; keep them in the sink
+            self.unspilled -= len(back)
+            self.overflow.spill(back)
+        elif rows and not self.overflow.pending():
+            log.warning("PostgreSQL write-behind: overflow sink emptied (%d rows taken back in total)", self.unspilled)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._has_work():
+                self._idle.set()
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                await self._refill()
+            except Exception as exc:
+                log.exception("overflow sink unspill failed")
+                self.last_error = f"unspill: {_describe(exc)}"
+            batch = self._take_batch()
+            if not batch:
+                await asyncio.sleep(self._backoff(0))
+                continue
+            self._inflight = batch
+            await self._write_with_retry(batch)
+            self._inflight = []
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self._backoff_cap, self._backoff_base * (2 ** min(attempt, 30)))
+        return delay * (0.5 + 0.5 * self._rng.random())
+
+    async def _write_with_retry(self, batch: list[PendingRow]) -> None:
+        attempt = 0
+        outage_started: float | None = None
+        while True:
+            try:
+                pool = await self._ready_pool()
+                t0 = time.perf_counter()
+                written, rejects = await self._write_batch(pool, batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                self.connected = False
+                self.last_error = _describe(exc)
+                if outage_started is None:
+                    outage_started = time.monotonic()
+                    log.warning("PostgreSQL write failed (%s); retrying with backoff", self.last_error)
+                else:
+                    log.debug("PostgreSQL write retry %d failed: %s", attempt, self.last_error)
+                delay = self._backoff(attempt)
+                attempt += 1
+                self.retries += 1
+                await asyncio.sleep(delay)
+                continue
+            self.last_batch_ms = (time.perf_counter() - t0) * 1000.0
+            self.connected = True
+            self.batches += 1
+            self.written += written
+            self._record_rejects(rejects)
+            if outage_started is not None:
+                log.warning(
+                    "PostgreSQL write resumed after %d retries (%.1f s)", attempt, time.monotonic() - outage_started
+                )
+            return
+
+    async def _ready_pool(self) -> asyncpg.Pool:
+        async with self._ready_lock:  # the writer task and load_progress may both get here first
+            if self._pool is None:
+                self._pool = await self._make_pool()
+            if not self._migrated:
+                applied = await migrate(self._pool, self.schema)
+                if applied:
+                    log.info("PostgreSQL schema %s migrated: %s", self.schema, applied)
+                self._migrated = True
+            return self._pool
+
+    async def _make_pool(self) -> asyncpg.Pool:
+        if self._pool_factory is not None:
+            return await self._pool_factory()
+        # min_size=0: creating the pool does not connect, so a server started during an outage works.
+        pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=0,
+            max_size=self._pool_size,
+            timeout=self._connect_timeout,
+            command_timeout=self._command_timeout,
+            max_inactive_connection_lifetime=60.0,
+            server_settings={"application_name": "arbiter-write-behind"},
+        )
+        assert pool is not None
+        return pool
+
+    async def _write_batch(
+        self, pool: asyncpg.Pool, batch: list[PendingRow]
+    ) -> tuple[int, list[tuple[PendingRow, str]]]:
+        """Write `batch` in one transaction. Returns (rows written, rejected rows with reasons).
+        Transient errors propagate (the caller retries the whole batch)."""
+        async with pool.acquire(timeout=self._connect_timeout) as conn:
+            try:
+                async with conn.transaction():
+                    dups = await self._write_rows(conn, batch, use_cache=True)
+                rejects: list[tuple[PendingRow, str]] = []
+            except Exception as exc:
+                if not _is_poison(exc):
+                    raise
+                async with conn.transaction():
+                    rejects, dups = await self._bisect(conn, batch)
+        self.duplicates += dups
+        refused = {id(row) for row, _ in rejects}
+        for row in batch:
+            if row.table in (TXN, PROGRESS) and id(row) not in refused:
+                self._known_accounts.add(row.values[1 if row.table == TXN else 0])
+        if len(self._known_accounts) > 200_000:
+            self._known_accounts.clear()
+        return len(batch) - len(rejects), rejects
+
+    async def _bisect(
+        self, conn: asyncpg.Connection, rows: list[PendingRow]
+    ) -> tuple[list[tuple[PendingRow, str]], int]:
+        """Inside the caller's transaction: write `rows`, isolating poison rows with savepoints.
+        Returns (rejected rows with reasons, duplicates among the rows written)."""
+        try:
+            async with conn.transaction():  # a savepoint
+                dups = await self._write_rows(conn, rows, use_cache=False)
+            return [], dups
+        except Exception as exc:
+            if not _is_poison(exc):
+                raise
+            if len(rows) == 1:
+                return [(rows[0], _describe(exc))], 0
+        mid = len(rows) // 2
+        left, dups_left = await self._bisect(conn, rows[:mid])
+        right, dups_right = await self._bisect(conn, rows[mid:])
+        return left + right, dups_left + dups_right
+
+    async def _write_rows(self, conn: asyncpg.Connection, rows: Iterable[PendingRow], *, use_cache: bool) -> int:
+        """Insert/upsert `rows` (caller's transaction). Returns how many ON CONFLICT DO NOTHING skipped."""
+        dups = 0
+        txns: list[tuple[Any, ...]] = []
+        progress: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+        accounts: dict[Any, Any] = {}
+        audits: list[tuple[Any, ...]] = []
+        for row in rows:
+            v = row.values
+            if row.table == TXN:
+                txns.append(v)
+            elif row.table == PROGRESS:
+                # One statement may not update a row twice: keep the newest per key.
+                old = progress.get((v[0], v[1]))
+                if old is None or v[2] >= old[2]:
+                    progress[(v[0], v[1])] = v
+            elif row.table == ACCOUNT:
+                accounts[v[0]] = v[1]
+            elif row.table == AUDIT:
+                audits.append(v)
+            else:
+                raise ValueError(f"unknown row table {row.table!r}")
+
+        referenced = {v[1] for v in txns} | {k[0] for k in progress}
+        referenced -= accounts.keys()
+        if use_cache:
+            referenced -= self._known_accounts
+        if accounts:
+            names = sorted(accounts.items(), key=lambda kv: str(kv[0]))  # fixed order: no deadlocks
+            await conn.execute(self._sql_accounts_upsert, [k for k, _ in names], [n for _, n in names])
+        if referenced:
+            await conn.execute(self._sql_accounts_ensure, sorted(referenced, key=str))
+        if txns:
+            status = await conn.execute(self._sql_txn, *map(list, zip(*txns, strict=True)))
+            dups += len(txns) - _rowcount(status)
+        if progress:
+            ordered = [progress[k] for k in sorted(progress, key=str)]
+            await conn.execute(self._sql_progress, *map(list, zip(*ordered, strict=True)))
+        if audits:
+            status = await conn.execute(self._sql_audit, *map(list, zip(*audits, strict=True)))
+            dups += len(audits) - _rowcount(status)
+        return dups
+
+    # ------------------------------------------------------------------ reads (off the tick)
+
+    async def load_progress(self, account_id: str, campaign_id: str, *, timeout: float = 5.0) -> dict[str, Any] | None:
+        """The player's newest progress: from PostgreSQL, or from the buffer when it holds a newer
+        (not yet written) row. None for a new player. Raises PgUnavailableError when PostgreSQL cannot
+        be reached and the buffer has nothing for this player."""
+        pending = self._pending_progress(account_id, campaign_id)
+        try:
+            pool = await asyncio.wait_for(self._ready_pool(), timeout)
+            record = await pool.fetchrow(self._sql_load, account_id, campaign_id, timeout=timeout)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            if pending is not None:
+                return _progress_dict(pending)
+            raise PgUnavailableError(f"cannot load progress of {account_id!r}: {_describe(exc)}") from exc
+        if pending is not None and (record is None or pending[2] >= record["tick"]):
+            return _progress_dict(pending)
+        if record is None:
+            return None
+        return {
+            "account_id": record["account_id"],
+            "campaign_id": record["campaign_id"],
+            "tick": record["tick"],
+            "resources": {k: int(v) for k, v in json.loads(record["resources"]).items()},
+            "buildings": record["buildings"],
+            "achievements": record["achievements"] % _U64,
+            "last_x": record["last_x"],
+            "last_y": record["last_y"],
+            "updated_at": record["updated_at"],
+        }
+
+    def _pending_progress(self, account_id: str, campaign_id: str) -> tuple[Any, ...] | None:
+        best: tuple[Any, ...] | None = None
+        buffered = self._progress.get((account_id, campaign_id))
+        candidates = [buffered] if buffered is not None else []
+        key = (account_id, campaign_id)
+        candidates += [r for r in self._inflight if r.table == PROGRESS and (r.values[0], r.values[1]) == key]
+        for row in candidates:
+            if best is None or row.values[2] >= best[2]:
+                best = row.values
+        return best
+
+    async def add_ban(
+        self,
+        account_id: str,
+        *,
+        reason: str,
+        created_by: str,
+        campaign_id: str | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """Insert a ban now (an admin action, awaited; not write-behind). Returns its ban_id."""
+        pool = await self._ready_pool()
+        ban_id = await pool.fetchval(
+            f'INSERT INTO "{self.schema}".bans (account_id, campaign_id, reason, until, created_by) '
+            "VALUES ($1, $2, $3, $4, $5) RETURNING ban_id",
+            account_id,
+            campaign_id,
+            reason,
+            until,
+            created_by,
+        )
+        return int(ban_id)
+
+    async def active_bans(self, account_id: str, campaign_id: str) -> list[dict[str, Any]]:
+        """Bans in force now for this account in this campaign (campaign-wide and global ones)."""
+        pool = await self._ready_pool()
+        rows = await pool.fetch(
+            "SELECT ban_id, account_id, campaign_id, reason, until, created_by, created_at "
+            f'FROM "{self.schema}".bans WHERE account_id = $1 AND (campaign_id IS NULL OR campaign_id = $2) '
+            "AND (until IS NULL OR until > now()) ORDER BY created_at",
+            account_id,
+            campaign_id,
+        )
+        return [dict(r) for r in rows]
+
+
+def _rowcount(status: str) -> int:
+    # "INSERT 0 <n>"
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except ValueError:
+        return 0
+
+
+def _progress_dict(values: tuple[Any, ...]) -> dict[str, Any]:
+    account_id, campaign_id, tick, resources, buildings, achievements, last_x, last_y, ts = values
+    return {
+        "account_id": account_id,
+        "campaign_id": campaign_id,
+        "tick": tick,
+        "resources": {k: int(v) for k, v in json.loads(resources).items()},
+        "buildings": buildings,
+        "achievements": achievements % _U64,
+        "last_x": last_x,
+        "last_y": last_y,
+        "updated_at": datetime.fromtimestamp(ts).astimezone(),
+    }
