@@ -12,6 +12,7 @@ start of the next tick so that the journal's "joins, then leaves" order is the o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ from sim.statehash import state_hash
 from sim.world import META_PLAYER_LO, World
 
 SLOT_MASK = (1 << 20) - 1
+# A journal join record is "account" or "account\x00{restored progress as JSON}".
+JOIN_PAYLOAD_SEP = "\x00"
 
 # recorder(tick, joins, leaves, inputs) is called after each step, before the inputs are cleared.
 Recorder = Callable[[int, list[tuple[int, str]], list[int], InputBatch], None]
@@ -101,8 +104,13 @@ class Campaign:
     def full(self) -> bool:
         return len(self.accounts) >= self.game.max_players
 
-    def join(self, name: str, account: str | None = None) -> tuple[int, bool]:
+    def join(
+        self, name: str, account: str | None = None, restore: Mapping[str, object] | None = None
+    ) -> tuple[int, bool]:
         """Bring `account`'s ship into play; returns (entity id, resumed).
+
+        `restore`: durable progress (e.g. from PostgreSQL) for a fresh ship; it travels in the
+        journal's join record so that replay applies exactly the same state.
 
         An account whose ship is still in the world (after a crash, before it was reaped) gets the
         same entity back. A second simultaneous connection of an online account gets its own ship.
@@ -117,10 +125,19 @@ class Campaign:
             while key in self.accounts:
                 key += "'"
         eid = int(self.game.join(self.world))
-        self._pending_joins.append((eid, key))
+        record_key = key
+        if restore:
+            self._restore(eid, restore)
+            record_key = key + JOIN_PAYLOAD_SEP + json.dumps(dict(restore), sort_keys=True, separators=(",", ":"))
+        self._pending_joins.append((eid, record_key))
         self.accounts[key] = eid
         self.players[eid] = name
         return eid, False
+
+    def _restore(self, eid: int, progress: Mapping[str, object]) -> None:
+        fn = getattr(self.game, "restore_progress", None)
+        if fn is not None:
+            fn(self.world, eid, progress)
 
     def leave(self, eid: int) -> None:
         """The player is gone: its ship leaves the world at the start of the next tick."""
@@ -192,10 +209,13 @@ class Campaign:
         if self.world.tick + 1 != tick:
             raise ReplayDivergenceError(f"record for tick {tick} applied at tick {self.world.tick}")
         if joins:
-            for eid, key in joins:
+            for eid, record_key in joins:
                 got = int(self.game.join(self.world))
+                key, _, payload = record_key.partition(JOIN_PAYLOAD_SEP)
                 if got != eid:
                     raise ReplayDivergenceError(f"tick {tick}: join of {key!r} gave entity {got}, journal says {eid}")
+                if payload:
+                    self._restore(eid, json.loads(payload))  # progress restored at that join
                 self.accounts[key] = eid
         if leaves:
             for eid in leaves:

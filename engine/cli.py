@@ -49,6 +49,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         data_dir=args.data_dir,
         durability=args.durability,
+        pg_dsn=args.pg,
+        replication=args.replication,
+        aoi_radius=args.aoi_radius,
+        snapshot_budget=args.snapshot_budget,
         snapshot_every_s=args.snapshot_every,
         tick_rate=args.tick_rate,
         send_rate=args.send_rate,
@@ -153,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed on start)")
     s.add_argument("--data-dir", default="data", help='campaign data root; "" keeps it in memory only')
     s.add_argument("--durability", default="normal", choices=("normal", "full"))
+    s.add_argument("--pg", default=os.environ.get("ARBITER_PG_DSN", ""), metavar="DSN",
+                   help="PostgreSQL for progress and the ledger (default $ARBITER_PG_DSN; off when empty)")
+    s.add_argument("--replication", default="delta", choices=("delta", "full"))
+    s.add_argument("--aoi-radius", type=float, default=None, help="view radius; 0 = whole world")
+    s.add_argument("--snapshot-budget", type=int, default=1400, help="max bytes per delta snapshot (0: none)")
     s.add_argument("--snapshot-every", type=float, default=10.0, help="seconds between world snapshots")
     s.add_argument("--tick-rate", type=int, default=60)
     s.add_argument("--send-rate", type=int, default=20)

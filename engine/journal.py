@@ -13,6 +13,7 @@ import json
 import logging
 import struct
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -64,6 +65,8 @@ class Journal:
         self.durable_tick = campaign.tick_count
         self.snapshots_taken = 0
         self.backlog_peak = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
+        self._pending: Future[bool] | None = None
         campaign.recorder = self.record
 
     # -- tick path --------------------------------------------------------------------------------
@@ -96,13 +99,29 @@ class Journal:
             backlog.popleft()
 
     def snapshot(self) -> bool:
-        """Queue a world snapshot (serialized here, compressed and written by the writer thread)."""
-        if self._backlog:
-            return False  # its journal prefix is not queued yet
-        world = self.campaign.world
-        ok = self.store.put_snapshot(world.tick, state_hash(world), pack_snapshot(world, self.campaign.accounts))
+        """Take a world snapshot: the tick only copies the arrays (a memcpy); hashing and
+        serializing happen on a helper thread, compression and the write on the store's thread."""
+        if self._backlog or (self._pending is not None and not self._pending.done()):
+            return False  # its journal prefix is not queued yet, or the previous one is still busy
+        copy = self.campaign.world.copy()
+        accounts = dict(self.campaign.accounts)
+        self._pending = self._pool.submit(self._write_snapshot, copy, accounts)
+        return True
+
+    def _write_snapshot(self, world: World, accounts: dict[str, int]) -> bool:
+        ok = self.store.put_snapshot(world.tick, state_hash(world), pack_snapshot(world, accounts))
         self.snapshots_taken += int(ok)
         return ok
+
+    def wait_snapshot(self, timeout: float | None = None) -> bool:
+        """Block until the snapshot in flight (if any) is queued; for shutdown and tests."""
+        if self._pending is None:
+            return True
+        try:
+            return bool(self._pending.result(timeout))
+        except Exception:
+            log.exception("snapshot failed")
+            return False
 
     # -- acknowledgements -------------------------------------------------------------------------
     def on_commit(self, tick: int) -> None:
@@ -126,8 +145,11 @@ class Journal:
     def close(self, timeout: float = 10.0) -> bool:
         """Final snapshot and flush (graceful shutdown)."""
         self._drain()
+        self.wait_snapshot(timeout)
         deadline_ok = self.store.flush(timeout)  # also makes room for the final snapshot
         self._drain()
-        self.snapshot()
+        if self.snapshot():
+            self.wait_snapshot(timeout)
+        self._pool.shutdown(wait=True)
         ok = self.store.close(timeout)
         return ok and deadline_ok and not self._backlog

@@ -24,6 +24,7 @@ import psutil
 from engine.auth import AuthError, TokenVerifier
 from engine.campaign import Campaign
 from engine.journal import Journal
+from engine.progress import ProgressSync
 from engine.recovery import RecoveryReport, open_campaign
 from engine.stats import TickStats
 from engine.ticker import FixedStep
@@ -37,8 +38,9 @@ from netcode.protocol import (
 )
 from netcode.replication import Replicator, schema_for, schema_to_wire
 from netcode.replication import warmup as replication_warmup
-from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession
+from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, SessionState
 from netcode.ws_server import WsServerConnection, connection_factory
+from persistence.pg import PgWriteBehind
 
 log = logging.getLogger("arbiter.server")
 
@@ -58,7 +60,9 @@ class ServerConfig:
     snapshot_every_s: float = 10.0
     hash_every: int = 60  # record the world's state hash in the journal every N ticks
     store_commit_delay: float = 0.0  # test hook: a deliberately slow disk
-    orphan_grace: float = 60.0  # after a recovery, ships whose player has not come back leave then
+    orphan_grace: float = 60.0
+    pg_dsn: str = ""  # PostgreSQL for accounts' progress and the ledger (write-behind); "" = off
+    progress_every_s: float = 5.0  # after a recovery, ships whose player has not come back leave then
     tick_rate: int = 60
     send_rate: int = 20
     max_catchup: int = 5
@@ -120,6 +124,11 @@ class GameServer:
                     f"; truncated: {r.truncated}" if r.truncated else "",
                 )  # fmt: skip
         self.campaign = campaign or Campaign(cfg.game, cfg.seed, config, cfg.campaign)
+        self.progress: ProgressSync | None = None
+        if cfg.pg_dsn:
+            self.progress = ProgressSync(PgWriteBehind(cfg.pg_dsn), self.campaign)
+            self.progress.prime()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.replicator: Replicator | None = None
         self._rep_wire: dict[str, object] | None = None
         self._free_rep_slots: list[int] = []
@@ -161,6 +170,8 @@ class GameServer:
         self.campaign.game.warmup()  # compile/load every kernel before the first player
         if self.replicator is not None:
             replication_warmup()
+        if self.progress is not None:
+            await self.progress.pg.start()  # returns at once; connects and migrates in the background
         if self.journal is not None:
             journal = self.journal
 
@@ -218,6 +229,10 @@ class GameServer:
             await asyncio.sleep(0.02)
         for client in list(self.clients.values()):
             client.conn.abort()
+        if self.progress is not None:
+            self.progress.save()
+            if not await self.progress.pg.stop(5.0):
+                log.error("PostgreSQL write-behind did not flush everything at shutdown: %s", self.progress.pg.stats())
         if self.journal is not None:
             # Final snapshot and flush; a blocking wait is fine here, the tick has stopped.
             ok = await asyncio.to_thread(self.journal.close)
@@ -256,6 +271,8 @@ class GameServer:
 
     def _step(self) -> None:
         result = self.campaign.tick()
+        if self.progress is not None:
+            self.progress.on_tick(result)
         stats = self.stats
         stats.ticks += 1
         stats.inputs_accepted += result.accepted
@@ -341,9 +358,13 @@ class GameServer:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
         reap_at = loop.time() + cfg.orphan_grace if self.campaign.offline_ships() else None
+        save_at = loop.time() + cfg.progress_every_s
         while True:
             await asyncio.sleep(0.5)
             now = loop.time()
+            if self.progress is not None and now >= save_at:
+                save_at = now + cfg.progress_every_s
+                self.progress.save()
             if reap_at is not None and now >= reap_at:
                 reap_at = None
                 orphans = self.campaign.offline_ships()
@@ -422,6 +443,9 @@ class GameServer:
             client.rep_slot = -1
         if client.eid >= 0:
             self.by_eid.pop(client.eid, None)
+            if self.progress is not None:
+                self.progress.save([client.eid])
+                self.progress.forget(client.eid)
             self.campaign.leave(client.eid)
             self.stats.leaves += 1
 
@@ -440,8 +464,35 @@ class GameServer:
                 client.session.reject(int(e.code), e.public_message, CloseCode.UNAUTHORIZED)
                 return
             account, name = claims.account, claims.name or ev.name
+        if self.progress is not None and account not in self.campaign.accounts:
+            # A new ship for this account: fetch its durable progress first, off the tick.
+            task = asyncio.get_running_loop().create_task(self._admit_with_progress(client, name, account))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._admit(client, name, account, None)
+
+    async def _admit_with_progress(self, client: Client, name: str, account: str) -> None:
+        assert self.progress is not None
+        restore = None
+        try:
+            restore = await self.progress.pg.load_progress(account, self.cfg.campaign, timeout=2.0)
+        except Exception as exc:  # PostgreSQL down: play on with a fresh ship, say so loudly
+            log.warning("progress of %s not loaded (%s): joining with a fresh ship", account, exc)
+        if client.conn.is_open and client.session.state is SessionState.AWAIT_HELLO:
+            if self.campaign.full:
+                client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
+            else:
+                self._admit(client, name, account, restore)
+            self._flush_session(client)
+            if client.session.close_code is not None:
+                client.conn.close(int(client.session.close_code), client.session.close_reason or "")
+
+    def _admit(self, client: Client, name: str, account: str, restore: dict[str, Any] | None) -> None:
         campaign = self.campaign
-        eid, resumed = campaign.join(name, account)
+        eid, resumed = campaign.join(name, account, _restorable(restore))
+        if self.progress is not None:
+            self.progress.joined(eid, account, name)
         if resumed:
             log.info("%s resumed entity %d", account, eid)
         client.eid = eid
@@ -491,6 +542,9 @@ class GameServer:
                 "pid": os.getpid(),
             }
         )
+        if self.progress is not None:
+            d["pg"] = {k: v for k, v in self.progress.pg.stats().items() if isinstance(v, int | float | str | bool)}
+            d["pg"]["ledger_rows"] = self.progress.ledger_rows
         j = self.journal
         if j is not None:
             st = j.store
@@ -506,6 +560,13 @@ class GameServer:
                 }
             )
         return d
+
+
+def _restorable(progress: dict[str, Any] | None) -> dict[str, object] | None:
+    """The part of a stored progress row a fresh ship takes over (positions are not restored)."""
+    if not progress:
+        return None
+    return {k: progress[k] for k in ("resources", "buildings", "achievements") if k in progress}
 
 
 async def serve(cfg: ServerConfig) -> GameServer:

@@ -73,14 +73,14 @@ def record_history(
     r = tick % rows
     base = r * n
     hist_tick[r] = tick
+    hist_x[base : base + n] = x[lo : lo + n]
+    hist_y[base : base + n] = y[lo : lo + n]
     for j in range(n):
         s = lo + j
         eid = np.uint32(make_id(s, np.int64(generation[s]))) if alive[s] != 0 else np.uint32(0)
         if eid != hist_id[j]:
             hist_id[j] = eid
             hist_since[j] = tick
-        hist_x[base + j] = x[s]
-        hist_y[base + j] = y[s]
 
 
 @njit(cache=True)

@@ -47,7 +47,7 @@ def _merge(acc: np.uint64, v: np.uint64) -> np.uint64:
     return (acc ^ _round(_ZERO, v)) * _P1 + _P4
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: snapshots are hashed off the tick thread
 def absorb(h: np.uint64, words: np.ndarray, tail: np.ndarray) -> np.uint64:
     """Fold one segment (8-byte words, then < 8 tail bytes) into the running hash h."""
     n = words.shape[0]

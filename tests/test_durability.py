@@ -60,7 +60,7 @@ def test_recovered_state_equals_live_state(tmp_path: Path) -> None:
 
 def test_recovery_replays_journal_after_snapshot_and_truncates_torn_tail(tmp_path: Path) -> None:
     campaign, store, _ = open_campaign(tmp_path, "c", "wander", 5, {"npcs": 100})
-    Journal(campaign, store, snapshot_every=40, hash_every=7)
+    Journal(campaign, store, snapshot_every=40, hash_every=2)
     _play(campaign, 100)
     hashes = {}
     # Keep going without a final snapshot, remembering the live hash per tick.

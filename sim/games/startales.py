@@ -493,6 +493,29 @@ class StartalesGame:
         for name in PLAYER_ARRAYS:
             a[name][p] = 0
 
+    def restore_progress(self, world: World, eid: int, progress: Mapping[str, object]) -> None:
+        """Give a fresh ship a returning player's durable progress (from PostgreSQL, via the journal).
+
+        Keys: "resources" {"0": metal, "1": crystal}, "buildings", "achievements" (bitmask).
+        Negative or malformed values are ignored rather than trusted.
+        """
+        slot = EntityTable(world).slot_of(eid)
+        if slot < 0:
+            return
+        a, p = world.arrays, slot - int(world.meta[META_PLAYER_LO])
+        res = progress.get("resources")
+        if isinstance(res, Mapping):
+            for r, name in ((0, "bal_metal"), (1, "bal_crystal")):
+                v = res.get(str(r), res.get(r, 0))
+                if isinstance(v, int) and v >= 0:
+                    a[name][p] = v
+        b = progress.get("buildings")
+        if isinstance(b, int) and b >= 0:
+            a["buildings"][p] = b
+        ach = progress.get("achievements")
+        if isinstance(ach, int) and 0 <= ach < 2**32:
+            a["achievements"][p] = ach
+
     def leave(self, world: World, eid: int) -> None:
         table = EntityTable(world)
         slot = table.slot_of(eid)
