@@ -14,6 +14,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def run_level(game: str, clients: int, warmup: float, window: float, extra: list[str]) -> dict[str, Any]:
-    server = start_server(["--game", game, "--max-players", str(max(clients + 16, 64)), *extra], cpu=0)
+    server = start_server(
+        ["--game", game, "--max-players", str(max(clients + 16, 64)), "--data-dir", tempfile.mkdtemp(), *extra], cpu=0
+    )
     bots_cmd = [sys.executable, "-m", "engine.cli", "bots", "--url", server.url, "--game", game,
                 "--count", str(clients), "--duration", str(warmup + window + 3), "--json"]
     if subprocess.run(["which", "taskset"], capture_output=True).returncode == 0:
@@ -99,10 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default="100,200,400,600,800,1000,1200,1500")
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--window", type=float, default=20.0)
+    ap.add_argument("--aoi", default="on", choices=("on", "off"),
+                    help="on: interest management + delta snapshots (default); off: the whole world, raw")
     ap.add_argument("--set", action="append", default=[], help="server game config KEY=VALUE")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     extra = [x for kv in args.set for x in ("--set", kv)]
+    extra += ["--replication", "delta" if args.aoi == "on" else "full"]
     rows = []
     cols = ["clients", "server_cpu_cores", "rss_mb", "tick_hz", "tick_p99_ms", "send_p99_ms",
             "bytes_out_per_client_s", "inputs_per_s", "snapshots_per_client_s", "driver_cpu_cores", "holds60"]
@@ -110,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(" | ".join(cols))
     for level in [int(x) for x in args.levels.split(",") if x]:
         row = run_level(args.game, level, args.warmup, args.window, extra)
+        row["aoi"] = args.aoi
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells[-1] += " (driver-limited)"
             print(" | ".join(cells), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / f"ccu_{args.game}.json", "w") as f:
+    with open(RESULTS / f"ccu_{args.game}_aoi_{args.aoi}.json", "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     return 0

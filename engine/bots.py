@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from netcode.client import ArbiterClient
+from netcode.client_session import Snapshot
+from netcode.prediction import ShipPredictor, TickClock
 
 HARVEST, BUILD, STOP = 1, 2, 3
 log = logging.getLogger("arbiter.bots")
@@ -118,6 +120,20 @@ class StartalesBrain:
         return 0.0, 0.0, 0, 0
 
 
+def _reconciler(
+    c: ArbiterClient, pred: ShipPredictor, clock: TickClock, loop: asyncio.AbstractEventLoop
+) -> Callable[[Snapshot], None]:
+    def on_snapshot(snap: Snapshot) -> None:
+        clock.observe(snap.tick, loop.time())
+        me = snap.entities[snap.entities["id"] == c.player]
+        if me.size:
+            pred.on_snapshot(
+                snap.tick, snap.ack_seq, float(me["x"][0]), float(me["y"][0]), float(me["vx"][0]), float(me["vy"][0])
+            )
+
+    return on_snapshot
+
+
 def _clip(dx: float, dy: float) -> tuple[float, float, int, int]:
     m = math.hypot(dx, dy)
     if m > 0.999:
@@ -149,6 +165,11 @@ class BotReport:
     driver_cpu_s: float
     driver_cpu_cores: float
     late_inputs: int
+    # client-side prediction of the bots' own ships (the first `full_decoders` bots)
+    predicted_bots: int = 0
+    prediction_error_mean: float = 0.0
+    prediction_error_max: float = 0.0
+    correction_rate: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -188,6 +209,17 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
     startales = StartalesBrain(cfg.count, rng, dict(world))
     refused = 0
 
+    # A few bots predict their own ship and reconcile with the server's snapshots, as game clients
+    # do (netcode/prediction.py); their error and correction rate go into the report.
+    preds: dict[int, tuple[ShipPredictor, TickClock]] = {}
+    for i, c in live[: cfg.full_decoders]:
+        w = c.welcome
+        if w is None or not c.decode:
+            continue
+        pred, clock = ShipPredictor(w.game, w.world, epsilon=0.05), TickClock(w.tick_rate)
+        preds[i] = (pred, clock)
+        c.on_snapshot = _reconciler(c, pred, clock, loop)
+
     period = 1.0 / cfg.input_rate
     n = len(live)
     next_due = t_start + rng.uniform(0.0, period, n)
@@ -217,8 +249,11 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
                 dx, dy, a, g = startales.next_input(i, c)
             else:
                 dx, dy, a, g = wander.next_input(i)
-            c.send_input(dx, dy, a, g)
+            seq = c.send_input(dx, dy, a, g)
             inputs_sent += 1
+            if i in preds:
+                pred, clock = preds[i]
+                pred.send(seq, dx, dy, clock.input_tick(now, c.session.rtt or 0.0))
         if due.size:
             next_due[due] += period
             behind = next_due[due] < now
@@ -265,6 +300,8 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
     for _, c in live:
         await c.close(timeout=0.5) if c.is_open else None
     rt = np.array(rtts) * 1e3 if rtts else np.zeros(1)
+    pstats = [p.stats() for p, _ in preds.values()]
+    n_snap = sum(int(p["snapshots"]) for p in pstats)
     return BotReport(
         bots=cfg.count,
         connected=n,
@@ -287,6 +324,12 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
         driver_cpu_s=round(cpu, 3),
         driver_cpu_cores=round(cpu / elapsed, 3),
         late_inputs=late,
+        predicted_bots=len(pstats),
+        prediction_error_mean=round(
+            sum(float(p["mean_error"]) * int(p["snapshots"]) for p in pstats) / max(n_snap, 1), 4
+        ),
+        prediction_error_max=round(max((float(p["max_error"]) for p in pstats), default=0.0), 4),
+        correction_rate=round(sum(int(p["corrections"]) for p in pstats) / max(n_snap, 1), 4),
     )
 
 

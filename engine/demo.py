@@ -37,6 +37,8 @@ def summarize(first: dict[str, Any], last: dict[str, Any], bots: dict[str, Any],
         "snapshots_per_client_s": bots["snapshots_per_bot_s"],
         "bots_moved": bots["moved"],
         "rtt_p50_ms": bots["rtt_p50_ms"],
+        "prediction_error_mean": bots.get("prediction_error_mean"),
+        "correction_rate": bots.get("correction_rate"),
         "server_rss_mb": last["rss_mb"],
     }
 

@@ -31,8 +31,11 @@ class ProgressSync:
     # -- tick path (synchronous, never blocks) ----------------------------------------------------
     def on_tick(self, result: TickResult) -> None:
         campaign = self.campaign
+        if not result.events:
+            return
+        owner = {e: k for k, e in campaign.accounts.items()}
         for eid, events in result.events.items():
-            account = self._account(eid)
+            account = owner.get(eid)
             if account is None:
                 continue
             built = any(kind == EV_BUILT for kind, _, _ in events)
@@ -97,12 +100,6 @@ class ProgressSync:
     def forget(self, eid: int) -> None:
         for res in range(len(RESOURCE_FIELDS)):
             self._balance.pop((eid, res), None)
-
-    def _account(self, eid: int) -> str | None:
-        for key, e in self.campaign.accounts.items():
-            if e == eid:
-                return key
-        return None
 
 
 def player_progress(campaign: Campaign, eid: int) -> dict[str, Any]:
