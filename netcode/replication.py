@@ -312,7 +312,10 @@ class Replicator:
         self.px = np.zeros(capacity, dtype=np.float64)
         self.py = np.zeros(capacity, dtype=np.float64)
         self._all_ids = np.zeros(0, dtype=np.uint32)
-        self.always = np.zeros(0, dtype=np.uint32)  # sorted ids every viewer sees (set by the engine)
+        self.always = np.zeros(0, dtype=np.uint32)
+        # encode-once cache of the current send (AOI off, no budget): baseline -> (seq, payload, ids, src)
+        self._shared: dict[int, tuple[int, DeltaPayload, np.ndarray, np.ndarray]] = {}
+        self.shared_hits = 0  # sorted ids every viewer sees (set by the engine)
         self.grid: AoiGrid | None = None
         if radius is not None:
             b = bounds or schema.bounds()
@@ -373,6 +376,7 @@ class Replicator:
         if self.grid is not None:
             self.grid.build(self.px, self.py, self.id_ring[ri] != 0)
         self._row_of.fill(-1)
+        self._shared.clear()
 
     def set_viewers(
         self,
@@ -443,6 +447,19 @@ class Replicator:
         if budget is not None and budget < self.min_budget():
             raise ValueError(f"budget {budget} below the minimum {self.min_budget()}")
         baseline, base_ids, base_src = self._baseline(client, ack)
+        # With AOI off and no budget every client's view is the whole world and nothing is deferred,
+        # so clients that acknowledged the same snapshot get byte-identical bodies: encode once.
+        shared = self.grid is None and budget is None
+        if shared:
+            hit = self._shared.get(baseline)
+            if hit is not None and hit[0] == self.seq:
+                _, payload, ids, src = hit
+                ri = self.seq % RING
+                self._cl_ids[client][ri], self._cl_src[client][ri] = ids, src
+                self._cl_seq[client, ri] = self.seq
+                self.prio[client] = 0.0
+                self.shared_hits += 1
+                return payload
         vis = self.visible_ids(client)
         need = base_ids.shape[0] + vis.shape[0]
         if need > self._scratch_n:
@@ -470,10 +487,15 @@ class Replicator:
         self._cl_ids[client][ri] = self._new_ids[:nk].copy()
         self._cl_src[client][ri] = self._new_src[:nk].copy()
         self._cl_seq[client, ri] = self.seq
-        return DeltaPayload(
+        payload = DeltaPayload(
             self.tick, baseline, self._out[:n].tobytes(), int(stats[ST_LEAVE]), int(stats[ST_UPDATE]),
             int(stats[ST_ENTER]), int(stats[ST_DEFERRED]), int(stats[ST_UPDATE_BYTES]), nk,
         )  # fmt: skip
+        if shared:
+            ids_a, src_a = self._cl_ids[client][ri], self._cl_src[client][ri]
+            assert ids_a is not None and src_a is not None
+            self._shared[baseline] = (self.seq, payload, ids_a, src_a)
+        return payload
 
     def frame_for(self, client: int, ack: int | None, ack_seq: int, budget: int | None = None) -> bytes:
         """``encode_for`` wrapped in the msgpack delta frame."""
