@@ -198,6 +198,7 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
     cpu0 = _cpu()
     await asyncio.gather(*(connect(i) for i in range(cfg.count)))
     live = [(i, c) for i, c in enumerate(clients) if c is not None]
+    cpu0 = _cpu()  # the driver's cost while playing, not while connecting
     t_start = loop.time()
     snaps0 = {i: c.snapshots for i, c in live}
     bytes0 = {i: (c.conn.bytes_in if c.conn else 0) for i, c in live}
