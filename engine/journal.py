@@ -67,6 +67,7 @@ class Journal:
         self.backlog_peak = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
         self._pending: Future[bool] | None = None
+        self._snapshot_due = False
         campaign.recorder = self.record
 
     # -- tick path --------------------------------------------------------------------------------
@@ -83,7 +84,11 @@ class Journal:
         lo = self.campaign.player_lo
         self._ring.append((tick, self.campaign.world.arrays["last_seq"][lo:].copy()))
         if tick % self.snapshot_every == 0:
-            self.snapshot()
+            self._snapshot_due = True
+        # A snapshot that could not be taken on its tick (backlog, previous one still in flight) is
+        # taken as soon as it can be, so recovery never replays much more than `snapshot_every`.
+        if self._snapshot_due and self.snapshot():
+            self._snapshot_due = False
 
     def _drain(self) -> None:
         backlog = self._backlog
