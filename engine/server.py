@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ from netcode.replication import warmup as replication_warmup
 from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, SessionState
 from netcode.ws_server import WsServerConnection, connection_factory
 from persistence.pg import PgWriteBehind
+from persistence.pg_overflow import SqliteOverflow
 
 log = logging.getLogger("arbiter.server")
 
@@ -125,8 +127,12 @@ class GameServer:
                 )  # fmt: skip
         self.campaign = campaign or Campaign(cfg.game, cfg.seed, config, cfg.campaign)
         self.progress: ProgressSync | None = None
+        self._overflow: SqliteOverflow | None = None
         if cfg.pg_dsn:
-            self.progress = ProgressSync(PgWriteBehind(cfg.pg_dsn), self.campaign)
+            if cfg.data_dir:
+                # Rows that do not fit the write-behind buffer during an outage wait on disk.
+                self._overflow = SqliteOverflow(Path(cfg.data_dir) / cfg.campaign / "pg_overflow.sqlite")
+            self.progress = ProgressSync(PgWriteBehind(cfg.pg_dsn, overflow=self._overflow), self.campaign)
             self.progress.prime()
         self._tasks: set[asyncio.Task[None]] = set()
         self.replicator: Replicator | None = None
@@ -233,6 +239,8 @@ class GameServer:
             self.progress.save()
             if not await self.progress.pg.stop(5.0):
                 log.error("PostgreSQL write-behind did not flush everything at shutdown: %s", self.progress.pg.stats())
+            if self._overflow is not None:
+                self._overflow.close()
         if self.journal is not None:
             # Final snapshot and flush; a blocking wait is fine here, the tick has stopped.
             ok = await asyncio.to_thread(self.journal.close)
