@@ -23,6 +23,8 @@ import numpy as np
 from netcode.client import ArbiterClient
 from netcode.client_session import Snapshot
 from netcode.prediction import ShipPredictor, TickClock
+from netcode.prediction import warmup as prediction_warmup
+from netcode.replication import warmup as replication_warmup
 
 HARVEST, BUILD, STOP = 1, 2, 3
 log = logging.getLogger("arbiter.bots")
@@ -197,7 +199,9 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
             except (TimeoutError, OSError, ConnectionError, RuntimeError):
                 failures += 1
 
-    cpu0 = _cpu()
+    # Compile/load the client-side kernels (delta decoding, prediction) before the clock starts.
+    replication_warmup()
+    prediction_warmup()
     await asyncio.gather(*(connect(i) for i in range(cfg.count)))
     live = [(i, c) for i, c in enumerate(clients) if c is not None]
     cpu0 = _cpu()  # the driver's cost while playing, not while connecting

@@ -433,3 +433,16 @@ class TickClock:
         plus one round trip (the snapshot's way here and the input's way there), plus one (inputs
         wait for the next tick)."""
         return math.floor(self.latest(now) + rtt * self.tick_rate) + 1
+
+
+def warmup() -> None:
+    """Compile (or load) the movement kernels the predictor runs, for both games, before play."""
+    worlds: dict[str, dict[str, float | int | str]] = {
+        "wander": {"tick_rate": 60, "width": 1000.0, "height": 1000.0, "player_speed": 5.0},
+        "startales": {"tick_rate": 60, "width": 4000.0, "height": 4000.0, "max_accel": 200.0, "max_speed": 300.0},
+    }
+    for game, world in worlds.items():
+        p = ShipPredictor(game, world)
+        p.on_snapshot(1, 0, 10.0, 10.0, 0.0, 0.0)
+        p.send(1, 0.5, 0.5, 2)
+        p.on_snapshot(3, 1, 10.0, 10.0, 0.0, 0.0)

@@ -14,3 +14,23 @@ import uvloop
 
 def pytest_asyncio_loop_factories(config, item):  # type: ignore[no-untyped-def]
     return {"uvloop": uvloop.new_event_loop}
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_kernels() -> None:
+    """Compile (or load) every numba kernel once, before any test measures time.
+
+    On a fresh machine the first call of a kernel compiles it for seconds; inside a timed test that
+    would look like a stalled server or client.
+    """
+    from netcode.prediction import warmup as prediction_warmup
+    from netcode.replication import warmup as replication_warmup
+    from sim.registry import GAMES, make_game
+
+    for game in GAMES:
+        make_game(game).warmup()
+    replication_warmup()
+    prediction_warmup()
