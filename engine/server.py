@@ -176,6 +176,7 @@ class GameServer:
         self.campaign.game.warmup()  # compile/load every kernel before the first player
         if self.replicator is not None:
             replication_warmup()
+            self._warm_send_path()
         if self.progress is not None:
             await self.progress.pg.start()  # returns at once; connects and migrates in the background
         if self.journal is not None:
@@ -354,6 +355,31 @@ class GameServer:
                     # A stalled reader would never read a close frame: reset the connection.
                     conn.abort()
         stats.sends += 1
+
+    def _warm_send_path(self) -> None:
+        """Run two sends of this campaign's real data through a scratch replicator.
+
+        numba compiles one specialization per argument layout (e.g. a read-only broadcast radius),
+        and the generic warm-up cannot know every layout the live path produces; without this the
+        first real send compiled for seconds after the server said it was ready.
+        """
+        live = self.replicator
+        assert live is not None
+        game = self.campaign.game
+        rep = Replicator(live.schema, game.capacity, 2, radius=live.radius)
+        records = self.campaign.replicate().copy()
+        if records.size == 0:
+            return
+        own = np.array([int(records["id"][0]) & 0xFFFFF, -1], dtype=np.int64)
+        budget = self.cfg.snapshot_budget or None
+        for tick, ack in ((1, 0), (2, 1)):
+            rep.begin_send(tick, records)
+            always = self._always_relevant(records)
+            if always is not None:
+                rep.always = always
+            rep.set_viewers(np.arange(2, dtype=np.int64), own)
+            rep.frame_for(0, ack, 0, budget)
+            rep.frame_for(1, 0, 0, budget)
 
     def _always_relevant(self, records: np.ndarray) -> np.ndarray | None:
         fn = getattr(self.campaign.game, "always_relevant", None)
