@@ -322,25 +322,44 @@ class GameServer:
         start = self._rotate % n
         self._rotate += 1
         # Rotate who goes first so nobody is always served last (latency grows ~5 µs per position).
-        for client in clients[start:] + clients[:start]:
+        order = clients[start:] + clients[:start]
+        frames: dict[int, bytes] = {}
+        if rep is not None:
+            # Delta: events and acks first, then the whole group's frames in one batched encode
+            # (only of clients whose frame can be written: encoding commits the server to what the
+            # client now holds), then the writes.
+            writable: list[Client] = []
+            acks: list[int] = []
+            for client in order:
+                if client.pending_events:
+                    client.session.send_events(tick, client.pending_events)
+                    client.pending_events = []
+                    self._flush_session(client)
+                if client.conn.write_buffer_size <= limit:
+                    writable.append(client)
+                    acks.append(journal.ack_for(client.eid) if journal is not None
+                                else int(last_seq[client.eid & 0xFFFFF]))
+            if writable:
+                # The client's newest received snapshot is its baseline.
+                encoded = rep.frames_for(
+                    [c.rep_slot for c in writable], [c.session.last_ack_tick or 0 for c in writable], acks, budget
+                )
+                frames = {id(c): f for c, f in zip(writable, encoded, strict=True)}
+        for client in order:
             conn = client.conn
-            if client.pending_events:
-                client.session.send_events(tick, client.pending_events)
-                client.pending_events = []
-                self._flush_session(client)
-            # With a journal, only inputs of committed ticks are acknowledged (acknowledged = durable).
-            ack = journal.ack_for(client.eid) if journal is not None else int(last_seq[client.eid & 0xFFFFF])
             before = conn.bytes_out
-            if conn.write_buffer_size > limit:
-                sent = False
-            elif prep is not None:
-                sent = conn.send_parts(prep.frame(ack))
+            if prep is not None:
+                if client.pending_events:
+                    client.session.send_events(tick, client.pending_events)
+                    client.pending_events = []
+                    self._flush_session(client)
+                # With a journal, only inputs of committed ticks are acknowledged (acknowledged = durable).
+                ack = journal.ack_for(client.eid) if journal is not None else int(last_seq[client.eid & 0xFFFFF])
+                before = conn.bytes_out
+                sent = False if conn.write_buffer_size > limit else conn.send_parts(prep.frame(ack))
             else:
-                assert rep is not None
-                # The client's newest received snapshot is its baseline; encoding commits the
-                # server to what this client now holds, so only encode when it can be written.
-                frame = rep.frame_for(client.rep_slot, client.session.last_ack_tick or 0, ack, budget)
-                sent = conn.send_parts(frame)
+                frame = frames.get(id(client))
+                sent = False if frame is None else conn.send_parts(frame)
             if sent:
                 client.strikes = 0
                 stats.snapshots_sent += 1
@@ -378,8 +397,7 @@ class GameServer:
             if always is not None:
                 rep.always = always
             rep.set_viewers(np.arange(2, dtype=np.int64), own)
-            rep.frame_for(0, ack, 0, budget)
-            rep.frame_for(1, 0, 0, budget)
+            rep.frames_for(np.arange(2, dtype=np.int64), [ack, 0], [0, 0], budget)
 
     def _always_relevant(self, records: np.ndarray) -> np.ndarray | None:
         fn = getattr(self.campaign.game, "always_relevant", None)

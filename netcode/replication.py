@@ -9,6 +9,7 @@ Server side, per send (see docs/replication.md for the model and the bytes)::
     for c in clients:
         p = rep.encode_for(c, ack_tick, budget=1200)  # numba: visibility diff, delta, budget
         frame = encode_delta_frame(p.tick, p.baseline, ack_seq, p.body)
+    frames = rep.frames_for(clients, acks, ack_seqs, budget=1200)  # the same, a group in one call
     rep.forget(c)                                      # when a client leaves
 
 Client side: ``ReplicationDecoder(schema).receive(frame)`` then ``.records()`` / ``.values(name)``;
@@ -46,6 +47,7 @@ from netcode.replication_kernels import (
     ST_UPDATE,
     ST_UPDATE_BYTES,
     decode_body,
+    encode_batch,
     encode_client,
     quantize_kernel,
     scatter_rows,
@@ -333,6 +335,8 @@ class Replicator:
         self._view_seq = np.zeros(max_clients, dtype=np.int64)
         # scratch
         self._out = np.zeros(1024, dtype=np.uint8)
+        self._frames = np.zeros(1024, dtype=np.uint8)
+        self.batch_stats = np.zeros((0, N_STATS), dtype=np.int64)  # per client of the last frames_for
         self._scratch_n = 0
         self._alloc_scratch(256)
         self._stats = np.zeros(N_STATS, dtype=np.int64)
@@ -502,6 +506,114 @@ class Replicator:
         p = self.encode_for(client, ack, budget)
         return encode_delta_frame(p.tick, p.baseline, ack_seq, p.body)
 
+    def frames_for(
+        self,
+        clients: Sequence[int] | np.ndarray,
+        acks: Sequence[int | None] | np.ndarray,
+        ack_seqs: Sequence[int] | np.ndarray,
+        budget: int | None = None,
+    ) -> list[bytes]:
+        """``frame_for`` for a group of clients in one numba call: byte-identical frames and the
+        same per-client state as calling ``frame_for(clients[i], acks[i], ack_seqs[i], budget)``
+        in order. With AOI off and no budget (the encode-once case) or a client listed twice it
+        simply does that."""
+        if self.seq == 0:
+            raise RuntimeError("encode_for before begin_send")
+        if budget is not None and budget < self.min_budget():
+            raise ValueError(f"budget {budget} below the minimum {self.min_budget()}")
+        cl = [int(c) for c in clients]
+        nb = len(cl)
+        if len(acks) != nb or len(ack_seqs) != nb:
+            raise ValueError("clients, acks and ack_seqs differ in length")
+        if nb == 0:
+            return []
+        if (self.grid is None and budget is None) or len(set(cl)) != nb:
+            return [self.frame_for(c, a, int(s), budget) for c, a, s in zip(cl, acks, ack_seqs, strict=True)]
+        cl_a = np.array(cl, dtype=np.int64)
+        seq = self.seq
+        if self.grid is None:
+            vis_ids = self._all_ids
+            vis_off = np.array([0, vis_ids.shape[0]], dtype=np.int64)
+            rows = np.zeros(nb, dtype=np.int64)
+        else:
+            vis_ids, vis_off = self._vis_ids, self._vis_off
+            rows = self._row_of[cl_a]
+            if (rows < 0).any():
+                bad = cl[int(np.argmax(rows < 0))]
+                raise KeyError(f"client {bad} has no viewer in send {seq} (call set_viewers)")
+        # baselines (the acknowledged snapshot's known set, when the server still holds it)
+        tick_seq = self._tick_seq
+        cl_seq = self._cl_seq
+        baselines = np.zeros(nb, dtype=np.int64)
+        b_ids: list[np.ndarray] = []
+        b_src: list[np.ndarray] = []
+        b_len = np.zeros(nb + 1, dtype=np.int64)
+        for b, (c, ack) in enumerate(zip(cl, acks, strict=True)):
+            if ack:
+                s = tick_seq.get(ack)
+                if s is not None:
+                    ri = s % RING
+                    if cl_seq[c, ri] == s:
+                        ids, src = self._cl_ids[c][ri], self._cl_src[c][ri]
+                        assert ids is not None and src is not None
+                        baselines[b] = ack
+                        b_ids.append(ids)
+                        b_src.append(src)
+                        b_len[b + 1] = ids.shape[0]
+        base_off = np.cumsum(b_len)
+        base_ids = np.concatenate(b_ids) if b_ids else self._empty_ids
+        base_src = np.concatenate(b_src) if b_src else self._empty_src
+        # sizes: every client's m + k, an unlimited body's bound, the frames
+        need = b_len[1:] + (vis_off[rows + 1] - vis_off[rows])
+        max_need = int(need.max())
+        if max_need > self._scratch_n:
+            self._alloc_scratch(max(max_need, 2 * self._scratch_n))
+        F = self.schema.nfields
+        max_bound = 16 + max_need * (15 + 10 * F)
+        if self._out.shape[0] < max_bound:
+            self._out = np.zeros(max(max_bound, 2 * self._out.shape[0]), dtype=np.uint8)
+        body_bound = 16 + need * (15 + 10 * F)
+        if budget is not None:
+            body_bound = np.minimum(body_bound, budget)
+        total = int(body_bound.sum()) + 46 * nb
+        if self._frames.shape[0] < total:
+            self._frames = np.zeros(max(total, 2 * self._frames.shape[0]), dtype=np.uint8)
+        n_new = int(need.sum())
+        new_ids = np.empty(n_new, dtype=np.uint32)
+        new_src = np.empty(n_new, dtype=np.int64)
+        view = self._view[cl_a]
+        view[self._view_seq[cl_a] != seq] = 0.0
+        view[~np.isfinite(view).all(axis=1), 2] = 0.0
+        ack_seq_a = np.asarray(ack_seqs, dtype=np.int64).reshape(nb)
+        if (ack_seq_a < 0).any():
+            raise ValueError("negative ack_seq")
+        frame_off = np.empty(nb + 1, dtype=np.int64)
+        new_off = np.empty(nb + 1, dtype=np.int64)
+        stats = np.zeros((nb, N_STATS), dtype=np.int64)
+        frames = self._frames
+        end = encode_batch(
+            vis_ids, vis_off, rows, base_ids, base_src, base_off, self.q_ring, self.ring_seq, np.int64(seq),
+            self.px, self.py, view, self.prio, cl_a, np.int64(-1 if budget is None else budget),
+            np.int64(self.tick), baselines, ack_seq_a, frames, frame_off, new_ids, new_src, new_off,
+            self._out, self._c_kind, self._c_ref, self._c_cost, self._c_prio, self._c_sel, stats,
+        )  # fmt: skip
+        self.batch_stats = stats
+        # commit the known sets (views of one compact array per batch)
+        nk = int(new_off[nb])
+        ids_all = new_ids[:nk].copy()
+        src_all = new_src[:nk].copy()
+        ri = seq % RING
+        cl_seq[cl_a, ri] = seq
+        off = new_off.tolist()
+        cl_ids, cl_src = self._cl_ids, self._cl_src
+        for b, c in enumerate(cl):
+            a, e = off[b], off[b + 1]
+            cl_ids[c][ri] = ids_all[a:e]
+            cl_src[c][ri] = src_all[a:e]
+        whole = frames[:end].tobytes()
+        fo = frame_off.tolist()
+        return [whole[fo[b] : fo[b + 1]] for b in range(nb)]
+
     def min_budget(self) -> int:
         """The smallest legal budget: three counts plus the largest single item (an ABS update or
         an enter with 5-byte values) always fit, so the top-priority item is never blocked."""
@@ -631,4 +743,5 @@ def warmup() -> None:
             rep.begin_send(t, recs)
             rep.set_viewers([0], [0])
             dec.receive(rep.frame_for(0, dec.ack, 0, budget=rep.min_budget() if t == 2 else None))
+        rep.frames_for([0], [2], [0], rep.min_budget())
     dec.records()

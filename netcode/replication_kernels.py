@@ -473,3 +473,131 @@ def decode_body(
             return -3
         o += 1
     return o
+
+
+@njit(cache=True)
+def _mp_uint(buf: np.ndarray, pos: Int, v: Int) -> int:
+    """msgpack's canonical (shortest) encoding of a non-negative int at buf[pos]; new pos."""
+    v = np.int64(v)
+    if v < 128:
+        buf[pos] = np.uint8(v)
+        return pos + 1
+    if v < 0x100:
+        buf[pos] = np.uint8(0xCC)
+        buf[pos + 1] = np.uint8(v)
+        return pos + 2
+    if v < 0x10000:
+        buf[pos] = np.uint8(0xCD)
+        n = 2
+    elif v <= 0xFFFFFFFF:
+        buf[pos] = np.uint8(0xCE)
+        n = 4
+    else:
+        buf[pos] = np.uint8(0xCF)
+        n = 8
+    for b in range(n):
+        buf[pos + n - b] = np.uint8((v >> (8 * b)) & 0xFF)
+    return pos + 1 + n
+
+
+@njit(cache=True)
+def _mp_key(buf: np.ndarray, pos: Int, ch: Int) -> int:
+    """A one-character msgpack fixstr at buf[pos]; new pos."""
+    buf[pos] = np.uint8(0xA1)
+    buf[pos + 1] = np.uint8(ch)
+    return pos + 2
+
+
+@njit(cache=True)
+def encode_batch(
+    vis_ids: np.ndarray,
+    vis_off: np.ndarray,
+    rows: np.ndarray,
+    base_ids: np.ndarray,
+    base_src: np.ndarray,
+    base_off: np.ndarray,
+    q_ring: np.ndarray,
+    ring_seq: np.ndarray,
+    seq: Int,
+    px: np.ndarray,
+    py: np.ndarray,
+    view: np.ndarray,
+    prio: np.ndarray,
+    clients: np.ndarray,
+    budget: Int,
+    tick: Int,
+    baselines: np.ndarray,
+    ack_seqs: np.ndarray,
+    frames: np.ndarray,
+    frame_off: np.ndarray,
+    new_ids: np.ndarray,
+    new_src: np.ndarray,
+    new_off: np.ndarray,
+    out: np.ndarray,
+    c_kind: np.ndarray,
+    c_ref: np.ndarray,
+    c_cost: np.ndarray,
+    c_prio: np.ndarray,
+    c_sel: np.ndarray,
+    stats: np.ndarray,
+) -> int:
+    """`encode_client` for a group of clients in one call, each body wrapped in its msgpack delta
+    frame ``{"t":"d","k":tick,"b":baseline,"a":ack_seq,"e":bin}`` (byte-identical to
+    ``msgpack.packb``).
+
+    Client b (clients[b], a row of prio) sees vis_ids[vis_off[rows[b]]:vis_off[rows[b] + 1]];
+    its baseline is base_ids/base_src[base_off[b]:base_off[b + 1]]; view[b] = (x, y, radius).
+    Output: frame b = frames[frame_off[b]:frame_off[b + 1]]; its known set after this snapshot =
+    new_ids/new_src[new_off[b]:new_off[b + 1]]; stats[b] = encode_client's stats. ``frames`` must
+    hold every frame (body bound + 46 header bytes each), new_ids/new_src the sum of m + k, and
+    out/c_* the largest client's (see `encode_client`). Returns the total frame bytes.
+    """
+    nb = clients.shape[0]
+    fpos = 0
+    npos = 0
+    frame_off[0] = 0
+    new_off[0] = 0
+    for b in range(nb):
+        r = rows[b]
+        vis = vis_ids[vis_off[r] : vis_off[r + 1]]
+        bi = base_ids[base_off[b] : base_off[b + 1]]
+        bs = base_src[base_off[b] : base_off[b + 1]]
+        need = bi.shape[0] + vis.shape[0]
+        st = stats[b]
+        n = encode_client(
+            vis, bi, bs, q_ring, ring_seq, seq, px, py, view[b, 0], view[b, 1], view[b, 2], prio[clients[b]],
+            budget, out, new_ids[npos : npos + need], new_src[npos : npos + need], c_kind, c_ref, c_cost,
+            c_prio, c_sel, st,
+        )  # fmt: skip
+        npos += st[ST_KNOWN]
+        new_off[b + 1] = npos
+        p = fpos
+        frames[p] = np.uint8(0x85)  # fixmap(5)
+        p = _mp_key(frames, p + 1, 116)  # "t"
+        p = _mp_key(frames, p, 100)  # "d"
+        p = _mp_key(frames, p, 107)  # "k"
+        p = _mp_uint(frames, p, tick)
+        p = _mp_key(frames, p, 98)  # "b"
+        p = _mp_uint(frames, p, baselines[b])
+        p = _mp_key(frames, p, 97)  # "a"
+        p = _mp_uint(frames, p, ack_seqs[b])
+        p = _mp_key(frames, p, 101)  # "e"
+        if n < 0x100:
+            frames[p] = np.uint8(0xC4)
+            frames[p + 1] = np.uint8(n)
+            p += 2
+        elif n < 0x10000:
+            frames[p] = np.uint8(0xC5)
+            frames[p + 1] = np.uint8(n >> 8)
+            frames[p + 2] = np.uint8(n & 0xFF)
+            p += 3
+        else:
+            frames[p] = np.uint8(0xC6)
+            for s in range(4):
+                frames[p + 4 - s] = np.uint8((n >> (8 * s)) & 0xFF)
+            p += 5
+        for t in range(n):
+            frames[p + t] = out[t]
+        fpos = p + n
+        frame_off[b + 1] = fpos
+    return fpos
