@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 
 from engine.auth import AuthError, TokenVerifier
 from engine.campaign import Campaign
+from engine.clients import Client, flush_session
 from engine.journal import Journal
 from engine.progress import ProgressSync
 from engine.recovery import RecoveryReport, open_campaign
+from engine.snapshots import SnapshotSender
 from engine.stats import TickStats
 from engine.ticker import FixedStep
 from netcode.protocol import (
@@ -34,20 +35,14 @@ from netcode.protocol import (
     PROTOCOL_VERSION,
     CloseCode,
     ErrorCode,
-    PreparedSnapshot,
     dtype_to_wire,
 )
-from netcode.replication import Replicator, schema_for, schema_to_wire
-from netcode.replication import warmup as replication_warmup
 from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, SessionState
 from netcode.ws_server import WsServerConnection, connection_factory
 from persistence.pg import PgWriteBehind
 from persistence.pg_overflow import SqliteOverflow
 
 log = logging.getLogger("arbiter.server")
-
-# View radius of interest management per game (world units); see docs/replication.md.
-DEFAULT_VIEW_RADIUS: dict[str, float] = {"wander": 100.0, "startales": 600.0}
 
 
 @dataclass(slots=True)
@@ -81,21 +76,6 @@ class ServerConfig:
     aoi_radius: float | None = None  # None: the game's default view radius; 0: the whole world
     snapshot_budget: int = 1400  # max bytes of one client's delta snapshot body (0: unlimited)
     game_config: Mapping[str, object] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Client:
-    conn: WsServerConnection
-    session: ServerSession
-    opened_at: float
-    eid: int = -1
-    name: str = ""
-    group: int = 0  # which of the staggered send groups this client is served in
-    rep_slot: int = -1  # this client's row in the replicator (delta snapshots)
-    strikes: int = 0
-    last_rx_count: int = 0
-    last_rx_time: float = 0.0
-    pending_events: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class GameServer:
@@ -135,21 +115,8 @@ class GameServer:
             self.progress = ProgressSync(PgWriteBehind(cfg.pg_dsn, overflow=self._overflow), self.campaign)
             self.progress.prime()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.replicator: Replicator | None = None
-        self._rep_wire: dict[str, object] | None = None
-        self._free_rep_slots: list[int] = []
-        if cfg.replication == "delta":
-            game = self.campaign.game
-            radius = cfg.aoi_radius if cfg.aoi_radius is not None else DEFAULT_VIEW_RADIUS.get(game.name, 0.0)
-            schema = schema_for(game.name, game.constants())
-            self.replicator = Replicator(schema, game.capacity, game.max_players, radius=radius or None)
-            if cfg.snapshot_budget and cfg.snapshot_budget < self.replicator.min_budget():
-                raise ValueError(f"snapshot_budget must be at least {self.replicator.min_budget()} bytes")
-            self._rep_wire = {"mode": "delta", "schema": schema_to_wire(schema), "aoi": float(radius or 0.0)}
-            self._free_rep_slots = list(range(game.max_players - 1, -1, -1))
-        elif cfg.replication != "full":
-            raise ValueError(f"replication must be 'delta' or 'full', not {cfg.replication!r}")
         self.stats = TickStats()
+        self.sender = SnapshotSender(cfg, self.campaign, self.journal, self.stats)
         self.clients: dict[WsServerConnection, Client] = {}
         self.by_eid: dict[int, Client] = {}
         self._server: asyncio.Server | None = None
@@ -157,14 +124,10 @@ class GameServer:
         self._stopped = asyncio.Event()
         self._accepting = False
         self._ticker = FixedStep(cfg.tick_rate, cfg.max_catchup)
-        # Staggered sends: clients are split into tick_rate // send_rate groups and one group is
-        # served per sub-send, so each client still gets send_rate snapshots per second but the
-        # socket writes of one send are spread over several ticks instead of one long stall.
-        self._groups = max(1, cfg.tick_rate // max(1, cfg.send_rate))
-        self._sender = FixedStep(cfg.send_rate * self._groups, self._groups)
+        # One sub-send per staggered send group (engine/snapshots.py): send_rate × groups per second.
+        groups = self.sender.groups
+        self._sender = FixedStep(cfg.send_rate * groups, groups)
         self._subsend = 0
-        self._next_group = 0
-        self._rotate = 0
         self._started_wall = time.time()
         self._proc = psutil.Process()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -174,9 +137,7 @@ class GameServer:
     async def start(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
         self.campaign.game.warmup()  # compile/load every kernel before the first player
-        if self.replicator is not None:
-            replication_warmup()
-            self._warm_send_path()
+        self.sender.warmup()
         if self.progress is not None:
             await self.progress.pg.start()  # returns at once; connects and migrates in the background
         if self.journal is not None:
@@ -228,7 +189,7 @@ class GameServer:
             self._server.close()
         for client in list(self.clients.values()):
             client.session.send_bye("server shutting down", CloseCode.GOING_AWAY)
-            self._flush_session(client)
+            flush_session(client)
             client.conn.close(CloseCode.GOING_AWAY, "server shutting down")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 2.0
@@ -267,7 +228,7 @@ class GameServer:
                 stats.tick_dur.add(perf() - t0)
             if self._sender.due(loop.time()):
                 t0 = perf()
-                self._send_phase(self._subsend % self._groups)
+                self.sender.send(list(self.clients.values()), self._subsend % self.sender.groups)
                 self._subsend += 1
                 stats.send_dur.add(perf() - t0)
             wake = min(self._ticker.next_deadline(), self._sender.next_deadline())
@@ -290,120 +251,6 @@ class GameServer:
             client = self.by_eid.get(eid)
             if client is not None:
                 client.pending_events.extend(evs)
-
-    def _send_phase(self, group: int) -> None:
-        clients = [c for c in self.clients.values() if c.eid >= 0 and c.group == group]
-        if not clients:
-            return
-        campaign = self.campaign
-        tick = campaign.tick_count
-        rep = self.replicator
-        prep: PreparedSnapshot | None = None
-        if rep is None:
-            prep = PreparedSnapshot(tick, campaign.replicate())
-            limit = max(self.cfg.write_limit, 2 * len(prep.tail))
-        else:
-            if rep.tick < tick:  # one quantized copy of the world per tick, shared by every client
-                records = campaign.replicate()
-                rep.begin_send(tick, records)
-                always = self._always_relevant(records)
-                if always is not None:
-                    rep.always = always
-            rep.set_viewers(
-                np.fromiter((c.rep_slot for c in clients), np.int64, len(clients)),
-                np.fromiter((c.eid & 0xFFFFF for c in clients), np.int64, len(clients)),
-            )
-            limit = self.cfg.write_limit
-        budget = self.cfg.snapshot_budget or None
-        last_seq = campaign.world.arrays["last_seq"]
-        journal = self.journal
-        stats = self.stats
-        n = len(clients)
-        start = self._rotate % n
-        self._rotate += 1
-        # Rotate who goes first so nobody is always served last (latency grows ~5 µs per position).
-        order = clients[start:] + clients[:start]
-        frames: dict[int, bytes] = {}
-        if rep is not None:
-            # Delta: events and acks first, then the whole group's frames in one batched encode
-            # (only of clients whose frame can be written: encoding commits the server to what the
-            # client now holds), then the writes.
-            writable: list[Client] = []
-            acks: list[int] = []
-            for client in order:
-                if client.pending_events:
-                    client.session.send_events(tick, client.pending_events)
-                    client.pending_events = []
-                    self._flush_session(client)
-                if client.conn.write_buffer_size <= limit:
-                    writable.append(client)
-                    acks.append(journal.ack_for(client.eid) if journal is not None
-                                else int(last_seq[client.eid & 0xFFFFF]))
-            if writable:
-                # The client's newest received snapshot is its baseline.
-                encoded = rep.frames_for(
-                    [c.rep_slot for c in writable], [c.session.last_ack_tick or 0 for c in writable], acks, budget
-                )
-                frames = {id(c): f for c, f in zip(writable, encoded, strict=True)}
-        for client in order:
-            conn = client.conn
-            before = conn.bytes_out
-            if prep is not None:
-                if client.pending_events:
-                    client.session.send_events(tick, client.pending_events)
-                    client.pending_events = []
-                    self._flush_session(client)
-                # With a journal, only inputs of committed ticks are acknowledged (acknowledged = durable).
-                ack = journal.ack_for(client.eid) if journal is not None else int(last_seq[client.eid & 0xFFFFF])
-                before = conn.bytes_out
-                sent = False if conn.write_buffer_size > limit else conn.send_parts(prep.frame(ack))
-            else:
-                frame = frames.get(id(client))
-                sent = False if frame is None else conn.send_parts(frame)
-            if sent:
-                client.strikes = 0
-                stats.snapshots_sent += 1
-                stats.bytes_out += conn.bytes_out - before
-            else:
-                stats.snapshots_skipped += 1
-                client.strikes += 1
-                if client.strikes >= self.cfg.slow_strikes:
-                    stats.slow_disconnects += 1
-                    log.warning("dropping %s (%s): backlog of %d bytes for %d snapshots",
-                                client.name, conn.peer, conn.write_buffer_size, client.strikes)
-                    # A stalled reader would never read a close frame: reset the connection.
-                    conn.abort()
-        stats.sends += 1
-
-    def _warm_send_path(self) -> None:
-        """Run two sends of this campaign's real data through a scratch replicator.
-
-        numba compiles one specialization per argument layout (e.g. a read-only broadcast radius),
-        and the generic warm-up cannot know every layout the live path produces; without this the
-        first real send compiled for seconds after the server said it was ready.
-        """
-        live = self.replicator
-        assert live is not None
-        game = self.campaign.game
-        rep = Replicator(live.schema, game.capacity, 2, radius=live.radius)
-        records = self.campaign.replicate().copy()
-        if records.size == 0:
-            return
-        own = np.array([int(records["id"][0]) & 0xFFFFF, -1], dtype=np.int64)
-        budget = self.cfg.snapshot_budget or None
-        for tick, ack in ((1, 0), (2, 1)):
-            rep.begin_send(tick, records)
-            always = self._always_relevant(records)
-            if always is not None:
-                rep.always = always
-            rep.set_viewers(np.arange(2, dtype=np.int64), own)
-            rep.frames_for(np.arange(2, dtype=np.int64), [ack, 0], [0, 0], budget)
-
-    def _always_relevant(self, records: np.ndarray) -> np.ndarray | None:
-        fn = getattr(self.campaign.game, "always_relevant", None)
-        if fn is None:
-            return None
-        return np.asarray(fn(self.campaign.world), dtype=np.uint32)
 
     # -- housekeeping (off the tick: time-outs and keepalive) -------------------------------------
     async def _housekeeping(self) -> None:
@@ -430,10 +277,11 @@ class GameServer:
                 if rx != client.last_rx_count:
                     client.last_rx_count = rx
                     client.last_rx_time = now
-                if client.eid < 0 and now - client.opened_at > cfg.handshake_timeout:
-                    client.session.reject(ErrorCode.NOT_READY, "no hello in time", CloseCode.HANDSHAKE_TIMEOUT)
-                    self._flush_session(client)
-                    conn.close(CloseCode.HANDSHAKE_TIMEOUT, "handshake timeout")
+                session = client.session
+                session.poll(now)  # the session owns the handshake time-out
+                if session.close_code is not None and conn.is_open:
+                    flush_session(client)
+                    conn.close(session.close_code, session.close_reason)
                 elif now - client.last_rx_time > cfg.idle_timeout:
                     conn.abort()
                 elif now - client.last_rx_time > cfg.ping_interval:
@@ -460,6 +308,8 @@ class GameServer:
             max_frame=self.cfg.max_frame,
             rate=self.cfg.input_rate,
             burst=self.cfg.input_burst,
+            handshake_timeout=self.cfg.handshake_timeout,
+            opened_at=now,
         )
         self.clients[conn] = Client(conn, session, now, last_rx_time=now)
 
@@ -481,7 +331,7 @@ class GameServer:
                 session.pong(ev.client_time, now * 1000.0, self.campaign.tick_count)
         if session.offences != errors_before:
             self.stats.protocol_errors += session.offences - errors_before
-        self._flush_session(client)
+        flush_session(client)
         if session.close_code is not None:
             conn.close(int(session.close_code), session.close_reason or "")
 
@@ -489,10 +339,7 @@ class GameServer:
         client = self.clients.pop(conn, None)
         if client is None:
             return
-        if client.rep_slot >= 0 and self.replicator is not None:
-            self.replicator.forget(client.rep_slot)
-            self._free_rep_slots.append(client.rep_slot)
-            client.rep_slot = -1
+        self.sender.remove(client)
         if client.eid >= 0:
             self.by_eid.pop(client.eid, None)
             if self.progress is not None:
@@ -536,7 +383,7 @@ class GameServer:
                 client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
             else:
                 self._admit(client, name, account, restore)
-            self._flush_session(client)
+            flush_session(client)
             if client.session.close_code is not None:
                 client.conn.close(int(client.session.close_code), client.session.close_reason or "")
 
@@ -549,10 +396,7 @@ class GameServer:
             log.info("%s resumed entity %d", account, eid)
         client.eid = eid
         client.name = name
-        if self.replicator is not None:
-            client.rep_slot = self._free_rep_slots.pop()
-        client.group = self._next_group
-        self._next_group = (self._next_group + 1) % self._groups
+        self.sender.add(client)
         self.by_eid[eid] = client
         self.stats.joins += 1
         game = campaign.game
@@ -564,12 +408,8 @@ class GameServer:
             game=game.name,
             world=game.constants(),
             dtype=dtype_to_wire(game.record_dtype),
-            rep=self._rep_wire,
+            rep=self.sender.rep_wire,
         )
-
-    def _flush_session(self, client: Client) -> None:
-        for frame in client.session.data_to_send():
-            client.conn.send_parts(frame)
 
     def stats_dict(self) -> dict[str, Any]:
         d = self.stats.as_dict()

@@ -1,0 +1,168 @@
+"""Sending snapshots: staggered send groups, raw or delta frames, backlog bounds.
+
+Clients are split into `tick_rate // send_rate` groups and one group is served per sub-send, so each
+client still gets `send_rate` snapshots per second while the socket writes of one send are spread
+over several ticks. Writes never await: a client whose backlog is over the bound is skipped for that
+snapshot (it is superseded anyway) and reset after `slow_strikes` consecutive skips.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.campaign import Campaign
+from engine.clients import Client, flush_session
+from engine.journal import Journal
+from engine.stats import TickStats
+from netcode.protocol import PreparedSnapshot
+from netcode.replication import Replicator, schema_for, schema_to_wire
+from netcode.replication import warmup as replication_warmup
+
+if TYPE_CHECKING:
+    from engine.server import ServerConfig
+
+log = logging.getLogger("arbiter.snapshots")
+
+# View radius of interest management per game (world units); see docs/replication.md.
+DEFAULT_VIEW_RADIUS: dict[str, float] = {"wander": 100.0, "startales": 600.0}
+
+
+class SnapshotSender:
+    def __init__(self, cfg: ServerConfig, campaign: Campaign, journal: Journal | None, stats: TickStats) -> None:
+        self.cfg = cfg
+        self.campaign = campaign
+        self.journal = journal
+        self.stats = stats
+        self.groups = max(1, cfg.tick_rate // max(1, cfg.send_rate))
+        self._next_group = 0
+        self._rotate = 0
+        self.replicator: Replicator | None = None
+        self.rep_wire: dict[str, object] | None = None  # the welcome's "rep" (None: raw snapshots)
+        self._free_slots: list[int] = []
+        if cfg.replication == "delta":
+            game = campaign.game
+            radius = cfg.aoi_radius if cfg.aoi_radius is not None else DEFAULT_VIEW_RADIUS.get(game.name, 0.0)
+            schema = schema_for(game.name, game.constants())
+            self.replicator = Replicator(schema, game.capacity, game.max_players, radius=radius or None)
+            if cfg.snapshot_budget and cfg.snapshot_budget < self.replicator.min_budget():
+                raise ValueError(f"snapshot_budget must be at least {self.replicator.min_budget()} bytes")
+            self.rep_wire = {"mode": "delta", "schema": schema_to_wire(schema), "aoi": float(radius or 0.0)}
+            self._free_slots = list(range(game.max_players - 1, -1, -1))
+        elif cfg.replication != "full":
+            raise ValueError(f"replication must be 'delta' or 'full', not {cfg.replication!r}")
+
+    # -- membership -------------------------------------------------------------------------------
+    def add(self, client: Client) -> None:
+        if self.replicator is not None:
+            client.rep_slot = self._free_slots.pop()
+        client.group = self._next_group
+        self._next_group = (self._next_group + 1) % self.groups
+
+    def remove(self, client: Client) -> None:
+        if client.rep_slot >= 0 and self.replicator is not None:
+            self.replicator.forget(client.rep_slot)
+            self._free_slots.append(client.rep_slot)
+            client.rep_slot = -1
+
+    # -- the send ---------------------------------------------------------------------------------
+    def send(self, clients: list[Client], group: int) -> None:
+        members = [c for c in clients if c.eid >= 0 and c.group == group]
+        if not members:
+            return
+        tick = self.campaign.tick_count
+        n = len(members)
+        start = self._rotate % n
+        self._rotate += 1
+        # Rotate who goes first so nobody is always served last (latency grows ~5 µs per position).
+        order = members[start:] + members[:start]
+        for client in order:
+            if client.pending_events:  # events go before the snapshot of the same send
+                client.session.send_events(tick, client.pending_events)
+                client.pending_events = []
+                flush_session(client)
+        frames = self._frames(tick, order)
+        stats = self.stats
+        for client in order:
+            conn = client.conn
+            frame = frames.get(id(client))
+            before = conn.bytes_out
+            if frame is not None and conn.send_parts(frame):
+                client.strikes = 0
+                stats.snapshots_sent += 1
+                stats.bytes_out += conn.bytes_out - before
+                continue
+            stats.snapshots_skipped += 1
+            client.strikes += 1
+            if client.strikes >= self.cfg.slow_strikes:
+                stats.slow_disconnects += 1
+                log.warning("dropping %s (%s): backlog of %d bytes for %d snapshots",
+                            client.name, conn.peer, conn.write_buffer_size, client.strikes)  # fmt: skip
+                # A stalled reader would never read a close frame: reset the connection.
+                conn.abort()
+        stats.sends += 1
+
+    def _frames(self, tick: int, order: list[Client]) -> dict[int, bytes]:
+        """This send's frame for every client whose backlog allows one (by id(client))."""
+        campaign, rep = self.campaign, self.replicator
+        prep = None
+        if rep is None:
+            prep = PreparedSnapshot(tick, campaign.replicate())
+            limit = max(self.cfg.write_limit, 2 * len(prep.tail))
+        else:
+            limit = self.cfg.write_limit
+            if rep.tick < tick:  # one quantized copy of the world per tick, shared by every client
+                self._begin(rep, tick, campaign.replicate())
+            rep.set_viewers(
+                np.fromiter((c.rep_slot for c in order), np.int64, len(order)),
+                np.fromiter((c.eid & 0xFFFFF for c in order), np.int64, len(order)),
+            )
+        # Encoding a delta commits the server to what the client now holds: only encode for
+        # clients whose frame can be written now.
+        writable = [c for c in order if c.conn.write_buffer_size <= limit]
+        if not writable:
+            return {}
+        # With a journal, only inputs of committed ticks are acknowledged (acknowledged = durable).
+        journal = self.journal
+        last_seq = campaign.world.arrays["last_seq"]
+        acks = [journal.ack_for(c.eid) if journal is not None else int(last_seq[c.eid & 0xFFFFF]) for c in writable]
+        if prep is not None:
+            return {id(c): prep.frame(a) for c, a in zip(writable, acks, strict=True)}
+        assert rep is not None
+        encoded = rep.frames_for(
+            [c.rep_slot for c in writable],
+            [c.session.last_ack_tick or 0 for c in writable],  # the client's newest snapshot = baseline
+            acks,
+            self.cfg.snapshot_budget or None,
+        )
+        return {id(c): f for c, f in zip(writable, encoded, strict=True)}
+
+    def _begin(self, rep: Replicator, tick: int, records: np.ndarray) -> None:
+        rep.begin_send(tick, records)
+        fn = getattr(self.campaign.game, "always_relevant", None)  # e.g. startales' planets
+        if fn is not None:
+            rep.always = np.asarray(fn(self.campaign.world), dtype=np.uint32)
+
+    # -- warm-up ----------------------------------------------------------------------------------
+    def warmup(self) -> None:
+        """Run two sends of this campaign's real data through a scratch replicator.
+
+        numba compiles one specialization per argument layout (e.g. a read-only broadcast radius),
+        and the generic warm-up cannot know every layout the live path produces; without this the
+        first real send compiled for seconds after the server said it was ready.
+        """
+        live = self.replicator
+        if live is None:
+            return
+        replication_warmup()
+        rep = Replicator(live.schema, self.campaign.game.capacity, 2, radius=live.radius)
+        records = self.campaign.replicate().copy()
+        if records.size == 0:
+            return
+        own = np.array([int(records["id"][0]) & 0xFFFFF, -1], dtype=np.int64)
+        for tick, ack in ((1, 0), (2, 1)):
+            self._begin(rep, tick, records)
+            rep.set_viewers(np.arange(2, dtype=np.int64), own)
+            rep.frames_for(np.arange(2, dtype=np.int64), [ack, 0], [0, 0], self.cfg.snapshot_budget or None)
