@@ -148,6 +148,19 @@ class Campaign:
                 self._pending_leaves.append(eid)
                 break
 
+    def player_value(self, eid: int, name: str) -> int | float | None:
+        """A player ship's value of a world array: per-entity arrays are indexed by slot,
+        per-player arrays (startales' balances, ...) by slot - player_lo. None if absent."""
+        arr = self.world.arrays.get(name)
+        if arr is None:
+            return None
+        slot = eid & SLOT_MASK
+        i = slot if len(arr) == self.world.capacity else slot - self.player_lo
+        if not 0 <= i < len(arr):
+            return None
+        value: int | float = arr[i].item()
+        return value
+
     def offline_ships(self) -> list[int]:
         """Ships in the world whose player is not connected (e.g. after a crash)."""
         return sorted(e for e in self.accounts.values() if e not in self.players)

@@ -104,22 +104,13 @@ class ProgressSync:
 
 def player_progress(campaign: Campaign, eid: int) -> dict[str, Any]:
     """Balances, buildings, achievements and position of a player ship, from the world arrays."""
-    a = campaign.world.arrays
-    slot = eid & 0xFFFFF
-    cap = campaign.world.capacity
-
-    def at(name: str) -> int | float | None:
-        arr = a.get(name)
-        if arr is None:
-            return None
-        i = slot if len(arr) == cap else slot - campaign.player_lo
-        return arr[i].item() if 0 <= i < len(arr) else None
-
-    resources = {str(r): int(at(f) or 0) for r, f in enumerate(RESOURCE_FIELDS) if f in a}
+    at = campaign.player_value
+    arrays = campaign.world.arrays
+    resources = {str(r): int(at(eid, f) or 0) for r, f in enumerate(RESOURCE_FIELDS) if f in arrays}
     return {
         "resources": resources,
-        "buildings": int(at("buildings") or 0),
-        "achievements": int(at("achievements") or 0),
-        "x": float(at("x") or 0.0),
-        "y": float(at("y") or 0.0),
+        "buildings": int(at(eid, "buildings") or 0),
+        "achievements": int(at(eid, "achievements") or 0),
+        "x": float(at(eid, "x") or 0.0),
+        "y": float(at(eid, "y") or 0.0),
     }

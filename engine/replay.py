@@ -15,8 +15,6 @@ import sys
 import time
 from typing import IO, Any
 
-import numpy as np
-
 from engine.campaign import Campaign, ReplayDivergenceError, TickResult
 from engine.recovery import (
     JournalScan,
@@ -34,20 +32,13 @@ SUMMARY_FIELDS = ("x", "y", "vx", "vy", "hp", "bal_metal", "bal_crystal", "build
 
 def tick_summary(campaign: Campaign, result: TickResult) -> dict[str, Any]:
     """Players, positions, balances and events of one tick, for analysis (one JSON line)."""
-    a = campaign.world.arrays
-    lo = campaign.player_lo
     players = []
     for key, eid in sorted(campaign.accounts.items()):
-        slot = eid & 0xFFFFF
         p: dict[str, Any] = {"account": key, "eid": eid}
         for f in SUMMARY_FIELDS:
-            arr = a.get(f)
-            if arr is None:
-                continue
-            i = slot if len(arr) == campaign.world.capacity else slot - lo
-            if 0 <= i < len(arr):
-                v = arr[i]
-                p[f] = float(v) if isinstance(v, np.floating) else int(v)
+            v = campaign.player_value(eid, f)
+            if v is not None:
+                p[f] = v
         players.append(p)
     return {
         "tick": result.tick,
