@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import resource
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,10 @@ from netcode.client_session import Snapshot
 from netcode.prediction import ShipPredictor, TickClock
 from netcode.prediction import warmup as prediction_warmup
 from netcode.replication import warmup as replication_warmup
+from sim.games.startales import scan_arg
 
-HARVEST, BUILD, STOP = 1, 2, 3
+HARVEST, BUILD, STOP, GIFT, CLAIM = 1, 2, 3, 5, 6
+EV_ACHIEVEMENT, EV_BALANCE, EV_BUILT, EV_TRANSFER = 1, 2, 4, 6
 log = logging.getLogger("arbiter.bots")
 
 
@@ -44,6 +47,7 @@ class BotConfig:
     ping_every: float = 1.0
     name_prefix: str = "bot"
     token_factory: Callable[[str], str] | None = None  # account -> join token (when tokens are on)
+    dwell_s: float = 10.0  # startales: seconds at a planet before flying on
 
 
 class WanderBrain:
@@ -67,10 +71,18 @@ class WanderBrain:
 
 
 class StartalesBrain:
-    """Fly to a planet, harvest until the hold has enough, build when affordable, move on."""
+    """An honest player: fly to a planet, harvest, build when affordable, now and then give a
+    little metal to a ship in view, claim each achievement the server granted, move on.
 
-    def __init__(self, n: int, rng: np.random.Generator, world: dict[str, Any]) -> None:
+    Honest under lag: a spending action (BUILD, GIFT) is sent only when the last balance the
+    server reported covers it and no other spend is unconfirmed (until its EV_BUILT/EV_TRANSFER,
+    or 3 s if it was refused), so it can never be unaffordable however late the events arrive; HARVEST
+    is asked once per arrival; transaction ids only grow (docs/fairplay.md).
+    """
+
+    def __init__(self, n: int, rng: np.random.Generator, world: dict[str, Any], dwell_s: float = 10.0) -> None:
         self.rng = rng
+        self.dwell_ticks = int(dwell_s * float(world.get("tick_rate", 60)))
         self.target = np.full(n, -1, dtype=np.int64)
         self.harvesting = np.zeros(n, dtype=bool)
         self.harvest_since = np.zeros(n, dtype=np.int64)
@@ -78,24 +90,40 @@ class StartalesBrain:
         self.cost_metal = int(world.get("build_cost_metal", 50))
         self.cost_crystal = int(world.get("build_cost_crystal", 0))
         self.balances = np.zeros((n, 2), dtype=np.int64)
+        self.spend_pending_until = np.zeros(n, dtype=np.int64)  # tick; 0 = nothing unconfirmed
+        self.claims: list[list[int]] = [[] for _ in range(n)]
+        self.built = self.gifts_confirmed = self.achievements = 0
+        # Transaction ids stay increasing across runs of the same accounts: seconds since 2025 × 64.
+        self.txn = np.full(n, max(1, (int(time.time()) - 1_735_689_600) * 64), dtype=np.int64)
 
     def on_events(self, i: int, events: list[tuple[int, int, int]]) -> None:
         for kind, a, b in events:
-            if kind == 2 and 0 <= a < 2:
+            if kind == EV_BALANCE and 0 <= a < 2:
                 self.balances[i, a] = b
+            elif kind in (EV_BUILT, EV_TRANSFER):
+                self.spend_pending_until[i] = 0
+                if kind == EV_BUILT:
+                    self.built += 1
+                else:
+                    self.gifts_confirmed += 1
+            elif kind == EV_ACHIEVEMENT:
+                self.claims[i].append(a)
+                self.achievements += 1
 
-    def next_input(self, i: int, client: ArbiterClient) -> tuple[float, float, int, int]:
+    def next_input(self, i: int, client: ArbiterClient) -> tuple[float, float, int, int, int, int, int]:
         snap = client.latest
         if snap is None:
-            return 0.0, 0.0, 0, 0
+            return 0.0, 0.0, 0, 0, 0, 0, 0
+        if self.claims[i]:
+            return 0.0, 0.0, CLAIM, self.claims[i].pop(), 0, 0, 0
         ents = snap.entities
         mine = ents[ents["id"] == client.player]
         if mine.size == 0:
-            return 0.0, 0.0, 0, 0
+            return 0.0, 0.0, 0, 0, 0, 0, 0
         x, y = float(mine["x"][0]), float(mine["y"][0])
         planets = ents[ents["kind"] == 0]
         if planets.size == 0:
-            return 0.0, 0.0, 0, 0
+            return 0.0, 0.0, 0, 0, 0, 0, 0
         if self.target[i] < 0 or self.target[i] >= planets.size:
             # A new destination away from here: every trip is real flying, not parking.
             far = np.nonzero(np.hypot(planets["x"] - x, planets["y"] - y) > 2 * self.range)[0]
@@ -109,19 +137,29 @@ class StartalesBrain:
             scale = min(1.0, dist / 200.0) / max(dist, 1e-6)
             vx, vy = float(mine["vx"][0]), float(mine["vy"][0])
             # Steer towards the planet and brake on approach.
-            return _clip(dx * scale - vx * 0.02, dy * scale - vy * 0.02)
+            return (*_clip(dx * scale - vx * 0.02, dy * scale - vy * 0.02), 0, 0, 0)
         bal = self.balances[i]
-        if bal[0] >= self.cost_metal and bal[1] >= self.cost_crystal and self.rng.random() < 0.2:
-            return 0.0, 0.0, BUILD, 0
+        pending = self.spend_pending_until[i]
+        free = pending == 0 or snap.tick > pending
+        if free and bal[0] >= self.cost_metal and bal[1] >= self.cost_crystal and self.rng.random() < 0.2:
+            self.spend_pending_until[i] = snap.tick + 180
+            return 0.0, 0.0, BUILD, 0, 0, 0, 0
+        if free and bal[0] >= 10 and self.rng.random() < 0.01:
+            ships = ents[(ents["kind"] == 2) & (ents["id"] != client.player)]
+            if ships.size:
+                self.spend_pending_until[i] = snap.tick + 180
+                self.txn[i] += 1
+                to = int(ships["id"][self.rng.integers(ships.size)])
+                return 0.0, 0.0, GIFT, scan_arg(to), 0, 1 + int(self.rng.integers(5)), int(self.txn[i])
         if not self.harvesting[i]:
             self.harvesting[i] = True
             self.harvest_since[i] = snap.tick
-            return 0.0, 0.0, HARVEST, 0
-        if snap.tick - self.harvest_since[i] > 600:  # ten seconds at a planet: move on
+            return 0.0, 0.0, HARVEST, 0, 0, 0, 0
+        if snap.tick - self.harvest_since[i] > self.dwell_ticks:  # enough of this planet: move on
             self.target[i] = -1
             self.harvesting[i] = False
-            return 0.0, 0.0, STOP, 0
-        return 0.0, 0.0, 0, 0
+            return 0.0, 0.0, STOP, 0, 0, 0, 0
+        return 0.0, 0.0, 0, 0, 0, 0, 0
 
 
 def _reconciler(
@@ -174,6 +212,10 @@ class BotReport:
     prediction_error_mean: float = 0.0
     prediction_error_max: float = 0.0
     correction_rate: float = 0.0
+    # startales: what the honest players got done, counted from their own events
+    built: int = 0
+    gifts_confirmed: int = 0
+    achievements: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -213,7 +255,7 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
     rtts: list[float] = []
     world = live[0][1].welcome.world if live and live[0][1].welcome else {}
     wander = WanderBrain(cfg.count, rng, cfg.illegal_fraction)
-    startales = StartalesBrain(cfg.count, rng, dict(world))
+    startales = StartalesBrain(cfg.count, rng, dict(world), cfg.dwell_s)
     refused = 0
 
     # A few bots predict their own ship and reconcile with the server's snapshots, as game clients
@@ -256,10 +298,11 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
                 if decode_all:
                     startales.on_events(i, evs)
             if decode_all:
-                dx, dy, a, g = startales.next_input(i, c)
+                dx, dy, a, g, g2, g3, tx = startales.next_input(i, c)
+                seq = c.send_input(dx, dy, a, g, arg2=g2, arg3=g3, txn=tx)
             else:
                 dx, dy, a, g = wander.next_input(i)
-            seq = c.send_input(dx, dy, a, g)
+                seq = c.send_input(dx, dy, a, g)
             inputs_sent += 1
             if i in preds:
                 pred, clock = preds[i]
@@ -315,6 +358,9 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
     pstats = [p.stats() for p, _ in preds.values()]
     n_snap = sum(int(p["snapshots"]) for p in pstats)
     return BotReport(
+        built=startales.built,
+        gifts_confirmed=startales.gifts_confirmed,
+        achievements=startales.achievements,
         bots=cfg.count,
         connected=n,
         connect_failures=failures,

@@ -33,13 +33,16 @@ JOIN_PAYLOAD_SEP = "\x00"
 Recorder = Callable[[int, list[tuple[int, str]], list[int], InputBatch], None]
 
 
-_INPUT_FIELDS = ("eid", "seq", "client_tick", "dx", "dy", "action", "arg")
+_INPUT_FIELDS = ("eid", "seq", "client_tick", "dx", "dy", "action", "arg", "arg2", "arg3", "txn")
 
 
 def _fill_batch(batch: InputBatch, inputs: np.ndarray, n: int) -> None:
-    """Copy `n` journal input records (structured, JOURNAL_INPUT_DTYPE) into the batch columns."""
+    """Copy `n` journal input records into the batch columns. A compact record (no arg2, arg3,
+    txn) leaves those columns as `InputBatch.clear` left them: zero."""
+    names = inputs.dtype.names or ()
     for name in _INPUT_FIELDS:
-        getattr(batch, name)[:n] = inputs[name]
+        if name in names:
+            getattr(batch, name)[:n] = inputs[name]
     batch.n = n
 
 
@@ -54,6 +57,8 @@ class TickResult:
     refused: int
     # events grouped per player entity id, in emission order: (kind, a, b)
     events: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
+    # what the validators flagged this tick: (kind, entity id, measured value, limit)
+    violations: list[tuple[int, int, float, float]] = field(default_factory=list)
 
 
 class Campaign:
@@ -167,10 +172,20 @@ class Campaign:
 
     # -- inputs -----------------------------------------------------------------------------------
     def submit(
-        self, eid: int, seq: int, client_tick: int, dx: float, dy: float, action: int = 0, arg: int = 0
+        self,
+        eid: int,
+        seq: int,
+        client_tick: int,
+        dx: float,
+        dy: float,
+        action: int = 0,
+        arg: int = 0,
+        arg2: int = 0,
+        arg3: int = 0,
+        txn: int = 0,
     ) -> bool:
         """File an input for the next tick; False when the buffer is full (a flood)."""
-        return self.inputs.add(eid, seq, client_tick, dx, dy, action, arg)
+        return self.inputs.add(eid, seq, client_tick, dx, dy, action, arg, arg2, arg3, txn)
 
     def last_seq(self, eid: int) -> int:
         return int(self._last_seq[eid & SLOT_MASK])
@@ -190,6 +205,8 @@ class Campaign:
         n = inputs.n
         accepted = int(np.count_nonzero(inputs.accepted[:n])) if n else 0
         result = TickResult(self.world.tick, accepted, n - accepted)
+        if events.violations.n:
+            result.violations = events.violations.rows()
         if events.n:
             grouped = result.events
             kinds, eids, a, b = events.kind, events.eid, events.a, events.b
@@ -254,6 +271,8 @@ class Campaign:
         n = inputs.n
         accepted = int(np.count_nonzero(inputs.accepted[:n])) if n else 0
         result = TickResult(self.world.tick, accepted, n - accepted)
+        if events.violations.n:
+            result.violations = events.violations.rows()
         if group_events and events.n:
             owners = self.players or {e: k for k, e in self.accounts.items()}
             grouped = result.events

@@ -9,7 +9,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.fairplay.referee import FairPlayConfig
 
 READY_PREFIX = "ARBITER_READY"
 
@@ -20,6 +23,18 @@ def _loop_runner(use_uvloop: bool):  # type: ignore[no-untyped-def]
 
         return uvloop.run
     return asyncio.run
+
+
+def _fairplay_config(args: argparse.Namespace) -> FairPlayConfig:
+    from engine.fairplay.conn_limit import ConnLimitConfig
+    from engine.fairplay.policy import PolicyConfig
+    from engine.fairplay.referee import FairPlayConfig
+
+    policy = PolicyConfig(mode=args.fairplay, warn_at=args.warn_at, kick_at=args.kick_at, ban_at=args.ban_at,
+                          ban_s=args.ban_seconds)  # fmt: skip
+    conn = ConnLimitConfig(rate=args.ip_conn_rate, burst=args.ip_conn_burst, max_open=args.ip_max_open,
+                           loopback=args.ip_limit_loopback)  # fmt: skip
+    return FairPlayConfig(policy=policy, conn=conn)
 
 
 def _parse_kv(items: Sequence[str]) -> dict[str, object]:
@@ -57,6 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tick_rate=args.tick_rate,
         send_rate=args.send_rate,
         game_config=_parse_kv(args.set),
+        fairplay=_fairplay_config(args),
+        admin_port=None if args.admin_port < 0 else args.admin_port,
+        admin_host=args.admin_host,
     )
     if args.max_players:
         cfg.game_config = {**dict(cfg.game_config), "max_players": args.max_players}
@@ -157,8 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed on start)")
     s.add_argument("--data-dir", default="data", help='campaign data root; "" keeps it in memory only')
     s.add_argument("--durability", default="normal", choices=("normal", "full"))
-    s.add_argument("--pg", default=os.environ.get("ARBITER_PG_DSN", ""), metavar="DSN",
-                   help="PostgreSQL for progress and the ledger (default $ARBITER_PG_DSN; off when empty)")
+    s.add_argument(
+        "--pg",
+        default=os.environ.get("ARBITER_PG_DSN", ""),
+        metavar="DSN",
+        help="PostgreSQL for progress and the ledger (default $ARBITER_PG_DSN; off when empty)",
+    )
     s.add_argument("--replication", default="delta", choices=("delta", "full"))
     s.add_argument("--aoi-radius", type=float, default=None, help="view radius; 0 = whole world")
     s.add_argument("--snapshot-budget", type=int, default=1400, help="max bytes per delta snapshot (0: none)")
@@ -168,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-players", type=int, default=0)
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="game config")
     s.add_argument("--no-uvloop", action="store_true")
+    f = s.add_argument_group("fair play (docs/fairplay.md)")
+    f.add_argument("--fairplay", default="enforce", choices=("enforce", "observe", "off"),
+                   help="observe: score and audit, never kick or ban")  # fmt: skip
+    f.add_argument("--admin-port", type=int, default=-1, help="admin API port (-1: off, 0: any free port)")
+    f.add_argument("--admin-host", default="127.0.0.1")
+    f.add_argument("--warn-at", type=float, default=10.0)
+    f.add_argument("--kick-at", type=float, default=30.0)
+    f.add_argument("--ban-at", type=float, default=60.0)
+    f.add_argument("--ban-seconds", type=float, default=3600.0)
+    f.add_argument("--ip-conn-rate", type=float, default=20.0, help="new connections/s per IP (0: no limit)")
+    f.add_argument("--ip-conn-burst", type=int, default=100)
+    f.add_argument("--ip-max-open", type=int, default=0, help="open connections per IP (0: no limit)")
+    f.add_argument("--ip-limit-loopback", action="store_true", help="apply the per-IP limits to 127.0.0.1 too")
     s.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("bots", help="run N bot players against a server")

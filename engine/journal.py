@@ -75,7 +75,7 @@ class Journal:
         n = batch.n
         inputs = inputs_from_columns(
             batch.eid[:n], batch.seq[:n], batch.client_tick[:n], batch.dx[:n], batch.dy[:n],
-            batch.action[:n], batch.arg[:n],
+            batch.action[:n], batch.arg[:n], batch.arg2[:n], batch.arg3[:n], batch.txn[:n],
         )  # fmt: skip
         blob = encode_tick(tick, joins, leaves, inputs)
         h = state_hash(self.campaign.world) if self.hash_every and tick % self.hash_every == 0 else None

@@ -30,7 +30,7 @@ from persistence.campaign_store import (
     JournalReader,
     format_hash,
 )
-from persistence.journal_codec import JOURNAL_INPUT_DTYPE, MAGIC, VERSION
+from persistence.journal_codec import COMPACT_INPUT_DTYPE, MAGIC, VERSION_COMPACT
 from sim.statehash import state_hash
 
 log = logging.getLogger("arbiter.recovery")
@@ -104,7 +104,7 @@ class JournalScan:
                 "SELECT tick, data, state_hash FROM journal WHERE tick > ? AND tick <= ? ORDER BY tick",
                 (self._after, self._to),
             )
-            crc32, frombuffer, dtype, match = zlib.crc32, np.frombuffer, JOURNAL_INPUT_DTYPE, _HASH_TEXT.fullmatch
+            crc32, frombuffer, dtype, match = zlib.crc32, np.frombuffer, COMPACT_INPUT_DTYPE, _HASH_TEXT.fullmatch
             while True:
                 batch = cur.fetchmany(self._batch)
                 if not batch:
@@ -132,11 +132,12 @@ class JournalScan:
 def _fast_decode(
     data: object, tick: int, expected: int, crc32: Any, frombuffer: Any, dtype: np.dtype
 ) -> np.ndarray | None:
-    """Inputs of a join- and leave-free record with one-byte counts, or None for the slow path."""
+    """Inputs of a compact, join- and leave-free record with one-byte counts (COMPACT_INPUT_DTYPE:
+    without the extended fields, which are zero), or None for the slow path."""
     if tick != expected or type(data) is not bytes:
         return None
     end = len(data) - 4
-    if end < 6 or data[0] != MAGIC or data[1] != VERSION:
+    if end < 6 or data[0] != MAGIC or data[1] != VERSION_COMPACT:
         return None
     if crc32(memoryview(data)[:end]) != int.from_bytes(data[end:], "little"):
         return None

@@ -21,9 +21,13 @@ from typing import Any
 
 import psutil
 
+from engine.admin import AdminServer, start_admin
 from engine.auth import AuthError, TokenVerifier
 from engine.campaign import Campaign
 from engine.clients import Client, flush_session
+from engine.fairplay.referee import FairPlayConfig
+from engine.fairplay.server_hooks import AdminAdapter, ServerFairPlay, open_store, peer_ip
+from engine.fairplay.signals import TimingStats
 from engine.journal import Journal
 from engine.progress import ProgressSync
 from engine.recovery import RecoveryReport, open_campaign
@@ -76,6 +80,9 @@ class ServerConfig:
     aoi_radius: float | None = None  # None: the game's default view radius; 0: the whole world
     snapshot_budget: int = 1400  # max bytes of one client's delta snapshot body (0: unlimited)
     game_config: Mapping[str, object] = field(default_factory=dict)
+    fairplay: FairPlayConfig = field(default_factory=FairPlayConfig)  # docs/fairplay.md
+    admin_port: int | None = None  # the admin API's port (None: off; 0: any free port)
+    admin_host: str = "127.0.0.1"
 
 
 class GameServer:
@@ -115,6 +122,8 @@ class GameServer:
             self.progress = ProgressSync(PgWriteBehind(cfg.pg_dsn, overflow=self._overflow), self.campaign)
             self.progress.prime()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.fairplay = ServerFairPlay(self, cfg.fairplay, open_store(cfg.data_dir, cfg.campaign, cfg.pg_dsn))
+        self.admin: AdminServer | None = None
         self.stats = TickStats()
         self.sender = SnapshotSender(cfg, self.campaign, self.journal, self.stats)
         self.clients: dict[WsServerConnection, Client] = {}
@@ -138,6 +147,11 @@ class GameServer:
         self._loop = loop = asyncio.get_running_loop()
         self.campaign.game.warmup()  # compile/load every kernel before the first player
         self.sender.warmup()
+        await self.fairplay.referee.start()
+        if self.cfg.admin_port is not None:
+            self.admin = await start_admin(AdminAdapter(self.fairplay), self.verifier, self.cfg.admin_host,
+                                           self.cfg.admin_port)  # fmt: skip
+            log.info("admin API on %s", self.admin.url)
         if self.progress is not None:
             await self.progress.pg.start()  # returns at once; connects and migrates in the background
         if self.journal is not None:
@@ -160,8 +174,14 @@ class GameServer:
         self._accepting = True
         if self.verifier is None:
             log.warning("join tokens are off (no ARBITER_JWT_SECRET/KEYS/KEYFILE): any hello may play")
-        log.info("campaign %s (%s, seed %d) listening on ws://%s:%d/", self.cfg.campaign,
-                 self.cfg.game, self.cfg.seed, self.cfg.host, self.port)
+        log.info(
+            "campaign %s (%s, seed %d) listening on ws://%s:%d/",
+            self.cfg.campaign,
+            self.cfg.game,
+            self.cfg.seed,
+            self.cfg.host,
+            self.port,
+        )
 
     async def run(self) -> None:
         """Tick until `request_stop()`; then shut down gracefully."""
@@ -203,6 +223,9 @@ class GameServer:
                 log.error("PostgreSQL write-behind did not flush everything at shutdown: %s", self.progress.pg.stats())
             if self._overflow is not None:
                 self._overflow.close()
+        if self.admin is not None:
+            await self.admin.close()
+        await self.fairplay.referee.close()
         if self.journal is not None:
             # Final snapshot and flush; a blocking wait is fine here, the tick has stopped.
             ok = await asyncio.to_thread(self.journal.close)
@@ -239,8 +262,14 @@ class GameServer:
             else:
                 await asyncio.sleep(0)  # let inputs in even when behind
 
+    def now(self) -> float:
+        """The server's clock (the loop's monotonic time)."""
+        return (self._loop or asyncio.get_running_loop()).time()
+
     def _step(self) -> None:
         result = self.campaign.tick()
+        if result.violations:
+            self.fairplay.on_tick(result.violations, result.tick)
         if self.progress is not None:
             self.progress.on_tick(result)
         stats = self.stats
@@ -279,6 +308,8 @@ class GameServer:
                     client.last_rx_time = now
                 session = client.session
                 session.poll(now)  # the session owns the handshake time-out
+                if session.close_code == CloseCode.HANDSHAKE_TIMEOUT and conn.is_open:
+                    self.fairplay.handshake_timeout(client)
                 if session.close_code is not None and conn.is_open:
                     flush_session(client)
                     conn.close(session.close_code, session.close_reason)
@@ -303,6 +334,8 @@ class GameServer:
     def on_open(self, conn: WsServerConnection) -> None:
         loop = self._loop or asyncio.get_running_loop()
         now = loop.time()
+        if not self.fairplay.admit_connection(conn):  # banned address or a connection flood
+            return
         session = ServerSession(
             max_offences=self.cfg.max_offences,
             max_frame=self.cfg.max_frame,
@@ -311,7 +344,10 @@ class GameServer:
             handshake_timeout=self.cfg.handshake_timeout,
             opened_at=now,
         )
-        self.clients[conn] = Client(conn, session, now, last_rx_time=now)
+        client = Client(conn, session, now, last_rx_time=now, ip=peer_ip(conn))
+        if self.fairplay.timing:
+            client.timing = TimingStats()
+        self.clients[conn] = client
 
     def on_message(self, conn: WsServerConnection, payload: bytes, is_text: bool) -> None:
         client = self.clients.get(conn)
@@ -323,14 +359,19 @@ class GameServer:
         errors_before = session.offences
         for ev in session.receive(payload if not is_text else payload.decode("utf-8", "replace"), now):
             if type(ev) is InputEvent:
-                if not self.campaign.submit(client.eid, ev.seq, ev.client_tick, ev.dx, ev.dy, ev.action, ev.arg):
+                if not self.campaign.submit(
+                    client.eid, ev.seq, ev.client_tick, ev.dx, ev.dy, ev.action, ev.arg, ev.arg2, ev.arg3, ev.txn
+                ):
                     self.stats.inputs_dropped += 1
+                if client.timing is not None:
+                    self.fairplay.input_arrived(client, now)
             elif type(ev) is HelloEvent:
                 self._hello(client, ev)
             elif type(ev) is PingEvent:
                 session.pong(ev.client_time, now * 1000.0, self.campaign.tick_count)
         if session.offences != errors_before:
             self.stats.protocol_errors += session.offences - errors_before
+            self.fairplay.offence(client)
         flush_session(client)
         if session.close_code is not None:
             conn.close(int(session.close_code), session.close_reason or "")
@@ -339,6 +380,7 @@ class GameServer:
         client = self.clients.pop(conn, None)
         if client is None:
             return
+        self.fairplay.connection_closed(client)
         self.sender.remove(client)
         if client.eid >= 0:
             self.by_eid.pop(client.eid, None)
@@ -361,8 +403,12 @@ class GameServer:
                 log.info("hello refused from %s: %s %s", client.conn.peer, e.code.name, e.detail)
                 self.stats.auth_refusals += 1
                 client.session.reject(int(e.code), e.public_message, CloseCode.UNAUTHORIZED)
+                self.fairplay.token_refused(client, e.code)
                 return
             account, name = claims.account, claims.name or ev.name
+        if self.fairplay.refuse_banned(client, account):
+            return
+        client.account = account
         if self.progress is not None and account not in self.campaign.accounts:
             # A new ship for this account: fetch its durable progress first, off the tick.
             task = asyncio.get_running_loop().create_task(self._admit_with_progress(client, name, account))
@@ -434,6 +480,7 @@ class GameServer:
                 "pid": os.getpid(),
             }
         )
+        d["fairplay"] = self.fairplay.referee.stats()
         if self.progress is not None:
             d["pg"] = {k: v for k, v in self.progress.pg.stats().items() if isinstance(v, int | float | str | bool)}
             d["pg"]["ledger_rows"] = self.progress.ledger_rows

@@ -84,12 +84,22 @@ class ArbiterClient:
 
     # -- sending ----------------------------------------------------------------------------------
     def send_input(
-        self, dx: float, dy: float, action: int = 0, arg: int = 0, client_tick: int | None = None
+        self,
+        dx: float,
+        dy: float,
+        action: int = 0,
+        arg: int = 0,
+        client_tick: int | None = None,
+        *,
+        arg2: int = 0,
+        arg3: int = 0,
+        txn: int = 0,
     ) -> int:
-        """Send one input; returns its sequence number."""
+        """Send one input; returns its sequence number. `arg2`, `arg3` and `txn` are for actions
+        that need them (startales' GIFT: resource, amount, transaction id)."""
         assert self.conn is not None
         ack = self._count_ack if self._count_ack else None
-        self.conn.send(self.session.input(dx, dy, action, arg, client_tick, ack))
+        self.conn.send(self.session.input(dx, dy, action, arg, client_tick, ack, arg2, arg3, txn))
         return self.session.seq
 
     def send_raw(self, payload: bytes) -> None:

@@ -122,13 +122,17 @@ class ClientSession:
         arg: int = 0,
         client_tick: int | None = None,
         ack: int | None = None,
+        arg2: int = 0,
+        arg3: int = 0,
+        txn: int = 0,
     ) -> bytes:
-        """Encode the next input; `client_tick` defaults to the newest server tick seen."""
+        """Encode the next input; `client_tick` defaults to the newest server tick seen (the server
+        checks that this clock does not run ahead of real time: docs/fairplay.md)."""
         self.seq = (self.seq + 1) & UINT32_MAX
         ct = self.last_tick & UINT32_MAX if client_tick is None else client_tick
         if ack is None and self.decoder is not None and self.decoder.ack:
             ack = self.decoder.ack  # the newest delta snapshot we hold: the server's next baseline
-        return encode_input(self.seq, ct, dx, dy, action, arg, ack)
+        return encode_input(self.seq, ct, dx, dy, action, arg, ack, arg2, arg3, txn)
 
     def ping(self, now: float) -> bytes:
         return encode_ping(now)

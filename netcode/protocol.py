@@ -52,6 +52,10 @@ class ErrorCode(IntEnum):
     SERVER_FULL = 7
     TOO_LARGE = 8
     RATE_LIMITED = 9
+    # 10-18: join-token refusals (engine/auth.py AuthCode)
+    WARNED = 20  # fair play: inputs were refused as violations; the connection stays open
+    BANNED = 21  # the account or address is banned (the message says until when)
+    CONNECTION_REFUSED = 22  # too many connections from this address
 
 
 class CloseCode(IntEnum):
@@ -67,6 +71,8 @@ class CloseCode(IntEnum):
     SERVER_FULL = 4004
     KICKED = 4005
     UNAUTHORIZED = 4006  # the hello's join token was refused (see docs/auth.md for the error codes)
+    BANNED = 4007  # banned (at hello, or kicked by a ban)
+    TOO_MANY_CONNECTIONS = 4008  # connection flood from one address
 
 
 class ProtocolError(Exception):
@@ -246,6 +252,9 @@ def encode_input(
     action: int = 0,
     arg: int = 0,
     ack: int | None = None,
+    arg2: int = 0,
+    arg3: int = 0,
+    txn: int = 0,
 ) -> bytes:
     m: dict[str, Any] = {"t": T_INPUT, "s": seq, "ct": client_tick, "dx": float(dx), "dy": float(dy)}
     # Defaults are omitted: most inputs are pure thrust, and every byte is paid 20-60 times a second.
@@ -253,6 +262,12 @@ def encode_input(
         m["a"] = action
     if arg:
         m["g"] = arg
+    if arg2:
+        m["g2"] = arg2
+    if arg3:
+        m["g3"] = arg3
+    if txn:
+        m["tx"] = txn
     if ack is not None:
         m["ack"] = ack
     # float32 is what the sim stores dx/dy as, and it saves 8 bytes per input frame.

@@ -73,6 +73,7 @@ class WsServerConnection(asyncio.Protocol):
         "bytes_in",
         "bytes_out",
         "close_code",
+        "frame_error",
         "handler",
         "max_size",
         "msgs_in",
@@ -89,6 +90,7 @@ class WsServerConnection(asyncio.Protocol):
         self._fast: FrameReader | None = None
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None
+        self.frame_error: int | None = None
         self._opened = False
         self._closing = False
         self._sent_close = False
@@ -140,6 +142,7 @@ class WsServerConnection(asyncio.Protocol):
         try:
             frames = fast.feed(data)
         except FrameError as exc:
+            self.frame_error = exc.code  # the handler learns why in on_close (fair play: oversized frames)
             self.close(exc.code, str(exc)[:100])
             return
         for opcode, payload in frames:

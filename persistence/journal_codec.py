@@ -3,16 +3,18 @@
 Layout (all integers little-endian; see docs/durability.md):
 
     u8     magic 0xA7
-    u8     version (1)
+    u8     version: 1 = compact inputs (28 bytes), 2 = extended inputs (40 bytes)
     varint tick
     varint n_joins, varint n_leaves, varint n_inputs
     n_joins  x (u32 eid, varint key_len, key_len bytes of UTF-8)
     n_leaves x u32 eid
-    n_inputs x 28 bytes (JOURNAL_INPUT_DTYPE, packed)
+    n_inputs x 28 bytes (COMPACT_INPUT_DTYPE) or 40 bytes (JOURNAL_INPUT_DTYPE), packed
     u32    CRC32 (zlib.crc32) of every byte before it
 
 Inputs are copied as raw bytes rather than varint/delta-coded: the encoder runs on the tick thread,
 and one `tobytes()` is cheaper there than per-field bit twiddling in Python. The disk can afford 28 bytes.
+A tick whose inputs all have zero arg2, arg3 and txn (nearly every tick: only transfers use them) is
+written compact, as version 1 — which is also what journals written before transfers existed hold.
 """
 
 from __future__ import annotations
@@ -26,20 +28,23 @@ from typing import Final
 import numpy as np
 
 MAGIC: Final = 0xA7
-VERSION: Final = 1
+VERSION_COMPACT: Final = 1
+VERSION_EXTENDED: Final = 2
 
-JOURNAL_INPUT_DTYPE: Final = np.dtype(
-    [
-        ("eid", "<u4"),
-        ("seq", "<u4"),
-        ("client_tick", "<u4"),
-        ("dx", "<f4"),
-        ("dy", "<f4"),
-        ("action", "<i4"),
-        ("arg", "<i4"),
-    ]
-)
-INPUT_RECORD_SIZE: Final = JOURNAL_INPUT_DTYPE.itemsize  # 28
+_COMPACT_FIELDS: Final = [
+    ("eid", "<u4"),
+    ("seq", "<u4"),
+    ("client_tick", "<u4"),
+    ("dx", "<f4"),
+    ("dy", "<f4"),
+    ("action", "<i4"),
+    ("arg", "<i4"),
+]
+COMPACT_INPUT_DTYPE: Final = np.dtype(_COMPACT_FIELDS)
+JOURNAL_INPUT_DTYPE: Final = np.dtype([*_COMPACT_FIELDS, ("arg2", "<i4"), ("arg3", "<i4"), ("txn", "<u4")])
+INPUT_RECORD_SIZE: Final = COMPACT_INPUT_DTYPE.itemsize  # 28
+EXTENDED_RECORD_SIZE: Final = JOURNAL_INPUT_DTYPE.itemsize  # 40
+_EXTRA_FIELDS: Final = ("arg2", "arg3", "txn")
 
 _U32 = struct.Struct("<I")
 _MAX_TICK: Final = (1 << 63) - 1
@@ -89,6 +94,9 @@ def inputs_from_columns(
     dy: np.ndarray,
     action: np.ndarray,
     arg: np.ndarray,
+    arg2: np.ndarray | None = None,
+    arg3: np.ndarray | None = None,
+    txn: np.ndarray | None = None,
 ) -> np.ndarray:
     """Pack struct-of-arrays input columns (e.g. an InputBatch sliced to [:n]) into journal records."""
     n = len(eid)
@@ -100,6 +108,8 @@ def inputs_from_columns(
     out["dy"] = dy
     out["action"] = action
     out["arg"] = arg
+    for name, col in (("arg2", arg2), ("arg3", arg3), ("txn", txn)):
+        out[name] = 0 if col is None else col
     return out
 
 
@@ -153,7 +163,10 @@ def encode_tick(
     if not 0 <= tick <= _MAX_TICK:
         raise ValueError(f"tick {tick} out of range")
     arr = _as_journal_inputs(inputs)
-    out = bytearray((MAGIC, VERSION))
+    extended = len(arr) > 0 and any(arr[name].any() for name in _EXTRA_FIELDS)
+    if not extended:
+        arr = arr[list(COMPACT_INPUT_DTYPE.names or ())].astype(COMPACT_INPUT_DTYPE) if len(arr) else arr[:0]
+    out = bytearray((MAGIC, VERSION_EXTENDED if extended else VERSION_COMPACT))
     _put_varint(out, tick)
     _put_varint(out, len(joins))
     _put_varint(out, len(leaves))
@@ -184,8 +197,10 @@ def decode_tick(blob: bytes) -> TickRecord:
         raise JournalCorruptError("CRC mismatch")
     if buf[0] != MAGIC:
         raise JournalCorruptError(f"bad magic 0x{buf[0]:02x}")
-    if buf[1] != VERSION:
+    if buf[1] not in (VERSION_COMPACT, VERSION_EXTENDED):
         raise JournalCorruptError(f"unsupported version {buf[1]}")
+    rec_dtype = COMPACT_INPUT_DTYPE if buf[1] == VERSION_COMPACT else JOURNAL_INPUT_DTYPE
+    rec_size = rec_dtype.itemsize
     pos = 2
     tick, pos = _get_varint(buf, pos, end)
     n_joins, pos = _get_varint(buf, pos, end)
@@ -194,7 +209,7 @@ def decode_tick(blob: bytes) -> TickRecord:
     if tick > _MAX_TICK:
         raise JournalCorruptError("tick out of range")
     # Bound the counts by the bytes present before allocating anything for them.
-    if n_joins * 5 + n_leaves * 4 + n_inputs * INPUT_RECORD_SIZE > end - pos:
+    if n_joins * 5 + n_leaves * 4 + n_inputs * rec_size > end - pos:
         raise JournalCorruptError("counts exceed record length")
     joins: list[tuple[int, str]] = []
     for _ in range(n_joins):
@@ -210,12 +225,18 @@ def decode_tick(blob: bytes) -> TickRecord:
             raise JournalCorruptError("join key is not UTF-8") from exc
         pos += key_len
         joins.append((eid, key))
-    if pos + n_leaves * 4 + n_inputs * INPUT_RECORD_SIZE != end:
+    if pos + n_leaves * 4 + n_inputs * rec_size != end:
         raise JournalCorruptError("record length does not match its counts")
     leaves = list(struct.unpack_from(f"<{n_leaves}I", buf, pos))
     pos += n_leaves * 4
     # Copy so the caller owns a writable array independent of the blob.
-    inputs = np.frombuffer(buf, dtype=JOURNAL_INPUT_DTYPE, count=n_inputs, offset=pos).copy()
+    raw = np.frombuffer(buf, dtype=rec_dtype, count=n_inputs, offset=pos)
+    if rec_dtype is JOURNAL_INPUT_DTYPE:
+        inputs = raw.copy()
+    else:
+        inputs = np.zeros(n_inputs, dtype=JOURNAL_INPUT_DTYPE)
+        for name in COMPACT_INPUT_DTYPE.names or ():
+            inputs[name] = raw[name]
     return TickRecord(tick=tick, joins=joins, leaves=leaves, inputs=inputs)
 
 

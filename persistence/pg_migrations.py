@@ -118,6 +118,26 @@ CREATE INDEX audit_log_account_idx ON audit_log (account_id, ts);
 CREATE INDEX audit_log_campaign_idx ON audit_log (campaign_id, ts);
 """,
     ),
+    Migration(
+        3,
+        "fair play: IP-range bans, lifted bans kept as history, audit log by time",
+        """
+-- An IP-range ban has no account; a ban names an account, a range, or both. ip_range is CIDR text,
+-- validated by persistence/pg_fairplay.py; the cast in the CHECK also stops a malformed one written by hand.
+-- IF [NOT] EXISTS throughout: re-running this on a schema that already has it changes nothing.
+ALTER TABLE bans ALTER COLUMN account_id DROP NOT NULL;
+ALTER TABLE bans ADD COLUMN IF NOT EXISTS ip_range  TEXT;
+ALTER TABLE bans ADD COLUMN IF NOT EXISTS lifted_at TIMESTAMPTZ;
+ALTER TABLE bans ADD COLUMN IF NOT EXISTS lifted_by TEXT;
+ALTER TABLE bans DROP CONSTRAINT IF EXISTS bans_target_check;
+ALTER TABLE bans ADD CONSTRAINT bans_target_check
+    CHECK ((account_id IS NOT NULL OR ip_range IS NOT NULL) AND (ip_range IS NULL OR masklen(ip_range::cidr) >= 0));
+-- Start-up loads the bans not lifted; lifted rows are kept forever, so keep them out of that scan.
+CREATE INDEX IF NOT EXISTS bans_not_lifted_idx ON bans (ban_id) WHERE lifted_at IS NULL;
+-- read_audit without an account or campaign filter: newest first over the whole log.
+CREATE INDEX IF NOT EXISTS audit_log_ts_idx ON audit_log (ts);
+""",
+    ),
 )
 
 

@@ -790,40 +790,6 @@ class PgWriteBehind:
                 best = row.values
         return best
 
-    async def add_ban(
-        self,
-        account_id: str,
-        *,
-        reason: str,
-        created_by: str,
-        campaign_id: str | None = None,
-        until: datetime | None = None,
-    ) -> int:
-        """Insert a ban now (an admin action, awaited; not write-behind). Returns its ban_id."""
-        pool = await self._ready_pool()
-        ban_id = await pool.fetchval(
-            f'INSERT INTO "{self.schema}".bans (account_id, campaign_id, reason, until, created_by) '
-            "VALUES ($1, $2, $3, $4, $5) RETURNING ban_id",
-            account_id,
-            campaign_id,
-            reason,
-            until,
-            created_by,
-        )
-        return int(ban_id)
-
-    async def active_bans(self, account_id: str, campaign_id: str) -> list[dict[str, Any]]:
-        """Bans in force now for this account in this campaign (campaign-wide and global ones)."""
-        pool = await self._ready_pool()
-        rows = await pool.fetch(
-            "SELECT ban_id, account_id, campaign_id, reason, until, created_by, created_at "
-            f'FROM "{self.schema}".bans WHERE account_id = $1 AND (campaign_id IS NULL OR campaign_id = $2) '
-            "AND (until IS NULL OR until > now()) ORDER BY created_at",
-            account_id,
-            campaign_id,
-        )
-        return [dict(r) for r in rows]
-
 
 def _rowcount(status: str) -> int:
     # "INSERT 0 <n>"

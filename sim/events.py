@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit
 
 from sim.scalars import Int
+from sim.violations import ViolationBuffer
 
 EV_ACHIEVEMENT: Final = 1  # a = achievement id
 EV_BALANCE: Final = 2  # a = resource id, b = new balance
@@ -22,6 +23,8 @@ REF_RANGE: Final = 4  # dx² + dy² > 1
 REF_UNAFFORDABLE: Final = 5
 REF_NO_TARGET: Final = 6
 REF_BAD_ACTION: Final = 7
+# 8, 9: startales' SCAN (REF_REWIND, REF_OUT_OF_REACH); 11, 12: its transfers and claims
+REF_TOO_FAST: Final = 10  # input rate or client clock beyond the pacing limits (sim/pacing.py)
 
 _N: Final = 0
 _OVERFLOW: Final = 1
@@ -52,10 +55,14 @@ def emit(
 
 
 class EventBuffer:
-    """Preallocated event arrays; `n` events are valid, `overflow` were dropped since `clear()`."""
+    """Preallocated event arrays; `n` events are valid, `overflow` were dropped since `clear()`.
+
+    `violations` is the tick's violation buffer (sim/violations.py), cleared with it.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = int(capacity)
+        self.violations = ViolationBuffer(capacity)
         self.kind = np.zeros(capacity, dtype=np.int32)
         self.eid = np.zeros(capacity, dtype=np.uint32)
         self.a = np.zeros(capacity, dtype=np.int64)
@@ -72,6 +79,7 @@ class EventBuffer:
 
     def clear(self) -> None:
         self.counts[:] = 0
+        self.violations.counts[:] = 0
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(kind, eid, a, b, counts): the argument tuple kernels take."""

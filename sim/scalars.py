@@ -8,3 +8,4 @@ import numpy as np
 
 Int = int | np.integer[Any]
 Float = float | np.floating[Any]
+Num = int | float | np.number[Any]

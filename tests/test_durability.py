@@ -143,7 +143,10 @@ async def test_the_tick_never_waits_on_a_slow_disk(tmp_path: Path) -> None:
 
 
 async def test_kill_minus_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    server = start_server(["--game", "startales", "--seed", "9", "--data-dir", str(tmp_path), "--campaign", "k"])
+    # Random harvests and builds anywhere are fair-play violations; this test is about durability, so
+    # the policy only observes (nobody is kicked, every ship stays in the world).
+    server = start_server(["--game", "startales", "--seed", "9", "--data-dir", str(tmp_path), "--campaign", "k",
+                           "--fairplay", "observe"])  # fmt: skip
     clients = [await ArbiterClient.connect(server.url, f"bot{i}") for i in range(8)]
     rng = random.Random(99)
     try:

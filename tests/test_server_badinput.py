@@ -150,7 +150,8 @@ async def test_input_flood_is_rate_limited_and_disconnected() -> None:
             bad.conn.send_raw(frames)
             await asyncio.sleep(0.05)
         code, _ = await bad.wait_closed()
-        assert code == CloseCode.PROTOCOL_VIOLATION
+        # The session's offence limit (4000) or fair play's kick for the flood (4005), whichever first.
+        assert code in (CloseCode.PROTOCOL_VIOLATION, CloseCode.KICKED)
         assert any(e.code == ErrorCode.RATE_LIMITED for e in bad.errors)
         # Only the budget reached the sim: ~30/s plus the burst, not the 2000/s sent.
         reached = server.stats.inputs_accepted + server.stats.inputs_refused

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from persistence.journal_codec import (
+    COMPACT_INPUT_DTYPE,
+    EXTENDED_RECORD_SIZE,
     INPUT_RECORD_SIZE,
     JOURNAL_INPUT_DTYPE,
     JournalCorruptError,
@@ -34,9 +36,23 @@ def sample_inputs(n: int, seed: int = 1) -> np.ndarray:
     return arr
 
 
-def test_dtype_is_packed_28_bytes() -> None:
-    assert JOURNAL_INPUT_DTYPE.itemsize == INPUT_RECORD_SIZE == 28
+def test_dtype_is_packed_28_or_40_bytes() -> None:
+    assert COMPACT_INPUT_DTYPE.itemsize == INPUT_RECORD_SIZE == 28
+    assert JOURNAL_INPUT_DTYPE.itemsize == EXTENDED_RECORD_SIZE == 40
     assert JOURNAL_INPUT_DTYPE.isalignedstruct is False
+
+
+def test_extended_inputs_round_trip_and_cost_only_their_ticks() -> None:
+    """A tick with a transfer (arg2, arg3, txn) is written extended; every other tick stays compact."""
+    plain = sample_inputs(4)
+    gift = plain.copy()
+    gift["arg2"][2], gift["arg3"][2], gift["txn"][2] = 1, 250, 0xFFFFFFFF
+    compact_blob, extended_blob = encode_tick(9, [], [], plain), encode_tick(9, [], [], gift)
+    assert compact_blob[1] == 1 and extended_blob[1] == 2
+    assert len(extended_blob) - len(compact_blob) == 4 * (40 - 28)
+    assert decode_tick(extended_blob).inputs.tobytes() == gift.tobytes()
+    back = decode_tick(compact_blob).inputs
+    assert back.dtype == JOURNAL_INPUT_DTYPE and back.tobytes() == plain.tobytes()
 
 
 def test_round_trip_basic() -> None:

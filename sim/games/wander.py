@@ -20,9 +20,10 @@ from sim.games.config import read_config
 from sim.inputs import InputBatch
 from sim.movement import wander_move
 from sim.npc import headings_to_velocity, npc_turns
+from sim.pacing import add_pace, pace_limits, reset_pace
 from sim.rng import STREAM_NPC_HEADING, STREAM_NPC_X, STREAM_NPC_Y, STREAM_SPAWN_X, STREAM_SPAWN_Y, uniform_f64
 from sim.scalars import Int
-from sim.validate import check_input
+from sim.validate import validate_input
 from sim.warm import exercise
 from sim.world import META_NPC_HI, META_NPC_LO, META_PLAYER_LO, META_TICK, World
 
@@ -46,6 +47,7 @@ CONFIG_SPEC: Final = {
 def wander_inputs(
     in_eid: np.ndarray,
     in_seq: np.ndarray,
+    in_client_tick: np.ndarray,
     in_dx: np.ndarray,
     in_dy: np.ndarray,
     accepted: np.ndarray,
@@ -54,6 +56,10 @@ def wander_inputs(
     generation: np.ndarray,
     is_player: np.ndarray,
     last_seq: np.ndarray,
+    pace: np.ndarray,
+    burst: Int,
+    margin: Int,
+    now: Int,
     vx: np.ndarray,
     vy: np.ndarray,
     speed: np.float32,
@@ -62,10 +68,19 @@ def wander_inputs(
     ev_a: np.ndarray,
     ev_b: np.ndarray,
     ev_counts: np.ndarray,
+    v_kind: np.ndarray,
+    v_eid: np.ndarray,
+    v_value: np.ndarray,
+    v_limit: np.ndarray,
+    v_counts: np.ndarray,
 ) -> None:
-    """Validate and apply inputs in batch order; a refused input changes nothing but its event."""
+    """Validate (sim/validate.py: thrust range, pacing) and apply inputs in batch order; a refused
+    input changes nothing but its event (and its violation, if it is evidence)."""
     for i in range(n):
-        slot, reason = check_input(in_eid[i], in_seq[i], in_dx[i], in_dy[i], alive, generation, is_player, last_seq)
+        slot, reason = validate_input(
+            in_eid[i], in_seq[i], in_client_tick[i], in_dx[i], in_dy[i], now, alive, generation, is_player,
+            last_seq, pace, burst, margin, v_kind, v_eid, v_value, v_limit, v_counts,
+        )  # fmt: skip
         if reason != 0:
             accepted[i] = 0
             emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_REFUSED, in_eid[i], i, reason)
@@ -92,6 +107,7 @@ class WanderGame:
         self._height = np.float32(HEIGHT)
         self._npc_speed = np.float32(NPC_SPEED)
         self._player_speed = np.float32(PLAYER_SPEED)
+        self._burst, self._margin = (np.int64(v) for v in pace_limits(self.tick_rate))
 
     def constants(self) -> dict[str, float | int | str]:
         return {
@@ -119,6 +135,7 @@ class WanderGame:
         a["y"][:n] = (uniform_f64(n, seed, STREAM_NPC_Y) * HEIGHT).astype(np.float32)
         a["vx"][:n], a["vy"][:n] = headings_to_velocity(uniform_f64(n, seed, STREAM_NPC_HEADING), NPC_SPEED)
         a["hp"][:n] = HP_START
+        add_pace(world)
         return world
 
     def join(self, world: World) -> int:
@@ -132,6 +149,7 @@ class WanderGame:
         a["hp"][slot] = HP_START
         a["is_player"][slot] = 1
         a["last_seq"][slot] = 0
+        reset_pace(world, slot)
         return eid
 
     def leave(self, world: World, eid: int) -> None:
@@ -148,10 +166,12 @@ class WanderGame:
         a = world.arrays
         meta = a["meta"]
         alive, vx, vy = a["alive"], a["vx"], a["vy"]
+        if "fp_pace" not in a:  # a world saved by an older version
+            add_pace(world)
         wander_inputs(
-            inputs.eid, inputs.seq, inputs.dx, inputs.dy, inputs.accepted, np.int64(inputs.n),
-            alive, a["generation"], a["is_player"], a["last_seq"], vx, vy, self._player_speed,
-            *events.arrays(),
+            inputs.eid, inputs.seq, inputs.client_tick, inputs.dx, inputs.dy, inputs.accepted, np.int64(inputs.n),
+            alive, a["generation"], a["is_player"], a["last_seq"], a["fp_pace"], self._burst, self._margin,
+            meta[META_TICK], vx, vy, self._player_speed, *events.arrays(), *events.violations.arrays(),
         )  # fmt: skip
         npc_turns(meta, alive, vx, vy, self._npc_speed, P_TURN)
         wander_move(a["x"], a["y"], vx, vy, alive, a["is_player"], self.dt, self._width, self._height)

@@ -1,0 +1,73 @@
+"""Connection floods per IP: a GCRA rate limit on new connections and a cap on open ones.
+
+Pure (the caller passes `now`) and bounded: an address's row is dropped once its bucket is full
+again and it has no open connection, so a scan from many addresses cannot grow the table without
+limit (`max_tracked`; beyond it new addresses are refused, which is what a flood deserves).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ConnLimitConfig:
+    rate: float = 20.0  # new connections per second per IP (0: no limit)
+    burst: int = 100
+    max_open: int = 0  # open connections per IP (0: no limit)
+    loopback: bool = False  # apply to 127.0.0.0/8 and ::1 too (off: local bots and benches are not floods)
+    max_tracked: int = 100_000
+
+
+class ConnLimiter:
+    def __init__(self, cfg: ConnLimitConfig | None = None) -> None:
+        self.cfg = cfg or ConnLimitConfig()
+        self._tat: dict[str, float] = {}  # theoretical arrival time of the next connection
+        self._open: dict[str, int] = {}
+        self.refused = 0
+
+    def _exempt(self, ip: str) -> bool:
+        if self.cfg.loopback:
+            return False
+        try:
+            return ipaddress.ip_address(ip).is_loopback
+        except ValueError:
+            return False
+
+    def allow(self, ip: str, now: float) -> str | None:
+        """None and count the connection as open, or the reason it is refused."""
+        cfg = self.cfg
+        if self._exempt(ip):
+            return None
+        if cfg.max_open and self._open.get(ip, 0) >= cfg.max_open:
+            self.refused += 1
+            return f"more than {cfg.max_open} open connections from {ip}"
+        if cfg.rate > 0:
+            period = 1.0 / cfg.rate
+            tat = self._tat.get(ip)
+            if tat is None:
+                if len(self._tat) >= cfg.max_tracked:
+                    self.prune(now)
+                    if len(self._tat) >= cfg.max_tracked:
+                        self.refused += 1
+                        return "too many addresses connecting"
+                tat = now
+            tat = max(tat, now)
+            if tat - now > (cfg.burst - 1) * period:
+                self.refused += 1
+                return f"more than {cfg.rate:g} new connections/s from {ip}"
+            self._tat[ip] = tat + period
+        self._open[ip] = self._open.get(ip, 0) + 1
+        return None
+
+    def closed(self, ip: str) -> None:
+        n = self._open.get(ip, 0) - 1
+        if n > 0:
+            self._open[ip] = n
+        else:
+            self._open.pop(ip, None)
+
+    def prune(self, now: float) -> None:
+        for ip in [ip for ip, tat in self._tat.items() if tat <= now and ip not in self._open]:
+            del self._tat[ip]

@@ -1,0 +1,315 @@
+"""Startales' input kernel: every input of a tick validated, then applied or refused, in batch order.
+
+An input is atomic: refused means no effect at all (no thrust, no seq update). Validators raise
+violation events (sim/violations.py) where a refusal is evidence of cheating rather than of lag:
+
+- shared (sim/validate.py): thrust beyond range, input rate, time discrepancy;
+- HARVEST far from any planet (beyond HARVEST_RANGE + HARVEST_SLACK), or requested faster than
+  one per HARVEST_REQ_PERIOD_S with a burst of HARVEST_REQ_BURST;
+- BUILD or GIFT beyond the balance;
+- GIFT with a transaction id already used: an identical retry of the last transfer is answered
+  (EV_TRANSFER, TXN_DUPLICATE) and moves nothing; an older id, a different transfer under the
+  same id, or more than TXN_RETRIES retries is a violation;
+- CLAIM of an achievement the state does not hold;
+- an unknown action, or a GIFT with illegal arguments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from sim.entities import resolve
+from sim.events import EV_BUILT, EV_REFUSED, REF_BAD_ACTION, REF_NO_TARGET, REF_UNAFFORDABLE, emit
+from sim.games.startales.constants import (
+    ACH_COUNT,
+    ACTION_BUILD,
+    ACTION_CLAIM,
+    ACTION_GIFT,
+    ACTION_HARVEST,
+    ACTION_NONE,
+    ACTION_SCAN,
+    ACTION_STOP,
+    BUILD_COST_CRYSTAL,
+    BUILD_COST_METAL,
+    EV_RECEIVED,
+    EV_SCANNED,
+    EV_TRANSFER,
+    HARVEST_RANGE,
+    HARVEST_SLACK,
+    LEDGER_BURNED,
+    MAX_GIFT,
+    REF_DUPLICATE,
+    REF_NOT_EARNED,
+    REF_OUT_OF_REACH,
+    REF_REWIND,
+    RES_METAL,
+    SCAN_RANGE,
+    TXN_APPLIED,
+    TXN_DUPLICATE,
+    TXN_RETRIES,
+)
+from sim.history import lookup_history
+from sim.movement import KIND_DRONE, KIND_SHIP
+from sim.scalars import Int
+from sim.validate import validate_input
+from sim.violations import (
+    V_BAD_ACTION,
+    V_FORGED_CLAIM,
+    V_HARVEST_RANGE,
+    V_HARVEST_RATE,
+    V_TXN_REPLAY,
+    V_UNAFFORDABLE,
+    violate,
+)
+from sim.world import META_NPC_LO, META_PLAYER_LO, META_TICK
+
+_HR2 = np.float32(HARVEST_RANGE * HARVEST_RANGE)
+_BIG = np.float32(np.inf)
+_SR2 = np.float32(SCAN_RANGE * SCAN_RANGE)
+
+
+@njit(cache=True)
+def _check_scan(
+    tid: Int,
+    ct: Int,
+    now: Int,
+    max_rewind: Int,
+    px: np.float32,
+    py: np.float32,
+    kind: np.ndarray,
+    alive: np.ndarray,
+    generation: np.ndarray,
+    npc_lo: Int,
+    hist_x: np.ndarray,
+    hist_y: np.ndarray,
+    hist_tick: np.ndarray,
+    hist_id: np.ndarray,
+    hist_since: np.ndarray,
+) -> int:
+    """Refusal reason of a SCAN of entity ``tid`` as seen at tick ``ct`` (0 = hit)."""
+    ts = resolve(tid, alive, generation)
+    if ts < 0 or kind[ts] != KIND_DRONE:
+        return REF_NO_TARGET
+    if ct > now or now - ct > max_rewind:
+        return REF_REWIND
+    ok, hx, hy = lookup_history(tid, ct, npc_lo, hist_x, hist_y, hist_tick, hist_id, hist_since)
+    if not ok:
+        return REF_NO_TARGET
+    ddx = hx - px
+    ddy = hy - py
+    if ddx * ddx + ddy * ddy > _SR2:
+        return REF_OUT_OF_REACH
+    return 0
+
+
+@njit(cache=True)
+def _harvest_target(
+    want: Int, px: np.float32, py: np.float32, x: np.ndarray, y: np.ndarray, deposit: np.ndarray
+) -> tuple[int, float]:
+    """(planet index to harvest or -1, distance to the planet asked for or to the nearest planet).
+
+    ``want`` = planet index + 1, or 0 for the nearest planet with a deposit within HARVEST_RANGE
+    (ties: lowest index). The distance is what the range violation is measured on.
+    """
+    n = deposit.shape[0]
+    if want > 0:
+        k = want - 1
+        if k >= n:
+            return -1, np.inf
+        ddx = x[k] - px
+        ddy = y[k] - py
+        d2 = ddx * ddx + ddy * ddy
+        return (k if d2 <= _HR2 and deposit[k] > 0 else -1), np.sqrt(np.float64(d2))
+    best, best_d2, near_d2 = -1, _BIG, _BIG
+    for k in range(n):
+        ddx = x[k] - px
+        ddy = y[k] - py
+        d2 = ddx * ddx + ddy * ddy
+        if d2 < near_d2:
+            near_d2 = d2
+        if deposit[k] > 0 and d2 <= _HR2 and d2 < best_d2:
+            best, best_d2 = k, d2
+    return best, np.sqrt(np.float64(near_d2))
+
+
+@njit(cache=True)
+def startales_inputs(
+    in_eid: np.ndarray,
+    in_seq: np.ndarray,
+    in_client_tick: np.ndarray,
+    in_dx: np.ndarray,
+    in_dy: np.ndarray,
+    in_action: np.ndarray,
+    in_arg: np.ndarray,
+    in_arg2: np.ndarray,
+    in_arg3: np.ndarray,
+    in_txn: np.ndarray,
+    accepted: np.ndarray,
+    n: Int,
+    meta: np.ndarray,
+    alive: np.ndarray,
+    generation: np.ndarray,
+    is_player: np.ndarray,
+    last_seq: np.ndarray,
+    pace: np.ndarray,
+    limits: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    tx: np.ndarray,
+    ty: np.ndarray,
+    deposit: np.ndarray,
+    bal_metal: np.ndarray,
+    bal_crystal: np.ndarray,
+    bal_dirty: np.ndarray,
+    buildings: np.ndarray,
+    achievements: np.ndarray,
+    harvest_target: np.ndarray,
+    hv_tat: np.ndarray,
+    txn_last: np.ndarray,
+    txn_to: np.ndarray,
+    txn_res: np.ndarray,
+    txn_amount: np.ndarray,
+    txn_dups: np.ndarray,
+    ledger: np.ndarray,
+    kind: np.ndarray,
+    scans: np.ndarray,
+    hist_x: np.ndarray,
+    hist_y: np.ndarray,
+    hist_tick: np.ndarray,
+    hist_id: np.ndarray,
+    hist_since: np.ndarray,
+    ev_kind: np.ndarray,
+    ev_eid: np.ndarray,
+    ev_a: np.ndarray,
+    ev_b: np.ndarray,
+    ev_counts: np.ndarray,
+    v_kind: np.ndarray,
+    v_eid: np.ndarray,
+    v_value: np.ndarray,
+    v_limit: np.ndarray,
+    v_counts: np.ndarray,
+) -> None:
+    """Validate and apply inputs in batch order.
+
+    ``limits`` (int64): [pace burst, pace margin, max rewind, harvest period, harvest burst], ticks.
+    """
+    player_lo = meta[META_PLAYER_LO]
+    npc_lo = meta[META_NPC_LO]
+    now = meta[META_TICK]
+    burst, margin, max_rewind, hv_period, hv_burst = limits[0], limits[1], limits[2], limits[3], limits[4]
+    for i in range(n):
+        eid = in_eid[i]
+        ct = np.int64(in_client_tick[i])
+        slot, reason = validate_input(
+            eid, in_seq[i], ct, in_dx[i], in_dy[i], now, alive, generation, is_player, last_seq,
+            pace, burst, margin, v_kind, v_eid, v_value, v_limit, v_counts,
+        )  # fmt: skip
+        action = in_action[i]
+        target = -1
+        p = slot - player_lo
+        tid = np.int64(in_arg[i]) & 0xFFFFFFFF
+        rslot: Int = -1
+        amount = np.int64(0)
+        res = np.int64(0)
+        dup = False
+        if reason == 0:
+            if action == ACTION_HARVEST:
+                tat = hv_tat[p]
+                if tat < now:
+                    tat = now
+                if tat - now > (hv_burst - 1) * hv_period:
+                    reason = REF_NO_TARGET
+                    violate(v_kind, v_eid, v_value, v_limit, v_counts, V_HARVEST_RATE, eid,
+                            (tat - now) / hv_period + 1.0, hv_burst)  # fmt: skip
+                else:
+                    hv_tat[p] = tat + hv_period
+                    target, dist = _harvest_target(in_arg[i], x[slot], y[slot], x, y, deposit)
+                    if target < 0:
+                        reason = REF_NO_TARGET
+                        if dist > HARVEST_RANGE + HARVEST_SLACK:
+                            violate(v_kind, v_eid, v_value, v_limit, v_counts, V_HARVEST_RANGE, eid,
+                                    dist, HARVEST_RANGE + HARVEST_SLACK)  # fmt: skip
+            elif action == ACTION_BUILD:
+                if bal_metal[p] < BUILD_COST_METAL or bal_crystal[p] < BUILD_COST_CRYSTAL:
+                    reason = REF_UNAFFORDABLE
+                    short = bal_metal[p] if bal_metal[p] < BUILD_COST_METAL else bal_crystal[p]
+                    cost = BUILD_COST_METAL if bal_metal[p] < BUILD_COST_METAL else BUILD_COST_CRYSTAL
+                    violate(v_kind, v_eid, v_value, v_limit, v_counts, V_UNAFFORDABLE, eid, cost, short)
+            elif action == ACTION_SCAN:
+                reason = _check_scan(
+                    tid, ct, now, max_rewind, x[slot], y[slot], kind, alive, generation, npc_lo,
+                    hist_x, hist_y, hist_tick, hist_id, hist_since,
+                )  # fmt: skip
+            elif action == ACTION_GIFT:
+                res = np.int64(in_arg2[i])
+                amount = np.int64(in_arg3[i])
+                txn = np.int64(in_txn[i])
+                if res < 0 or res > 1 or amount < 1 or amount > MAX_GIFT or txn < 1:
+                    reason = REF_BAD_ACTION
+                    violate(v_kind, v_eid, v_value, v_limit, v_counts, V_BAD_ACTION, eid, action, 0.0)
+                elif txn <= txn_last[p]:
+                    same = txn == txn_last[p] and txn_to[p] == tid and txn_res[p] == res and txn_amount[p] == amount
+                    if same and txn_dups[p] < TXN_RETRIES:
+                        dup = True  # answered, accepted, moves nothing
+                    else:
+                        reason = REF_DUPLICATE
+                        violate(v_kind, v_eid, v_value, v_limit, v_counts, V_TXN_REPLAY, eid, txn, txn_last[p])
+                else:
+                    rslot = resolve(tid, alive, generation)
+                    if rslot < 0 or is_player[rslot] == 0 or kind[rslot] != KIND_SHIP or rslot == slot:
+                        reason = REF_NO_TARGET  # the recipient left: not evidence of anything
+                    else:
+                        bal = bal_metal[p] if res == RES_METAL else bal_crystal[p]
+                        if bal < amount:
+                            reason = REF_UNAFFORDABLE
+                            violate(v_kind, v_eid, v_value, v_limit, v_counts, V_UNAFFORDABLE, eid, amount, bal)
+            elif action == ACTION_CLAIM:
+                a = in_arg[i]
+                if a < 0 or a >= ACH_COUNT or achievements[p] & np.uint32(1 << a) == 0:
+                    reason = REF_NOT_EARNED
+                    violate(v_kind, v_eid, v_value, v_limit, v_counts, V_FORGED_CLAIM, eid, a, achievements[p])
+            elif action != ACTION_NONE and action != ACTION_STOP:
+                reason = REF_BAD_ACTION
+                violate(v_kind, v_eid, v_value, v_limit, v_counts, V_BAD_ACTION, eid, action, 0.0)
+        if reason != 0:
+            accepted[i] = 0
+            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_REFUSED, eid, i, reason)
+            continue
+        accepted[i] = 1
+        last_seq[slot] = in_seq[i]
+        tx[slot] = in_dx[i]
+        ty[slot] = in_dy[i]
+        if action == ACTION_HARVEST:
+            harvest_target[p] = target + 1
+        elif action == ACTION_STOP:
+            harvest_target[p] = 0
+        elif action == ACTION_BUILD:
+            bal_metal[p] -= BUILD_COST_METAL
+            bal_crystal[p] -= BUILD_COST_CRYSTAL
+            bal_dirty[p] |= 3
+            buildings[p] += 1
+            ledger[LEDGER_BURNED] += BUILD_COST_METAL + BUILD_COST_CRYSTAL
+            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_BUILT, eid, buildings[p], 0)
+        elif action == ACTION_SCAN:
+            scans[p] += 1
+            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_SCANNED, eid, tid, now - ct)
+        elif action == ACTION_GIFT:
+            txn = np.int64(in_txn[i])
+            if dup:
+                txn_dups[p] += 1
+                emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_TRANSFER, eid, txn, TXN_DUPLICATE)
+                continue
+            q = rslot - player_lo
+            bit = np.uint8(1 << res)
+            if res == RES_METAL:
+                bal_metal[p] -= amount
+                bal_metal[q] += amount
+            else:
+                bal_crystal[p] -= amount
+                bal_crystal[q] += amount
+            bal_dirty[p] |= bit
+            bal_dirty[q] |= bit
+            txn_last[p], txn_to[p], txn_res[p], txn_amount[p], txn_dups[p] = txn, tid, res, amount, 0
+            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_TRANSFER, eid, txn, TXN_APPLIED)
+            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_RECEIVED, tid, eid, amount * 2 + res)
