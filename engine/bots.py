@@ -138,6 +138,9 @@ class StartalesBrain:
             vx, vy = float(mine["vx"][0]), float(mine["vy"][0])
             # Steer towards the planet and brake on approach.
             return (*_clip(dx * scale - vx * 0.02, dy * scale - vy * 0.02), 0, 0, 0)
+        vx, vy = float(mine["vx"][0]), float(mine["vy"][0])
+        if math.hypot(vx, vy) >= 60.0:  # park before asking for anything at a planet
+            return (*_clip(-vx * 0.01, -vy * 0.01), 0, 0, 0)
         bal = self.balances[i]
         pending = self.spend_pending_until[i]
         free = pending == 0 or snap.tick > pending

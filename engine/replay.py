@@ -1,10 +1,13 @@
 """`arbiter replay`: re-simulate a campaign headlessly, bit for bit, from its data directory.
 
-    arbiter replay DATA_DIR_OR_FILE [--verify] [--from-tick T] [--to-tick T] [--export out.jsonl] [--json]
+    arbiter replay DATA_DIR_OR_FILE [--verify] [--from-tick T] [--to-tick T] [--export out.jsonl]
+                   [--violations] [--json]
 
 From the genesis (the seed) by default, or from the newest snapshot at or before `--from-tick`.
 `--verify` checks every state hash recorded in the journal and every snapshot met on the way;
-on the first mismatch it prints the tick and exits with status 1.
+on the first mismatch it prints the tick and exits with status 1. `--violations` lists what the
+validators flag on the way (they are sim kernels, so a replay raises exactly the violations the live
+server saw): the evidence behind a fair-play decision, whose audit entry names the tick range.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 from typing import IO, Any
 
 from engine.campaign import Campaign, ReplayDivergenceError, TickResult
+from engine.fairplay.kinds import kind_name
 from engine.recovery import (
     JournalScan,
     RecoveryError,
@@ -56,8 +60,10 @@ def run_replay(
     from_tick: int | None = None,
     to_tick: int | None = None,
     export: IO[str] | None = None,
+    violations: bool = False,
 ) -> dict[str, Any]:
     data_dir, campaign_id = resolve_store_path(path)
+    flagged: list[dict[str, Any]] = []
     store = CampaignStore.open(data_dir, campaign_id)
     try:
         meta = campaign_meta(store)
@@ -86,11 +92,20 @@ def run_replay(
                 if format_hash(state_hash(campaign.world)) != snap_hashes[result.tick]:
                     raise RecoveryError(f"state diverges at tick {result.tick}: snapshot hash differs")
                 checked_snaps += 1
-            if export is not None and (from_tick is None or result.tick >= from_tick):
+            if from_tick is not None and result.tick < from_tick:
+                return
+            if violations and result.violations:
+                owners = {e: k for k, e in campaign.accounts.items()}
+                flagged.extend(
+                    {"tick": result.tick, "kind": k, "name": kind_name(k), "eid": e, "account": owners.get(e),
+                     "value": value, "limit": limit}
+                    for k, e, value, limit in result.violations
+                )  # fmt: skip
+            if export is not None:
                 export.write(json.dumps(tick_summary(campaign, result), separators=(",", ":")) + "\n")
 
-        # Only ticks that can meet a snapshot to check, or an export, need the per-tick callback.
-        needs_tick = export is not None or bool(snap_hashes)
+        # Only ticks that can meet a snapshot to check, an export or violations need the per-tick callback.
+        needs_tick = export is not None or bool(snap_hashes) or violations
         reader = JournalScan(store, start, to_tick)
         t0 = time.perf_counter()
         error = None
@@ -129,6 +144,7 @@ def run_replay(
         "ok": error is None,
         "error": error,
         "first_diverging_tick": first_bad,
+        **({"violations": flagged} if violations else {}),
     }
 
 
@@ -146,6 +162,7 @@ def add_replay_parser(sub: Any) -> None:
     r.add_argument("--from-tick", type=int, default=None)
     r.add_argument("--to-tick", type=int, default=None)
     r.add_argument("--export", default=None, help="write per-tick summaries as JSON lines")
+    r.add_argument("--violations", action="store_true", help="list the validators' violations on the way")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_replay)
 
@@ -153,7 +170,8 @@ def add_replay_parser(sub: Any) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     out = open(args.export, "w") if args.export else None  # noqa: SIM115
     try:
-        rep = run_replay(args.path, verify=args.verify, from_tick=args.from_tick, to_tick=args.to_tick, export=out)
+        rep = run_replay(args.path, verify=args.verify, from_tick=args.from_tick, to_tick=args.to_tick, export=out,
+                         violations=args.violations)  # fmt: skip
     finally:
         if out is not None:
             out.close()

@@ -32,7 +32,7 @@ PACE_COLS: Final = 4
 _TAT: Final = 0  # input-rate GCRA: theoretical arrival tick
 _CT: Final = 1  # client tick of the previous input (-1: none yet)
 _CT_AT: Final = 2  # server tick at which it arrived
-_DISC: Final = 3  # summed discrepancy, ticks
+DISC: Final = 3  # summed discrepancy, ticks (read by bench.fairplay)
 
 INPUT_BURST_S: Final = 1.0  # burst credit of the input rate, seconds of inputs
 TIME_MARGIN_S: Final = 1.5  # time discrepancy allowed either way, seconds
@@ -76,15 +76,15 @@ def check_pace(slot: Int, ct: Int, now: Int, pace: np.ndarray, burst: Int, margi
         claimed = ct - last
         if claimed < 0:  # the client's clock went back (a resync): it claims nothing
             claimed = 0
-        d = pace[r + _DISC] + claimed - (now - pace[r + _CT_AT])
+        d = pace[r + DISC] + claimed - (now - pace[r + _CT_AT])
         if d < -margin:
             d = -margin
         pace[r + _CT] = ct
         pace[r + _CT_AT] = now
         if d > margin:
-            pace[r + _DISC] = margin
+            pace[r + DISC] = margin
             return V_TIME, float(d), float(margin)
-        pace[r + _DISC] = d
+        pace[r + DISC] = d
         return 0, 0.0, 0.0
     pace[r + _CT] = ct
     pace[r + _CT_AT] = now

@@ -61,9 +61,11 @@ class Referee:
         campaign: str,
         enforcer: Enforcer,
         *,
+        replay_path: str = "",
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
+        self.replay_path = replay_path  # the campaign dir `arbiter replay` takes ("" = kept in memory)
         self.store = store
         self.campaign = campaign
         self.enforcer = enforcer
@@ -159,9 +161,8 @@ class Referee:
         ip = d.subject[len(ADDRESS) :] if d.subject.startswith(ADDRESS) else None
         evidence = d.to_json()
         lo, hi = d.tick_range
-        evidence["replay"] = (
-            f"arbiter replay --campaign {self.campaign} --from-tick {max(0, lo - 1)} --to-tick {hi} --violations"
-        )
+        if self.replay_path:
+            evidence["replay"] = f"arbiter replay {self.replay_path} --from-tick {lo} --to-tick {hi} --violations"
         self._audit(d.action if d.enforced else f"would_{d.action}", account, evidence)
         log.warning("fair play: %s %s (score %.1f, %d violations, ticks %d-%d)%s", d.action, d.subject, d.score,
                     len(d.evidence), lo, hi, "" if d.enforced else " [observe mode]")  # fmt: skip

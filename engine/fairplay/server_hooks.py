@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from engine.auth import AuthCode
@@ -65,7 +66,9 @@ class ServerFairPlay:
 
     def __init__(self, server: GameServer, cfg: FairPlayConfig, store: FairplayStore) -> None:
         self.server = server
-        self.referee = Referee(cfg, store, server.cfg.campaign, self)
+        scfg = server.cfg
+        path = str(Path(scfg.data_dir) / scfg.campaign) if scfg.data_dir else ""
+        self.referee = Referee(cfg, store, scfg.campaign, self, replay_path=path)
         self.timing = cfg.timing_signal and cfg.policy.mode != "off"
 
     def _clients_of(self, account: str) -> Iterator[Client]:
