@@ -79,6 +79,7 @@ class ProgressSync:
                     achievements=p["achievements"],
                     last_x=p["x"],
                     last_y=p["y"],
+                    txn_last=p["txn_last"],
                 )
             )
             n += 1
@@ -111,6 +112,7 @@ def player_progress(campaign: Campaign, eid: int) -> dict[str, Any]:
         "resources": resources,
         "buildings": int(at(eid, "buildings") or 0),
         "achievements": int(at(eid, "achievements") or 0),
+        "txn_last": int(at(eid, "txn_last") or 0),
         "x": float(at(eid, "x") or 0.0),
         "y": float(at(eid, "y") or 0.0),
     }

@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from engine import token_replay
 from engine.admin import AdminServer, start_admin
 from engine.auth import AuthError, TokenVerifier
 from engine.campaign import Campaign
@@ -124,6 +125,9 @@ class GameServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self.fairplay = ServerFairPlay(self, cfg.fairplay, open_store(cfg.data_dir, cfg.campaign, cfg.pg_dsn))
         self.admin: AdminServer | None = None
+        # Join-token ids survive a restart (engine/token_replay.py); "" = in-memory campaign.
+        self._replay_file = Path(cfg.data_dir) / cfg.campaign / token_replay.FILE_NAME if cfg.data_dir else None
+        self._replay_dirty = False
         self.stats = TickStats()
         self.sender = SnapshotSender(cfg, self.campaign, self.journal, self.stats)
         self.clients: dict[WsServerConnection, Client] = {}
@@ -148,6 +152,10 @@ class GameServer:
         self.campaign.game.warmup()  # compile/load every kernel before the first player
         self.sender.warmup()
         await self.fairplay.referee.start()
+        if self.verifier is not None and self._replay_file is not None:
+            n = token_replay.load(self._replay_file, self.verifier.replay, time.time())
+            if n:
+                log.info("%d join tokens still live from before the restart stay used", n)
         if self.cfg.admin_port is not None:
             self.admin = await start_admin(AdminAdapter(self.fairplay), self.verifier, self.cfg.admin_host,
                                            self.cfg.admin_port)  # fmt: skip
@@ -223,6 +231,7 @@ class GameServer:
                 log.error("PostgreSQL write-behind did not flush everything at shutdown: %s", self.progress.pg.stats())
             if self._overflow is not None:
                 self._overflow.close()
+        await self._save_replay_cache()
         if self.admin is not None:
             await self.admin.close()
         await self.fairplay.referee.close()
@@ -262,6 +271,16 @@ class GameServer:
             else:
                 await asyncio.sleep(0)  # let inputs in even when behind
 
+    async def _save_replay_cache(self) -> None:
+        if self.verifier is None or self._replay_file is None or not self._replay_dirty:
+            return
+        self._replay_dirty = False
+        entries = self.verifier.replay.export(time.time())
+        try:
+            await asyncio.to_thread(token_replay.save, self._replay_file, entries)
+        except OSError as exc:
+            log.error("join-token replay cache not saved: %s", exc)
+
     def now(self) -> float:
         """The server's clock (the loop's monotonic time)."""
         return (self._loop or asyncio.get_running_loop()).time()
@@ -293,6 +312,8 @@ class GameServer:
             if self.progress is not None and now >= save_at:
                 save_at = now + cfg.progress_every_s
                 self.progress.save()
+            if self._replay_dirty:
+                await self._save_replay_cache()
             if reap_at is not None and now >= reap_at:
                 reap_at = None
                 orphans = self.campaign.offline_ships()
@@ -406,6 +427,7 @@ class GameServer:
                 self.fairplay.token_refused(client, e.code)
                 return
             account, name = claims.account, claims.name or ev.name
+            self._replay_dirty = True
         if self.fairplay.refuse_banned(client, account):
             return
         client.account = account
@@ -505,7 +527,7 @@ def _restorable(progress: dict[str, Any] | None) -> dict[str, object] | None:
     """The part of a stored progress row a fresh ship takes over (positions are not restored)."""
     if not progress:
         return None
-    return {k: progress[k] for k in ("resources", "buildings", "achievements") if k in progress}
+    return {k: progress[k] for k in ("resources", "buildings", "achievements", "txn_last") if k in progress}
 
 
 async def serve(cfg: ServerConfig) -> GameServer:

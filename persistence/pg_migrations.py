@@ -138,6 +138,13 @@ CREATE INDEX IF NOT EXISTS bans_not_lifted_idx ON bans (ban_id) WHERE lifted_at 
 CREATE INDEX IF NOT EXISTS audit_log_ts_idx ON audit_log (ts);
 """,
     ),
+    Migration(
+        4,
+        "fair play: the last transfer id a player applied, so a retry after a rejoin stays idempotent",
+        """
+ALTER TABLE game_progress ADD COLUMN IF NOT EXISTS txn_last BIGINT NOT NULL DEFAULT 0;
+""",
+    ),
 )
 
 

@@ -96,6 +96,7 @@ class Progress:
     last_x: float | None = None
     last_y: float | None = None
     updated_at: float | None = None  # epoch seconds; None = now
+    txn_last: int = 0  # the last transfer (transaction) id the player applied
 
 
 class OverflowSink(Protocol):
@@ -281,15 +282,16 @@ class PgWriteBehind:
         )
         self._sql_progress = (
             f"INSERT INTO {s}.game_progress AS g (account_id, campaign_id, tick, resources, buildings, "
-            "achievements, last_x, last_y, updated_at) "
+            "achievements, last_x, last_y, updated_at, txn_last) "
             "SELECT p.account_id, p.campaign_id, p.tick, p.resources::jsonb, p.buildings, p.achievements, "
-            "p.last_x, p.last_y, to_timestamp(p.ts) FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], "
-            "$5::int4[], $6::int8[], $7::float8[], $8::float8[], $9::float8[]) "
-            "AS p(account_id, campaign_id, tick, resources, buildings, achievements, last_x, last_y, ts) "
+            "p.last_x, p.last_y, to_timestamp(p.ts), p.txn_last FROM unnest($1::text[], $2::text[], $3::int8[], "
+            "$4::text[], $5::int4[], $6::int8[], $7::float8[], $8::float8[], $9::float8[], $10::int8[]) "
+            "AS p(account_id, campaign_id, tick, resources, buildings, achievements, last_x, last_y, ts, txn_last) "
             "ON CONFLICT (account_id, campaign_id) DO UPDATE SET tick = EXCLUDED.tick, "
             "resources = EXCLUDED.resources, buildings = EXCLUDED.buildings, "
             "achievements = EXCLUDED.achievements, last_x = EXCLUDED.last_x, last_y = EXCLUDED.last_y, "
-            "updated_at = EXCLUDED.updated_at WHERE g.tick <= EXCLUDED.tick"
+            "updated_at = EXCLUDED.updated_at, txn_last = GREATEST(g.txn_last, EXCLUDED.txn_last) "
+            "WHERE g.tick <= EXCLUDED.tick"
         )
         self._sql_audit = (
             f"INSERT INTO {s}.audit_log (event_id, ts, campaign_id, account_id, action, evidence) "
@@ -300,7 +302,8 @@ class PgWriteBehind:
         )
         self._sql_load = (
             "SELECT account_id, campaign_id, tick, resources::text AS resources, buildings, achievements, "
-            f"last_x, last_y, updated_at FROM {s}.game_progress WHERE account_id = $1 AND campaign_id = $2"
+            f"last_x, last_y, updated_at, txn_last FROM {s}.game_progress "
+            "WHERE account_id = $1 AND campaign_id = $2"
         )
 
     # ------------------------------------------------------------------ tick side (never blocks)
@@ -340,6 +343,7 @@ class PgWriteBehind:
                 None if p.last_x is None else float(p.last_x),
                 None if p.last_y is None else float(p.last_y),
                 time.time() if p.updated_at is None else float(p.updated_at),
+                int(p.txn_last),
             )
         except (TypeError, ValueError, OverflowError, AttributeError) as exc:
             self._reject_now(PendingRow(PROGRESS, (repr(progress),)), exc)
@@ -742,7 +746,8 @@ class PgWriteBehind:
             status = await conn.execute(self._sql_txn, *map(list, zip(*txns, strict=True)))
             dups += len(txns) - _rowcount(status)
         if progress:
-            ordered = [progress[k] for k in sorted(progress, key=str)]
+            # Rows buffered (or overflowed to disk) before txn_last existed have 9 values.
+            ordered = [v if len(v) == 10 else (*v, 0) for v in (progress[k] for k in sorted(progress, key=str))]
             await conn.execute(self._sql_progress, *map(list, zip(*ordered, strict=True)))
         if audits:
             status = await conn.execute(self._sql_audit, *map(list, zip(*audits, strict=True)))
@@ -777,6 +782,7 @@ class PgWriteBehind:
             "last_x": record["last_x"],
             "last_y": record["last_y"],
             "updated_at": record["updated_at"],
+            "txn_last": record["txn_last"],
         }
 
     def _pending_progress(self, account_id: str, campaign_id: str) -> tuple[Any, ...] | None:
@@ -800,8 +806,9 @@ def _rowcount(status: str) -> int:
 
 
 def _progress_dict(values: tuple[Any, ...]) -> dict[str, Any]:
-    account_id, campaign_id, tick, resources, buildings, achievements, last_x, last_y, ts = values
+    account_id, campaign_id, tick, resources, buildings, achievements, last_x, last_y, ts = values[:9]
     return {
+        "txn_last": values[9] if len(values) > 9 else 0,
         "account_id": account_id,
         "campaign_id": campaign_id,
         "tick": tick,

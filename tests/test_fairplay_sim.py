@@ -236,6 +236,17 @@ def test_transfer_is_idempotent_by_transaction_id() -> None:
     assert V_LEDGER not in s.kinds()
 
 
+def test_transfer_ids_stay_used_across_a_rejoin_through_durable_progress() -> None:
+    s = Sim()
+    a, b = s.join(), s.join()
+    s.game.restore_progress(s.world, a, {"resources": {"0": 50}, "txn_last": 7})  # a new ship, same player
+    s.send(a, action=ACTION_GIFT, arg=scan_arg(b), arg2=RES_METAL, arg3=5, txn=7)
+    s.send(a, action=ACTION_GIFT, arg=scan_arg(b), arg2=RES_METAL, arg3=5, txn=8)
+    s.step()
+    assert s.kinds(a) == [V_TXN_REPLAY]
+    assert (s.a["bal_metal"][s.p(a)], s.a["bal_metal"][s.p(b)]) == (45, 5)
+
+
 def test_forged_achievement_claim_is_flagged_and_grants_nothing() -> None:
     s = Sim()
     e = s.join()

@@ -249,7 +249,9 @@ async def test_progress_upsert_keeps_newest_and_load_round_trip(pg: Pg) -> None:
     assert await w.load_progress("alice", "c1") is None
     mask = (1 << 63) | (1 << 5) | 1  # high bit set: stored as a negative BIGINT, read back unsigned
     w.upsert_account("alice", "Alice")
-    w.upsert_progress(Progress("alice", "c1", 100, {"metal": 10, 1: 7}, buildings=2, achievements=mask, last_x=1.5))
+    w.upsert_progress(
+        Progress("alice", "c1", 100, {"metal": 10, 1: 7}, buildings=2, achievements=mask, last_x=1.5, txn_last=41)
+    )
     w.upsert_progress(Progress("alice", "c1", 90, {"metal": 1}))  # older, same batch: coalesced away
     assert await w.flush(5)
     w.upsert_progress(Progress("alice", "c1", 80, {"metal": 2}))  # older, later batch: the upsert keeps 100
@@ -263,7 +265,7 @@ async def test_progress_upsert_keeps_newest_and_load_round_trip(pg: Pg) -> None:
         2,
         mask,
     )
-    assert (got["last_x"], got["last_y"]) == (1.5, None)
+    assert (got["last_x"], got["last_y"], got["txn_last"]) == (1.5, None, 41)
     assert await pg.count("game_progress") == 2
     assert await pg.conn.fetchval(f'SELECT display_name FROM "{pg.schema}".accounts') == "Alice"
     # Newer progress still in the buffer wins over the database (a quick leave + rejoin).

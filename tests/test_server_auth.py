@@ -88,3 +88,25 @@ async def test_refused_hello_closes_with_4006() -> None:
     finally:
         server.request_stop()
         await task
+
+
+async def test_a_used_token_stays_used_across_a_restart(tmp_path: object) -> None:
+    import asyncio
+
+    cfg = ServerConfig(port=0, data_dir=str(tmp_path), game="wander", game_config={"npcs": 10}, campaign="camp")
+    token = TokenIssuer(RING).issue("acct-7", "camp")
+    for attempt in range(2):
+        server = GameServer(cfg, verifier=TokenVerifier(RING, "camp"))  # a fresh, empty replay cache
+        await server.start()
+        task = asyncio.create_task(server.run())
+        try:
+            if attempt == 0:
+                c = await ArbiterClient.connect(url(server), "a", token)
+                await c.close()
+            else:
+                with pytest.raises(ServerError) as exc:
+                    await ArbiterClient.connect(url(server), "a", token)
+                assert exc.value.code == AuthCode.TOKEN_REPLAYED
+        finally:
+            server.request_stop()
+            await task
