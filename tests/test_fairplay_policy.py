@@ -44,7 +44,7 @@ def test_evidence_carries_the_journal_tick_range() -> None:
 
 def test_scores_decay_so_rare_honest_mistakes_never_add_up() -> None:
     p = Policy(PolicyConfig(half_life_s=60.0))
-    # One thrust rounding slip (0.5 points) every 5 s for an hour: steady state ~4.3, below warn 10.
+    # One thrust slip (0.25 points) every 5 s for an hour: steady state ~4.3, below warn 10.
     decisions = [p.observe(v(V_THRUST), t * 5.0) for t in range(720)]
     assert all(d is None for d in decisions)
     assert p.score("acct:eve", 3600.0) < 10.0

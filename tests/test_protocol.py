@@ -34,7 +34,7 @@ INTS = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1]
 
 
 def test_codes_are_the_documented_numbers() -> None:
-    assert [int(c) for c in ErrorCode] == list(range(1, 10))
+    assert [int(c) for c in ErrorCode] == [*range(1, 10), 20, 21, 22]
     assert ErrorCode.RATE_LIMITED == 9 and ErrorCode.TOO_LARGE == 8
     assert {c.name: int(c) for c in CloseCode} == {
         "NORMAL": 1000,
@@ -47,6 +47,8 @@ def test_codes_are_the_documented_numbers() -> None:
         "SERVER_FULL": 4004,
         "KICKED": 4005,
         "UNAUTHORIZED": 4006,
+        "BANNED": 4007,
+        "TOO_MANY_CONNECTIONS": 4008,
     }
 
 

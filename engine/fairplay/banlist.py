@@ -7,9 +7,10 @@ policy just decided is enforced at once, before the store has written it and giv
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
-from persistence.fairplay_store import BanRecord
+from persistence.fairplay_store import BanRecord, normalize_ip_range
 
 
 class BanList:
@@ -35,6 +36,9 @@ class BanList:
         self._bans.pop(ban_id, None)
 
     def lift(self, account: str | None, ip_range: str | None) -> int:
+        if ip_range is not None:  # bans hold canonical ranges ("127.0.0.1" is "127.0.0.1/32")
+            with contextlib.suppress(ValueError):
+                ip_range = normalize_ip_range(ip_range)
         gone = [
             k for k, b in self._bans.items()
             if (account is not None and b.account == account) or (ip_range is not None and b.ip_range == ip_range)

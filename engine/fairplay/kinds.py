@@ -47,7 +47,7 @@ KIND_NAMES: Final[dict[int, str]] = {
 # below the warning, while a cheat that keeps cheating reaches a kick within seconds. State checks
 # (speed, ledger, negative) weigh 0: they flag bugs in the rules, not players; they are audited.
 DEFAULT_WEIGHTS: Final[dict[int, float]] = {
-    V_THRUST: 0.5,
+    V_THRUST: 0.25,  # wander's peer scenario sends 1 % (1, 1) inputs by design: stays far below a warning
     V_TIME: 2.0,
     V_INPUT_RATE: 1.0,
     V_HARVEST_RANGE: 4.0,

@@ -21,7 +21,7 @@ from engine.fairplay.banlist import BanList
 from engine.fairplay.conn_limit import ConnLimitConfig, ConnLimiter
 from engine.fairplay.kinds import STATE_KINDS, V_CONN_FLOOD, kind_name
 from engine.fairplay.policy import Decision, Policy, PolicyConfig, Violation
-from persistence.fairplay_store import AuditEntry, BanRecord, FairplayStore
+from persistence.fairplay_store import AuditEntry, BanRecord, FairplayStore, validate_ban
 
 log = logging.getLogger("arbiter.fairplay")
 
@@ -192,7 +192,11 @@ class Referee:
         """Enforce a ban now (kick, refuse at hello) and persist it off the tick; the provisional record."""
         now = self._wall()
         until = None if duration_s is None else now + duration_s
-        ban = BanRecord(self.bans.provisional_id(), account, ip_range, self.campaign, reason, by, now, until)
+        # Validated and normalized as the store will (canonical CIDR, so that an unban by the same
+        # range matches it in memory too); ValueError before anything is enforced, not later in the
+        # write, which would leave a ban that holds only until this server stops.
+        ban = validate_ban(account=account, ip_range=ip_range, campaign=self.campaign, reason=reason,
+                           created_by=by, until=until, created_at=now).record(self.bans.provisional_id())  # fmt: skip
         self.bans.add(ban)
         if account is not None:
             self.enforcer.kick(account, f"banned: {reason}", banned=True)
@@ -217,6 +221,10 @@ class Referee:
         return stored
 
     async def unban(self, account: str | None, ip_range: str | None, by: str) -> int:
+        if self._tasks:
+            # Bans still being written (ban() persists off the caller): let them land first, or the
+            # write would overtake this unban and bring the ban back, in memory and in the store.
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         lifted = self.bans.lift(account, ip_range)
         stored = await self.store.remove_bans(account=account, ip_range=ip_range, by=by)
         self._audit(

@@ -7,6 +7,7 @@ on the server's loop and none of it awaits on the tick path.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -53,6 +54,12 @@ def open_store(data_dir: str, campaign: str, pg_dsn: str) -> FairplayStore:
     if pg_dsn:
         return PgFairplayStore(pg_dsn)
     return SqliteFairplayStore.open(data_dir or None, campaign)
+
+
+def _refuse(conn: WsServerConnection, code: ErrorCode, msg: str, close: CloseCode) -> None:
+    conn.send_parts(encode_error(code, msg))
+    conn.send_parts(encode_bye(msg))
+    conn.close(int(close), msg[:100])
 
 
 def _ban_message(ban: BanRecord) -> str:
@@ -107,9 +114,10 @@ class ServerFairPlay:
             msg, code, close = _ban_message(ban), ErrorCode.BANNED, CloseCode.BANNED
         else:
             msg, code, close = why, ErrorCode.CONNECTION_REFUSED, CloseCode.TOO_MANY_CONNECTIONS
-        conn.send_parts(encode_error(code, msg))
-        conn.send_parts(encode_bye(msg))
-        conn.close(int(close), msg[:100])
+        # on_open runs while the transport still holds the 101 response (it is written after the
+        # handshake event is handled): refuse on the next loop turn, or the err/bye frames would
+        # reach the client ahead of the upgrade response and it would see a broken handshake.
+        asyncio.get_running_loop().call_soon(_refuse, conn, code, msg, close)
         return False
 
     def connection_closed(self, client: Client) -> None:
@@ -165,6 +173,7 @@ class ServerFairPlay:
     # -- AdminBackend -----------------------------------------------------------------------------
     def players(self) -> list[dict[str, Any]]:
         now = self._now()
+        wall = time.time()
         policy = self.referee.policy
         return [
             {
@@ -173,6 +182,7 @@ class ServerFairPlay:
                 "eid": c.eid,
                 "ip": c.ip,
                 "score": round(policy.score("acct:" + c.account, now), 3),
+                "joined_at": round(wall - (now - c.opened_at), 3),  # Unix time (docs/fairplay.md)
                 "connected_s": round(now - c.opened_at, 1),
             }
             for c in self.server.clients.values()
