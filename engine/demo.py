@@ -40,6 +40,12 @@ def summarize(first: dict[str, Any], last: dict[str, Any], bots: dict[str, Any],
         "prediction_error_mean": bots.get("prediction_error_mean"),
         "correction_rate": bots.get("correction_rate"),
         "server_rss_mb": last["rss_mb"],
+        # fair play: honest bots must raise nothing (docs/fairplay.md)
+        "fairplay_violations": sum(last.get("fairplay", {}).get("violations", {}).values()),
+        "fairplay_decisions": sum(last.get("fairplay", {}).get("decisions", {}).values()),
+        "built": bots.get("built"),
+        "gifts": bots.get("gifts_confirmed"),
+        "achievements": bots.get("achievements"),
     }
 
 
