@@ -10,6 +10,7 @@ is the server's, behind the small `Enforcer` protocol, so this module knows no s
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import Counter
@@ -37,8 +38,19 @@ def address_subject(ip: str) -> str:
     return ADDRESS + ip
 
 
+def is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
 class Enforcer(Protocol):
     def warn(self, account: str, message: str) -> None: ...
+
+    def close_address(self, ip_range: str, reason: str) -> int:
+        """Close every connection from the range; how many were closed."""
+        ...
 
     def kick(self, account: str, reason: str, banned: bool) -> int:
         """Close every connection of `account`; how many were closed."""
@@ -132,7 +144,14 @@ class Referee:
     def on_protocol(
         self, kind: int, account: str | None, ip: str, value: float, limit: float, tick: int, now: float
     ) -> None:
-        """A session-level violation: scored against the account when known, else the address."""
+        """A session-level violation: scored against the account when known, else the address.
+
+        Loopback addresses are counted but not scored unless `conn.loopback` is set: on a developer's
+        machine (or behind a local proxy) a misconfigured token must not ban localhost for an hour.
+        """
+        if not account and not self.cfg.conn.loopback and is_loopback(ip):
+            self.violations[kind_name(kind)] += 1
+            return
         subject = account_subject(account) if account else address_subject(ip)
         self._observe(subject, kind, value, limit, tick, now)
 
@@ -200,6 +219,8 @@ class Referee:
         self.bans.add(ban)
         if account is not None:
             self.enforcer.kick(account, f"banned: {reason}", banned=True)
+        if ban.ip_range is not None:
+            self.enforcer.close_address(ban.ip_range, f"banned: {reason}")
         if audit:
             self._audit("ban", account, {"ban": ban.to_json(), "by": by})
         self._spawn(self._persist_ban(ban))

@@ -8,6 +8,7 @@ on the server's loop and none of it awaits on the tick path.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Iterator
@@ -99,6 +100,23 @@ class ServerFairPlay:
             c.session.send_bye(reason, code)
             flush_session(c)
             c.conn.close(int(code), reason[:100])
+            n += 1
+        return n
+
+    def close_address(self, ip_range: str, reason: str) -> int:
+        net = ipaddress.ip_network(ip_range, strict=False)
+        n = 0
+        for c in list(self.server.clients.values()):
+            try:
+                addr = ipaddress.ip_address(c.ip)
+            except ValueError:
+                continue
+            if addr.version != net.version or addr not in net:
+                continue
+            c.session.notify(ErrorCode.BANNED, reason)
+            c.session.send_bye(reason, CloseCode.BANNED)
+            flush_session(c)
+            c.conn.close(int(CloseCode.BANNED), reason[:100])
             n += 1
         return n
 
@@ -198,16 +216,7 @@ class ServerFairPlay:
     async def ban(
         self, account: str | None, ip_range: str | None, reason: str, duration_s: float | None, by: str
     ) -> dict[str, Any]:
-        ban = self.referee.ban(account, ip_range, reason, duration_s, by)
-        if ip_range:  # close connections from the range too
-            for c in list(self.server.clients.values()):
-                if self.referee.bans.find(time.time(), ip=c.ip) is None:
-                    continue
-                if c.account:
-                    self.kick(c.account, f"banned: {reason}", banned=True)
-                else:
-                    c.conn.close(int(CloseCode.BANNED), "banned")
-        return ban.to_json()
+        return self.referee.ban(account, ip_range, reason, duration_s, by).to_json()
 
     async def unban(self, account: str | None, ip_range: str | None, by: str) -> int:
         return await self.referee.unban(account, ip_range, by)
