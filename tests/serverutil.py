@@ -8,14 +8,16 @@ import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
+from engine.auth import TokenVerifier
 from engine.server import GameServer, ServerConfig
 
 
 @contextlib.asynccontextmanager
-async def running_server(**overrides: Any) -> AsyncIterator[GameServer]:
+async def running_server(verifier: TokenVerifier | None = None, **overrides: Any) -> AsyncIterator[GameServer]:
+    """A GameServer on a free port, ticking, stopped on exit; `verifier` turns join tokens on."""
     overrides.setdefault("data_dir", "")  # in memory unless a test asks for a data dir
     cfg = ServerConfig(port=0, **overrides)
-    server = GameServer(cfg)
+    server = GameServer(cfg, verifier=verifier)
     await server.start()
     task = asyncio.create_task(server.run())
     try:

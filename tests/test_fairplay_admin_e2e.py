@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -20,11 +19,11 @@ import msgpack
 import pytest
 
 from engine.auth import KeyRing, TokenIssuer, TokenVerifier
-from engine.server import GameServer, ServerConfig
+from engine.server import GameServer
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import CloseCode, ErrorCode
 from netcode.ws_client import ws_connect
-from tests.serverutil import url, wait_for
+from tests.serverutil import running_server, url, wait_for
 
 RING = KeyRing.single("r" * 40)
 OTHER_RING = KeyRing.single("x" * 40)
@@ -50,18 +49,9 @@ def bearer(token: str) -> dict[str, str]:
 ADMIN = bearer(ISSUER.issue("ops", CAMP, role="admin", ttl=600))
 
 
-@contextlib.asynccontextmanager
-async def admin_server(**overrides: Any) -> AsyncIterator[GameServer]:
-    overrides.setdefault("data_dir", "")
-    cfg = ServerConfig(port=0, admin_port=0, campaign=CAMP, game="wander", game_config={"npcs": 5}, **overrides)
-    server = GameServer(cfg, verifier=TokenVerifier(RING, CAMP))
-    await server.start()
-    task = asyncio.create_task(server.run())
-    try:
-        yield server
-    finally:
-        server.request_stop()
-        await asyncio.wait_for(task, 15)
+def admin_server(**overrides: Any) -> contextlib.AbstractAsyncContextManager[GameServer]:
+    return running_server(TokenVerifier(RING, CAMP), admin_port=0, campaign=CAMP, game="wander",
+                          game_config={"npcs": 5}, **overrides)  # fmt: skip
 
 
 async def join(server: GameServer, account: str) -> ArbiterClient:

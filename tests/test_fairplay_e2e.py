@@ -34,7 +34,7 @@ from engine.bots import BotConfig, run_bots
 from engine.fairplay.conn_limit import ConnLimitConfig
 from engine.fairplay.kinds import V_BAD_TOKEN, V_TOKEN_REPLAY, kind_name
 from engine.fairplay.referee import FairPlayConfig
-from engine.server import GameServer, ServerConfig
+from engine.server import GameServer
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import CloseCode, ErrorCode, encode_hello
 from netcode.ws_client import ws_connect
@@ -116,18 +116,11 @@ def evidence_kinds(server: GameServer, account: str) -> set[str]:
     return {kind_name(v.kind) for v in rec.evidence}
 
 
-@contextlib.asynccontextmanager
-async def server_with_verifier(verifier: TokenVerifier, **overrides: Any) -> AsyncIterator[GameServer]:
+def server_with_verifier(
+    verifier: TokenVerifier, **overrides: Any
+) -> contextlib.AbstractAsyncContextManager[GameServer]:
     """tests/serverutil.running_server, with join tokens on."""
-    overrides.setdefault("data_dir", "")
-    server = GameServer(ServerConfig(port=0, **overrides), verifier=verifier)
-    await server.start()
-    task = asyncio.create_task(server.run())
-    try:
-        yield server
-    finally:
-        server.request_stop()
-        await asyncio.wait_for(task, 15)
+    return running_server(verifier, **overrides)
 
 
 @dataclass
