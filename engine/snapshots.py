@@ -83,61 +83,82 @@ class SnapshotSender:
                 client.session.send_events(tick, client.pending_events)
                 client.pending_events = []
                 flush_session(client)
-        frames = self._frames(tick, order)
+        if self.replicator is None:
+            sent = self._send_full(tick, order)
+        else:
+            sent = self._send_delta(self.replicator, tick, order)
         stats = self.stats
-        for client in order:
+        if len(sent) < n:
+            for client in order:
+                if id(client) in sent:
+                    continue
+                stats.snapshots_skipped += 1
+                client.strikes += 1
+                if client.strikes >= self.cfg.slow_strikes:
+                    stats.slow_disconnects += 1
+                    conn = client.conn
+                    log.warning("dropping %s (%s): backlog of %d bytes for %d snapshots",
+                                client.name, conn.peer, conn.write_buffer_size, client.strikes)  # fmt: skip
+                    # A stalled reader would never read a close frame: reset the connection.
+                    conn.abort()
+        stats.sends += 1
+
+    def _acks(self, clients: list[Client]) -> list[int]:
+        """The newest input seq of each client the server acknowledges (with a journal: the durable one)."""
+        journal = self.journal
+        if journal is not None:
+            ack_for = journal.ack_for
+            return [ack_for(c.eid) for c in clients]
+        last_seq = self.campaign.world.arrays["last_seq"]
+        return [int(last_seq[c.eid & 0xFFFFF]) for c in clients]
+
+    def _send_full(self, tick: int, order: list[Client]) -> set[int]:
+        """Raw whole-world frames (protocol.md `s`); returns the ids of the clients written to."""
+        prep = PreparedSnapshot(tick, self.campaign.replicate())
+        limit = max(self.cfg.write_limit, 2 * len(prep.tail))
+        writable = [c for c in order if c.conn.write_buffer_size <= limit]
+        sent: set[int] = set()
+        stats = self.stats
+        for client, ack in zip(writable, self._acks(writable), strict=True):
             conn = client.conn
-            frame = frames.get(id(client))
             before = conn.bytes_out
-            if frame is not None and conn.send_parts(frame):
+            if conn.send_parts(prep.frame(ack)):
                 client.strikes = 0
                 stats.snapshots_sent += 1
                 stats.bytes_out += conn.bytes_out - before
-                continue
-            stats.snapshots_skipped += 1
-            client.strikes += 1
-            if client.strikes >= self.cfg.slow_strikes:
-                stats.slow_disconnects += 1
-                log.warning("dropping %s (%s): backlog of %d bytes for %d snapshots",
-                            client.name, conn.peer, conn.write_buffer_size, client.strikes)  # fmt: skip
-                # A stalled reader would never read a close frame: reset the connection.
-                conn.abort()
-        stats.sends += 1
+                sent.add(id(client))
+        return sent
 
-    def _frames(self, tick: int, order: list[Client]) -> dict[int, bytes]:
-        """This send's frame for every client whose backlog allows one (by id(client))."""
-        campaign, rep = self.campaign, self.replicator
-        prep = None
-        if rep is None:
-            prep = PreparedSnapshot(tick, campaign.replicate())
-            limit = max(self.cfg.write_limit, 2 * len(prep.tail))
-        else:
-            limit = self.cfg.write_limit
-            if rep.tick < tick:  # one quantized copy of the world per tick, shared by every client
-                self._begin(rep, tick, campaign.replicate())
-            rep.set_viewers(
-                np.fromiter((c.rep_slot for c in order), np.int64, len(order)),
-                np.fromiter((c.eid & 0xFFFFF for c in order), np.int64, len(order)),
-            )
+    def _send_delta(self, rep: Replicator, tick: int, order: list[Client]) -> set[int]:
+        """Delta frames, the whole group encoded in one call into one buffer of ready WebSocket
+        frames; one socket write per client. Returns the ids of the clients written to."""
+        if rep.tick < tick:  # one quantized copy of the world per tick, shared by every client
+            self._begin(rep, tick, self.campaign.replicate())
         # Encoding a delta commits the server to what the client now holds: only encode for
-        # clients whose frame can be written now.
-        writable = [c for c in order if c.conn.write_buffer_size <= limit]
+        # clients whose frame is written right after (open, backlog under the bound).
+        limit = self.cfg.write_limit
+        writable = [c for c in order if c.conn.is_open and c.conn.write_buffer_size <= limit]
         if not writable:
-            return {}
-        # With a journal, only inputs of committed ticks are acknowledged (acknowledged = durable).
-        journal = self.journal
-        last_seq = campaign.world.arrays["last_seq"]
-        acks = [journal.ack_for(c.eid) if journal is not None else int(last_seq[c.eid & 0xFFFFF]) for c in writable]
-        if prep is not None:
-            return {id(c): prep.frame(a) for c, a in zip(writable, acks, strict=True)}
-        assert rep is not None
-        encoded = rep.frames_for(
-            [c.rep_slot for c in writable],
-            [c.session.last_ack_tick or 0 for c in writable],  # the client's newest snapshot = baseline
-            acks,
+            return set()
+        nb = len(writable)
+        slots = np.fromiter((c.rep_slot for c in writable), np.int64, nb)
+        rep.set_viewers(slots, np.fromiter((c.eid & 0xFFFFF for c in writable), np.int64, nb))
+        buf, off = rep.encode_group(
+            slots,
+            [c.session.last_ack_tick or 0 for c in writable],  # the newest snapshot the client holds: its baseline
+            self._acks(writable),  # with a journal, only inputs of committed ticks (acknowledged = durable)
             self.cfg.snapshot_budget or None,
+            ws=True,
         )
-        return {id(c): f for c, f in zip(writable, encoded, strict=True)}
+        a = 0
+        for client, e in zip(writable, off[1:], strict=True):
+            client.conn.send_framed(buf[a:e])
+            client.strikes = 0
+            a = e
+        stats = self.stats
+        stats.snapshots_sent += nb
+        stats.bytes_out += a
+        return {id(c) for c in writable}
 
     def _begin(self, rep: Replicator, tick: int, records: np.ndarray) -> None:
         rep.begin_send(tick, records)
@@ -165,4 +186,4 @@ class SnapshotSender:
         for tick, ack in ((1, 0), (2, 1)):
             self._begin(rep, tick, records)
             rep.set_viewers(np.arange(2, dtype=np.int64), own)
-            rep.frames_for(np.arange(2, dtype=np.int64), [ack, 0], [0, 0], self.cfg.snapshot_budget or None)
+            rep.encode_group(np.arange(2, dtype=np.int64), [ack, 0], [0, 0], self.cfg.snapshot_budget or None, ws=True)

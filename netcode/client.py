@@ -16,11 +16,9 @@ import collections
 from collections.abc import Callable
 
 from netcode.client_session import Bye, ClientSession, Error, Events, Pong, Snapshot, Welcome
-from netcode.replication import decode_delta_frame
+from netcode.replication_frames import peek_delta_tick
 from netcode.ws_client import WsClientConnection, ws_connect
 
-# msgpack of {"t": "d", ...}: a fixmap of 5 entries, then "t", then "d".
-DELTA_PREFIX = b"\x85\xa1t\xa1d"
 # Enough of a snapshot frame for peek_snapshot_tick: map header, tick, ack and the body's bin header.
 SNAPSHOT_PREFIX_BYTES = 48
 
@@ -64,8 +62,12 @@ class ArbiterClient:
         rcvbuf: int | None = None,
     ) -> ArbiterClient:
         self = cls(decode=decode)
-        self.conn = await ws_connect(url, self._on_message, self._on_close, timeout=timeout, rcvbuf=rcvbuf)
+        # The future exists before the upgrade: a refusal (banned address, connection flood) may
+        # arrive right behind the 101 and must fail this connect with its ServerError, not time out.
         self._welcome_fut = self._loop.create_future()
+        self.conn = await ws_connect(url, self._on_message, self._on_close, timeout=timeout, rcvbuf=rcvbuf)
+        if self._welcome_fut.done():
+            self._welcome_fut.result()  # raises the refusal
         self.conn.send(self.session.hello(name, token))
         self.welcome = await asyncio.wait_for(self._welcome_fut, timeout)
         if not decode and self.session.decoder is None:
@@ -135,17 +137,18 @@ class ArbiterClient:
     # -- receiving --------------------------------------------------------------------------------
     def _on_message(self, payload: bytes) -> None:
         if not self.decode and self.welcome is not None:
+            if self.session.decoder is not None:
+                # Count-only load clients still acknowledge what they received, exactly like a real
+                # client, so the server does the same delta work for them; they skip the decoding.
+                tick = peek_delta_tick(payload)
+                if tick is not None:
+                    self._count_ack = tick
+                    self.snapshots += 1
+                    self.snapshot_bytes += len(payload)
+                    return
             head = self.session.peek_snapshot_tick(payload)
             if head is not None:
                 self.snapshots += 1
-                return
-            if self.session.decoder is not None and payload.startswith(DELTA_PREFIX):
-                # Count-only load clients still acknowledge what they received, exactly like a real
-                # client, so the server does the same delta work for them; they skip the decoding.
-                fr = decode_delta_frame(payload)
-                self._count_ack = fr.tick
-                self.snapshots += 1
-                self.snapshot_bytes += len(payload)
                 return
         for ev in self.session.receive(payload, self._loop.time()):
             if isinstance(ev, Snapshot):

@@ -8,6 +8,7 @@ would hide bugs.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -83,6 +84,45 @@ class Bye:
 
 ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye
 
+_F32: Final = struct.Struct(">f")
+_BYTE: Final = [bytes((v,)) for v in range(256)]
+
+
+def _mp_uint(v: int) -> bytes:
+    """msgpack's canonical encoding of 0 <= v < 2**64."""
+    if v < 128:
+        return _BYTE[v]
+    if v < 0x100:
+        return b"\xcc" + _BYTE[v]
+    if v < 0x10000:
+        return b"\xcd" + v.to_bytes(2, "big")
+    if v < 0x100000000:
+        return b"\xce" + v.to_bytes(4, "big")
+    return b"\xcf" + v.to_bytes(8, "big")
+
+
+def encode_thrust(seq: int, ct: int, dx: float, dy: float, ack: int | None) -> bytes | None:
+    """`encode_input(seq, ct, dx, dy, ack=ack)` byte for byte, built by hand (about half the cost of
+    packing a dict: a client sends this 20-60 times a second). None when the values are not the
+    plain shape (non-int counters, non-float thrust, a float beyond float32): use encode_input."""
+    if type(seq) is not int or type(ct) is not int or type(dx) is not float or type(dy) is not float:
+        return None
+    if not (0 <= seq <= UINT32_MAX and 0 <= ct <= UINT32_MAX):
+        return None
+    try:
+        fx = _F32.pack(dx)
+        fy = _F32.pack(dy)
+    except OverflowError:
+        return None
+    if ack is None:
+        return b"".join((b"\x85\xa1t\xa2in\xa1s", _mp_uint(seq), b"\xa2ct", _mp_uint(ct), b"\xa2dx\xca", fx,
+                         b"\xa2dy\xca", fy))  # fmt: skip
+    if type(ack) is not int or not 0 <= ack <= UINT64_MAX:
+        return None
+    return b"".join((b"\x86\xa1t\xa2in\xa1s", _mp_uint(seq), b"\xa2ct", _mp_uint(ct), b"\xa2dx\xca", fx,
+                     b"\xa2dy\xca", fy, b"\xa3ack", _mp_uint(ack)))  # fmt: skip
+
+
 # Same smoothing as TCP's SRTT (RFC 6298): steady, yet follows a real change within ~10 samples.
 RTT_ALPHA: Final = 0.125
 
@@ -128,11 +168,15 @@ class ClientSession:
     ) -> bytes:
         """Encode the next input; `client_tick` defaults to the newest server tick seen (the server
         checks that this clock does not run ahead of real time: docs/fairplay.md)."""
-        self.seq = (self.seq + 1) & UINT32_MAX
+        self.seq = seq = (self.seq + 1) & UINT32_MAX
         ct = self.last_tick & UINT32_MAX if client_tick is None else client_tick
         if ack is None and self.decoder is not None and self.decoder.ack:
             ack = self.decoder.ack  # the newest delta snapshot we hold: the server's next baseline
-        return encode_input(self.seq, ct, dx, dy, action, arg, ack, arg2, arg3, txn)
+        if not (action or arg or arg2 or arg3 or txn):
+            fast = encode_thrust(seq, ct, dx, dy, ack)
+            if fast is not None:
+                return fast
+        return encode_input(seq, ct, dx, dy, action, arg, ack, arg2, arg3, txn)
 
     def ping(self, now: float) -> bytes:
         return encode_ping(now)

@@ -87,19 +87,6 @@ def scatter_rows(slots: np.ndarray, ids: np.ndarray, q: np.ndarray, id_dst: np.n
 
 
 @njit(cache=True)
-def slots_to_sorted_ids(offsets: np.ndarray, slots: np.ndarray, id_by_slot: np.ndarray, out: np.ndarray) -> None:
-    """Per CSR segment: the entity ids of the slots (0 skipped as id 0 never happens for live
-    slots), sorted ascending. out: uint32[len(slots)]."""
-    for v in range(offsets.shape[0] - 1):
-        a = offsets[v]
-        b = offsets[v + 1]
-        for t in range(a, b):
-            out[t] = id_by_slot[slots[t]]
-        if b - a > 1:
-            out[a:b] = np.sort(out[a:b])
-
-
-@njit(cache=True)
 def _zz(d: Int) -> Any:
     d = np.int64(d)
     return (d << 1) ^ (d >> 63)
@@ -163,6 +150,7 @@ def encode_client(
     vy: Float,
     radius: Float,
     prio: np.ndarray,
+    dirty: np.ndarray,
     budget: Int,
     out: np.ndarray,
     new_ids: np.ndarray,
@@ -181,10 +169,16 @@ def encode_client(
     acknowledged baseline (m = 0 for none); q_ring: int32[RING, cap, F] by slot; ring_seq:
     int64[RING] (seq held by each ring entry); seq: this send (q_ring[seq % RING] is current);
     px, py: float64[cap] positions now; (vx, vy, radius): the viewer (radius <= 0: no proximity
-    term); prio: float32[cap] this client's accumulators (updated); budget: max body bytes (< 0 =
-    unlimited; must be >= header + the largest item, see ``min_budget``); out: uint8 big enough for
-    an unlimited body; new_ids/new_src (len >= m + k): the client's known set after this snapshot;
-    c_*: scratch (len >= m + k); stats: int64[N_STATS].
+    term); prio: float32[cap] this client's accumulators (updated); dirty: uint8[1], 0 only when
+    every entry of ``prio`` is 0 (kept up to date); budget: max body bytes (< 0 = unlimited; must
+    be >= header + the largest item, see ``min_budget``); out: uint8 big enough for an unlimited
+    body; new_ids/new_src (len >= m + k): the client's known set after this snapshot; c_*: scratch
+    (len >= m + k); stats: int64[N_STATS].
+
+    Priorities: every pending item's accumulator grows by its weight each send and is reset when
+    the item is sent (or unchanged). When everything fits the budget, every candidate ends at 0,
+    so the accumulators are only read and written when the budget binds (or when ``dirty`` says
+    some are not 0): a client's row of ``prio`` is usually not touched at all.
     """
     R = q_ring.shape[0]
     F = q_ring.shape[2]
@@ -192,170 +186,213 @@ def encode_client(
     cur = seq % R
     m = base_ids.shape[0]
     k = vis_ids.shape[0]
-    near = radius > 0.0
-    inv_r = 1.0 / radius if near else 0.0
     nc = 0
-    n_kind = np.zeros(4, dtype=np.int64)
+    n_leave = 0
+    n_update = 0
+    n_enter = 0
+    n_same = 0
+    total = 0
     i = 0
     j = 0
+    # -- candidates: merge the baseline ids with the visible ids (both sorted)
     while i < m or j < k:
         if j >= k or (i < m and base_ids[i] < vis_ids[j]):
-            eid = base_ids[i]
-            slot = np.int64(eid) & SLOT_MASK
             c_kind[nc] = K_LEAVE
             c_ref[nc] = i
-            c_cost[nc] = _vlen(i)
-            prio[slot] += np.float32(W_LEAVE)
-            c_prio[nc] = prio[slot]
+            cost = _vlen(i)
+            n_leave += 1
             i += 1
+        elif i >= m or vis_ids[j] < base_ids[i]:
+            slot = np.int64(vis_ids[j]) & SLOT_MASK
+            cost = _vlen(vis_ids[j])
+            for f in range(F):
+                cost += _vlen(_zz(q_ring[cur, slot, f]))
+            c_kind[nc] = K_ENTER
+            c_ref[nc] = j
+            n_enter += 1
+            j += 1
         else:
-            eid = vis_ids[j]
-            slot = np.int64(eid) & SLOT_MASK
-            w = W_BASE
-            if near:
-                dx = px[slot] - vx
-                dy = py[slot] - vy
-                t = 1.0 - np.sqrt(dx * dx + dy * dy) * inv_r
-                if t > 0.0:
-                    w += W_NEAR * t
-            if i >= m or vis_ids[j] < base_ids[i]:
-                cost = _vlen(eid)
+            slot = np.int64(vis_ids[j]) & SLOT_MASK
+            src = base_src[i]
+            sri = src % R
+            cost = 0
+            mask = np.int64(0)
+            if ring_seq[sri] == src:
+                for f in range(F):
+                    d = np.int64(q_ring[cur, slot, f]) - np.int64(q_ring[sri, slot, f])
+                    if d != 0:
+                        mask |= np.int64(1) << f
+                        cost += _vlen(_zz(d))
+            else:
+                mask = ABS
                 for f in range(F):
                     cost += _vlen(_zz(q_ring[cur, slot, f]))
-                c_kind[nc] = K_ENTER
-                c_ref[nc] = j
-                c_cost[nc] = cost
-                prio[slot] += np.float32(w + W_ENTER)
-                c_prio[nc] = prio[slot]
-            else:
-                src = base_src[i]
-                sri = src % R
+            c_ref[nc] = i
+            if mask == 0:
+                c_kind[nc] = K_SAME
                 cost = 0
-                mask = np.int64(0)
-                if ring_seq[sri] == src:
-                    for f in range(F):
-                        d = np.int64(q_ring[cur, slot, f]) - np.int64(q_ring[sri, slot, f])
-                        if d != 0:
-                            mask |= np.int64(1) << f
-                            cost += _vlen(_zz(d))
-                else:
-                    mask = ABS
-                    for f in range(F):
-                        cost += _vlen(_zz(q_ring[cur, slot, f]))
-                c_ref[nc] = i
-                if mask == 0:
-                    c_kind[nc] = K_SAME
-                    c_cost[nc] = 0
-                    prio[slot] = 0.0
-                    c_prio[nc] = 0.0
-                else:
-                    c_kind[nc] = K_UPDATE
-                    c_cost[nc] = cost + _vlen(i) + _vlen(mask)
-                    prio[slot] += np.float32(w)
-                    c_prio[nc] = prio[slot]
-                i += 1
+                n_same += 1
+            else:
+                c_kind[nc] = K_UPDATE
+                cost += _vlen(i) + _vlen(mask)
+                n_update += 1
+            i += 1
             j += 1
-        n_kind[c_kind[nc]] += 1
+        c_cost[nc] = cost
+        total += cost
+        c_sel[nc] = 1
         nc += 1
 
     # -- selection under the budget (cost bounds are exact or over: gaps <= indexes, counts <= candidates)
-    for t in range(nc):
-        c_sel[t] = 1 if c_kind[t] != K_SAME else 0
+    binds: Any = False
+    avail: Any = 0
     if budget >= 0:
-        avail = budget - _vlen(n_kind[K_LEAVE]) - _vlen(n_kind[K_UPDATE]) - _vlen(n_kind[K_ENTER])
-        total = 0
+        avail = budget - _vlen(n_leave) - _vlen(n_update) - _vlen(n_enter)
+        binds = total > avail
+    deferred = 0
+    if binds or dirty[0]:
+        near = radius > 0.0
+        inv_r = 1.0 / radius if near else 0.0
         for t in range(nc):
-            total += c_cost[t]
-        if total > avail:
-            order = np.argsort(-c_prio[:nc], kind="mergesort")
-            used = 0
-            for o in range(nc):
-                t = order[o]
-                if c_kind[t] == K_SAME:
-                    continue
-                if used + c_cost[t] <= avail:
-                    used += c_cost[t]
-                else:
-                    c_sel[t] = 0
+            kind = c_kind[t]
+            eid = vis_ids[c_ref[t]] if kind == K_ENTER else base_ids[c_ref[t]]
+            slot = np.int64(eid) & SLOT_MASK
+            if kind == K_SAME:
+                prio[slot] = 0.0
+                c_prio[t] = 0.0
+                continue
+            if kind == K_LEAVE:
+                w = W_LEAVE
+            else:
+                w = W_BASE
+                if near:
+                    dx = px[slot] - vx
+                    dy = py[slot] - vy
+                    tt = 1.0 - np.sqrt(dx * dx + dy * dy) * inv_r
+                    if tt > 0.0:
+                        w += W_NEAR * tt
+                if kind == K_ENTER:
+                    w += W_ENTER
+            prio[slot] += np.float32(w)
+            c_prio[t] = prio[slot]
+    if binds:
+        order = np.argsort(-c_prio[:nc], kind="mergesort")
+        used = 0
+        for o in range(nc):
+            t = order[o]
+            if c_kind[t] == K_SAME:
+                continue
+            if used + c_cost[t] <= avail:
+                used += c_cost[t]
+            else:
+                c_sel[t] = 0
+                deferred += 1
+        n_leave = 0
+        n_update = 0
+        n_enter = 0
+        for t in range(nc):
+            if c_sel[t]:
+                kind = c_kind[t]
+                if kind == K_LEAVE:
+                    n_leave += 1
+                elif kind == K_UPDATE:
+                    n_update += 1
+                elif kind == K_ENTER:
+                    n_enter += 1
+    for t in range(nc):
+        if c_kind[t] == K_SAME:
+            c_sel[t] = 0
 
     # -- encode
-    n_sel = np.zeros(3, dtype=np.int64)
-    for t in range(nc):
-        if c_kind[t] != K_SAME and c_sel[t]:
-            n_sel[c_kind[t]] += 1
     pos = 0
-    pos = _put(out, pos, n_sel[K_LEAVE])
+    pos = _put(out, pos, n_leave)
     prev = -1
-    for t in range(nc):
-        if c_kind[t] == K_LEAVE and c_sel[t]:
-            idx = c_ref[t]
-            pos = _put(out, pos, idx - prev - 1)
-            prev = idx
-    pos = _put(out, pos, n_sel[K_UPDATE])
+    if n_leave:
+        for t in range(nc):
+            if c_kind[t] == K_LEAVE and c_sel[t]:
+                idx = c_ref[t]
+                pos = _put(out, pos, idx - prev - 1)
+                prev = idx
+    pos = _put(out, pos, n_update)
     upd_start = pos
     prev = -1
-    for t in range(nc):
-        if c_kind[t] == K_UPDATE and c_sel[t]:
-            idx = c_ref[t]
-            slot = np.int64(base_ids[idx]) & SLOT_MASK
-            src = base_src[idx]
-            sri = src % R
-            pos = _put(out, pos, idx - prev - 1)
-            prev = idx
-            if ring_seq[sri] == src:
-                mask = np.int64(0)
-                for f in range(F):
-                    if q_ring[cur, slot, f] != q_ring[sri, slot, f]:
-                        mask |= np.int64(1) << f
-                pos = _put(out, pos, mask)
-                for f in range(F):
-                    if (mask >> f) & 1:
-                        pos = _put(out, pos, _zz(np.int64(q_ring[cur, slot, f]) - np.int64(q_ring[sri, slot, f])))
-            else:
-                pos = _put(out, pos, ABS)
+    if n_update:
+        for t in range(nc):
+            if c_kind[t] == K_UPDATE and c_sel[t]:
+                idx = c_ref[t]
+                slot = np.int64(base_ids[idx]) & SLOT_MASK
+                src = base_src[idx]
+                sri = src % R
+                pos = _put(out, pos, idx - prev - 1)
+                prev = idx
+                if ring_seq[sri] == src:
+                    mask = np.int64(0)
+                    for f in range(F):
+                        if q_ring[cur, slot, f] != q_ring[sri, slot, f]:
+                            mask |= np.int64(1) << f
+                    pos = _put(out, pos, mask)
+                    for f in range(F):
+                        if (mask >> f) & 1:
+                            pos = _put(out, pos, _zz(np.int64(q_ring[cur, slot, f]) - np.int64(q_ring[sri, slot, f])))
+                else:
+                    pos = _put(out, pos, ABS)
+                    for f in range(F):
+                        pos = _put(out, pos, _zz(q_ring[cur, slot, f]))
+    upd_bytes = pos - upd_start
+    pos = _put(out, pos, n_enter)
+    prev_id = np.int64(0)
+    if n_enter:
+        for t in range(nc):
+            if c_kind[t] == K_ENTER and c_sel[t]:
+                eid = np.int64(vis_ids[c_ref[t]])
+                slot = eid & SLOT_MASK
+                pos = _put(out, pos, eid - prev_id)
+                prev_id = eid
                 for f in range(F):
                     pos = _put(out, pos, _zz(q_ring[cur, slot, f]))
-    upd_bytes = pos - upd_start
-    pos = _put(out, pos, n_sel[K_ENTER])
-    prev_id = np.int64(0)
-    for t in range(nc):
-        if c_kind[t] == K_ENTER and c_sel[t]:
-            eid = np.int64(vis_ids[c_ref[t]])
-            slot = eid & SLOT_MASK
-            pos = _put(out, pos, eid - prev_id)
-            prev_id = eid
-            for f in range(F):
-                pos = _put(out, pos, _zz(q_ring[cur, slot, f]))
 
     # -- the client's known set after this snapshot (merge order = ascending id), reset priorities
     nk = 0
-    deferred = 0
+    reset = binds or dirty[0]
     for t in range(nc):
         kind = c_kind[t]
         sel = c_sel[t]
-        eid = vis_ids[c_ref[t]] if kind == K_ENTER else base_ids[c_ref[t]]
-        slot = np.int64(eid) & SLOT_MASK
-        if kind == K_SAME or (sel and kind != K_LEAVE):
-            new_ids[nk] = eid
+        if kind == K_ENTER:
+            if sel:
+                new_ids[nk] = vis_ids[c_ref[t]]
+                new_src[nk] = seq
+                nk += 1
+        elif kind == K_SAME or (sel and kind == K_UPDATE):
+            new_ids[nk] = base_ids[c_ref[t]]
             new_src[nk] = seq
             nk += 1
-        elif not sel and kind != K_ENTER:
-            new_ids[nk] = eid
+        elif not sel:  # a deferred leave or update: the client keeps what it has
+            new_ids[nk] = base_ids[c_ref[t]]
             new_src[nk] = base_src[c_ref[t]]
             nk += 1
-        if kind != K_SAME:
-            if sel:
-                prio[slot] = 0.0
-            else:
-                deferred += 1
+        if reset and sel and kind != K_SAME:
+            eid = vis_ids[c_ref[t]] if kind == K_ENTER else base_ids[c_ref[t]]
+            prio[np.int64(eid) & SLOT_MASK] = 0.0
+    if deferred:
+        dirty[0] = 1
+    elif dirty[0] and not binds:
+        # Every candidate is 0 now; the row is clean unless an item deferred earlier has since
+        # left both sets (its accumulator waits for it to come back).
+        clean = True
+        for s in range(prio.shape[0]):
+            if prio[s] != 0.0:
+                clean = False
+                break
+        if clean:
+            dirty[0] = 0
     stats[ST_BYTES] = pos
     stats[ST_KNOWN] = nk
-    stats[ST_LEAVE] = n_sel[K_LEAVE]
-    stats[ST_UPDATE] = n_sel[K_UPDATE]
-    stats[ST_ENTER] = n_sel[K_ENTER]
+    stats[ST_LEAVE] = n_leave
+    stats[ST_UPDATE] = n_update
+    stats[ST_ENTER] = n_enter
     stats[ST_DEFERRED] = deferred
     stats[ST_UPDATE_BYTES] = upd_bytes
-    stats[ST_CANDIDATES] = nc - n_kind[K_SAME]
+    stats[ST_CANDIDATES] = nc - n_same
     return pos
 
 
@@ -473,131 +510,3 @@ def decode_body(
             return -3
         o += 1
     return o
-
-
-@njit(cache=True)
-def _mp_uint(buf: np.ndarray, pos: Int, v: Int) -> int:
-    """msgpack's canonical (shortest) encoding of a non-negative int at buf[pos]; new pos."""
-    v = np.int64(v)
-    if v < 128:
-        buf[pos] = np.uint8(v)
-        return pos + 1
-    if v < 0x100:
-        buf[pos] = np.uint8(0xCC)
-        buf[pos + 1] = np.uint8(v)
-        return pos + 2
-    if v < 0x10000:
-        buf[pos] = np.uint8(0xCD)
-        n = 2
-    elif v <= 0xFFFFFFFF:
-        buf[pos] = np.uint8(0xCE)
-        n = 4
-    else:
-        buf[pos] = np.uint8(0xCF)
-        n = 8
-    for b in range(n):
-        buf[pos + n - b] = np.uint8((v >> (8 * b)) & 0xFF)
-    return pos + 1 + n
-
-
-@njit(cache=True)
-def _mp_key(buf: np.ndarray, pos: Int, ch: Int) -> int:
-    """A one-character msgpack fixstr at buf[pos]; new pos."""
-    buf[pos] = np.uint8(0xA1)
-    buf[pos + 1] = np.uint8(ch)
-    return pos + 2
-
-
-@njit(cache=True)
-def encode_batch(
-    vis_ids: np.ndarray,
-    vis_off: np.ndarray,
-    rows: np.ndarray,
-    base_ids: np.ndarray,
-    base_src: np.ndarray,
-    base_off: np.ndarray,
-    q_ring: np.ndarray,
-    ring_seq: np.ndarray,
-    seq: Int,
-    px: np.ndarray,
-    py: np.ndarray,
-    view: np.ndarray,
-    prio: np.ndarray,
-    clients: np.ndarray,
-    budget: Int,
-    tick: Int,
-    baselines: np.ndarray,
-    ack_seqs: np.ndarray,
-    frames: np.ndarray,
-    frame_off: np.ndarray,
-    new_ids: np.ndarray,
-    new_src: np.ndarray,
-    new_off: np.ndarray,
-    out: np.ndarray,
-    c_kind: np.ndarray,
-    c_ref: np.ndarray,
-    c_cost: np.ndarray,
-    c_prio: np.ndarray,
-    c_sel: np.ndarray,
-    stats: np.ndarray,
-) -> int:
-    """`encode_client` for a group of clients in one call, each body wrapped in its msgpack delta
-    frame ``{"t":"d","k":tick,"b":baseline,"a":ack_seq,"e":bin}`` (byte-identical to
-    ``msgpack.packb``).
-
-    Client b (clients[b], a row of prio) sees vis_ids[vis_off[rows[b]]:vis_off[rows[b] + 1]];
-    its baseline is base_ids/base_src[base_off[b]:base_off[b + 1]]; view[b] = (x, y, radius).
-    Output: frame b = frames[frame_off[b]:frame_off[b + 1]]; its known set after this snapshot =
-    new_ids/new_src[new_off[b]:new_off[b + 1]]; stats[b] = encode_client's stats. ``frames`` must
-    hold every frame (body bound + 46 header bytes each), new_ids/new_src the sum of m + k, and
-    out/c_* the largest client's (see `encode_client`). Returns the total frame bytes.
-    """
-    nb = clients.shape[0]
-    fpos = 0
-    npos = 0
-    frame_off[0] = 0
-    new_off[0] = 0
-    for b in range(nb):
-        r = rows[b]
-        vis = vis_ids[vis_off[r] : vis_off[r + 1]]
-        bi = base_ids[base_off[b] : base_off[b + 1]]
-        bs = base_src[base_off[b] : base_off[b + 1]]
-        need = bi.shape[0] + vis.shape[0]
-        st = stats[b]
-        n = encode_client(
-            vis, bi, bs, q_ring, ring_seq, seq, px, py, view[b, 0], view[b, 1], view[b, 2], prio[clients[b]],
-            budget, out, new_ids[npos : npos + need], new_src[npos : npos + need], c_kind, c_ref, c_cost,
-            c_prio, c_sel, st,
-        )  # fmt: skip
-        npos += st[ST_KNOWN]
-        new_off[b + 1] = npos
-        p = fpos
-        frames[p] = np.uint8(0x85)  # fixmap(5)
-        p = _mp_key(frames, p + 1, 116)  # "t"
-        p = _mp_key(frames, p, 100)  # "d"
-        p = _mp_key(frames, p, 107)  # "k"
-        p = _mp_uint(frames, p, tick)
-        p = _mp_key(frames, p, 98)  # "b"
-        p = _mp_uint(frames, p, baselines[b])
-        p = _mp_key(frames, p, 97)  # "a"
-        p = _mp_uint(frames, p, ack_seqs[b])
-        p = _mp_key(frames, p, 101)  # "e"
-        if n < 0x100:
-            frames[p] = np.uint8(0xC4)
-            frames[p + 1] = np.uint8(n)
-            p += 2
-        elif n < 0x10000:
-            frames[p] = np.uint8(0xC5)
-            frames[p + 1] = np.uint8(n >> 8)
-            frames[p + 2] = np.uint8(n & 0xFF)
-            p += 3
-        else:
-            frames[p] = np.uint8(0xC6)
-            for s in range(4):
-                frames[p + 4 - s] = np.uint8((n >> (8 * s)) & 0xFF)
-            p += 5
-        for t in range(n):
-            frames[p + t] = out[t]
-        fpos = p + n
-        frame_off[b + 1] = fpos
-    return fpos

@@ -232,30 +232,39 @@ class ServerSession:
             except Exception:  # hostile bytes: the checked path below classifies them
                 decoded = _UNDECODED
             m = decoded
-            if state is _ACTIVE and type(m) is dict and len(m) == 5 and m.get("t") == "in":
-                try:
-                    seq = m["s"]
-                    ct = m["ct"]
-                    dx = m["dx"]
-                    dy = m["dy"]
-                except KeyError:
-                    pass
-                else:
-                    # Literals rather than UINT32_MAX: no global lookup per comparison. Int dx/dy
-                    # are legal but rare, so they take the checked path, which widens them.
-                    if (
-                        type(seq) is int
-                        and type(ct) is int
-                        and type(dx) is float
-                        and type(dy) is float
-                        and 0 <= seq <= 0xFFFFFFFF
-                        and 0 <= ct <= 0xFFFFFFFF
-                        and -1.0 <= dx <= 1.0  # NaN and +-inf fail this comparison
-                        and -1.0 <= dy <= 1.0
-                    ):
-                        if seq > self.last_input_seq:
-                            self.last_input_seq = seq
-                        return [_new_input(seq, ct, dx, dy, 0, 0, None)]
+            # The same with the client's snapshot ack (t, s, ct, dx, dy, ack): what every client
+            # that decodes delta snapshots sends.
+            if state is _ACTIVE and type(m) is dict and m.get("t") == "in":
+                nkeys = len(m)
+                ack = m.get("ack") if nkeys == 6 else None
+                if nkeys == 5 or (type(ack) is int and 0 <= ack <= 0xFFFFFFFFFFFFFFFF):
+                    try:
+                        seq = m["s"]
+                        ct = m["ct"]
+                        dx = m["dx"]
+                        dy = m["dy"]
+                    except KeyError:
+                        pass
+                    else:
+                        # Literals rather than UINT32_MAX: no global lookup per comparison. Int dx/dy
+                        # are legal but rare, so they take the checked path, which widens them.
+                        if (
+                            type(seq) is int
+                            and type(ct) is int
+                            and type(dx) is float
+                            and type(dy) is float
+                            and 0 <= seq <= 0xFFFFFFFF
+                            and 0 <= ct <= 0xFFFFFFFF
+                            and -1.0 <= dx <= 1.0  # NaN and +-inf fail this comparison
+                            and -1.0 <= dy <= 1.0
+                        ):
+                            if seq > self.last_input_seq:
+                                self.last_input_seq = seq
+                            if ack is not None:
+                                last = self.last_ack_tick
+                                if last is None or ack > last:
+                                    self.last_ack_tick = ack
+                            return [_new_input(seq, ct, dx, dy, 0, 0, ack)]
 
         try:
             if decoded is not _UNDECODED:

@@ -59,6 +59,7 @@ class WsClientConnection(asyncio.Protocol):
         self.close_reason = ""
         self.bytes_in = 0
         self.msgs_in = 0
+        self._open = False  # the handshake is done (frames follow)
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -71,7 +72,24 @@ class WsClientConnection(asyncio.Protocol):
         self.transport.write(request.encode())
 
     def data_received(self, data: bytes) -> None:
-        self.bytes_in += len(data)
+        n = len(data)
+        self.bytes_in += n
+        reader = self._reader
+        if n >= 2 and data[0] == 0x82 and self._open and not reader.pending:
+            # Nearly all traffic: exactly one whole binary frame (unmasked, 7- or 16-bit length).
+            size = data[1]
+            hdr = 2
+            if size == 126 and n >= 4:
+                size = (data[2] << 8) | data[3]
+                hdr = 4
+            if size < 0x10000 and n == hdr + size and size <= reader.max_size:
+                self.msgs_in += 1
+                cut = reader.truncate_at
+                if cut is not None and size > reader.truncate_over:
+                    self._on_message(data[hdr : hdr + cut])
+                else:
+                    self._on_message(data[hdr:] if hdr else data)
+                return
         if not self.opened.done():
             self._http += data
             end = self._http.find(b"\r\n\r\n")
@@ -92,6 +110,7 @@ class WsClientConnection(asyncio.Protocol):
                 self._fail_handshake("bad Sec-WebSocket-Accept")
                 return
             self.opened.set_result(None)
+            self._open = True
             if not rest:
                 return
             data = rest
@@ -154,7 +173,9 @@ class WsClientConnection(asyncio.Protocol):
         self._reader.truncate_over = over
 
     def send(self, payload: bytes) -> None:
-        self._write(client_frame(OP_BINARY, payload))
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(client_frame(OP_BINARY, payload))
 
     def send_text(self, payload: bytes) -> None:
         self._write(client_frame(OP_TEXT, payload))

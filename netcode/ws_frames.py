@@ -40,10 +40,35 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
     return frame_header(opcode, len(payload)) + payload
 
 
+class _MaskKeys:
+    """Masking keys cut from one os.urandom block: as unpredictable as a urandom call per frame
+    (RFC 6455 §5.3), at a tenth of the cost (a getrandom syscall per frame was ~0.5 µs)."""
+
+    __slots__ = ("_block", "_pos")
+
+    def __init__(self) -> None:
+        self._block = b""
+        self._pos = 0
+
+    def next(self) -> bytes:
+        pos = self._pos
+        if pos >= len(self._block):
+            self._block = os.urandom(4096)
+            pos = 0
+        self._pos = pos + 4
+        return self._block[pos : pos + 4]
+
+
+_mask_keys = _MaskKeys()
+
+
 def client_frame(opcode: int, payload: bytes) -> bytes:
     """A masked frame, as RFC 6455 requires of clients."""
-    key = os.urandom(4)
-    return frame_header(opcode, len(payload), masked=True) + key + apply_mask(payload, key)
+    key = _mask_keys.next()
+    n = len(payload)
+    if n < 126:
+        return b"".join((bytes((0x80 | opcode, 0x80 | n)), key, apply_mask(payload, key)))
+    return frame_header(opcode, n, masked=True) + key + apply_mask(payload, key)
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
@@ -93,6 +118,11 @@ class FrameReader:
         self.truncate_at: int | None = None
         self.truncate_over = 4096
         self._skip = 0
+
+    @property
+    def pending(self) -> bool:
+        """True while part of a frame or message is buffered (or being skipped)."""
+        return bool(self._buf) or self._frag is not None or self._skip > 0
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         if self._skip:

@@ -23,6 +23,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.speedups import apply_mask
 
 from netcode.ws_frames import (
     OP_BINARY,
@@ -109,9 +110,19 @@ class WsServerConnection(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
 
     def data_received(self, data: bytes) -> None:
-        self.bytes_in += len(data)
+        n = len(data)
+        self.bytes_in += n
         fast = self._fast
         if fast is not None:
+            # Nearly all traffic: exactly one whole masked binary frame with a 7-bit length, and
+            # nothing buffered from an earlier read. Anything else takes FrameReader's full path.
+            if n >= 6 and data[0] == 0x82 and not fast.pending:
+                size = data[1] - 0x80  # negative when the mask bit is missing
+                if 0 <= size < 126 and n == size + 6 and size <= self.max_size:
+                    if not (self._closing or self._sent_close):
+                        self.msgs_in += 1
+                        self.handler.on_message(self, apply_mask(data[6:], data[2:6]), False)
+                    return
             self._fast_frames(fast, data)
             return
         proto = self._proto
@@ -257,6 +268,15 @@ class WsServerConnection(asyncio.Protocol):
 
     def send(self, payload: bytes) -> bool:
         return self.send_parts(payload)
+
+    def send_framed(self, data: bytes) -> None:
+        """Write bytes that already are whole server frames (e.g. `Replicator.encode_group(ws=True)`).
+
+        No checks: the caller has just checked `is_open` and `write_buffer_size` (the snapshot
+        sender does, before encoding), and nothing can change in between on the loop thread.
+        """
+        self.bytes_out += len(data)
+        self.transport.write(data)  # type: ignore[union-attr]
 
     def ping(self, data: bytes = b"") -> None:
         if self.is_open:

@@ -27,16 +27,21 @@ W = 100.0
 def _same_state(a: Replicator, b: Replicator, nclients: int) -> None:
     np.testing.assert_array_equal(a._cl_seq, b._cl_seq)
     np.testing.assert_array_equal(a.prio, b.prio)
+    np.testing.assert_array_equal(a.prio_dirty, b.prio_dirty)
     for c in range(nclients):
         for ri in range(RING):
-            if a._cl_seq[c, ri] < 0:
+            seq = int(a._cl_seq[c, ri])
+            if seq < 0 or int(a.ring_seq[ri]) != seq:
                 continue
-            ia, ib = a._cl_ids[c][ri], b._cl_ids[c][ri]
-            sa, sb = a._cl_src[c][ri], b._cl_src[c][ri]
-            assert ia is not None and ib is not None and sa is not None and sb is not None
+            ka, kb = a.known(c, int(a.ring_tick[ri])), b.known(c, int(b.ring_tick[ri]))
+            assert ka is not None and kb is not None
+            (ia, sa), (ib, sb) = ka, kb
             np.testing.assert_array_equal(ia, ib)
             np.testing.assert_array_equal(sa, sb)
             assert ia.dtype == ib.dtype and sa.dtype == sb.dtype
+    for c in range(nclients):  # a clean priority row is all zeros
+        if not a.prio_dirty[c]:
+            assert not a.prio[c].any()
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -125,6 +130,15 @@ def test_frames_for_big_bodies_and_duplicates() -> None:
         _same_state(a, b, 3)
         biggest = max(biggest, *(len(f) for f in fa))
     assert biggest > 65536
+    # acks no snapshot can have (a client may claim any uint64): no baseline, as with frame_for
+    for r in (a, b):
+        r.begin_send(5, world.records())
+        r.set_viewers([0, 1, 2], [0, 1, 2], np.full(3, W / 2), np.full(3, W / 2))
+    fa = a.frames_for([0, 1, 2], [2**64 - 1, 2**63, -1], [0, 0, 0], 300)
+    fb = [b.frame_for(c, k, 0, 300) for c, k in zip([0, 1, 2], [2**64 - 1, 2**63, -1], strict=True)]
+    assert fa == fb
+    assert all(decode_delta_frame(f).baseline == 0 for f in fa)
+    _same_state(a, b, 3)
     fa = a.frames_for([0, 0, 1], [4, 4, 4], [0, 0, 0], 300)
     fb = [b.frame_for(c, 4, 0, 300) for c in (0, 0, 1)]
     assert fa == fb
