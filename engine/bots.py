@@ -22,7 +22,7 @@ import numpy as np
 
 from netcode.client import ArbiterClient
 from netcode.client_session import Snapshot
-from netcode.prediction import ShipPredictor, TickClock
+from netcode.prediction import Interpolator, ShipPredictor, TickClock
 from netcode.prediction import warmup as prediction_warmup
 from netcode.replication import warmup as replication_warmup
 from sim.games.startales import scan_arg
@@ -165,10 +165,11 @@ class StartalesBrain:
 
 
 def _reconciler(
-    c: ArbiterClient, pred: ShipPredictor, clock: TickClock, loop: asyncio.AbstractEventLoop
+    c: ArbiterClient, pred: ShipPredictor, clock: TickClock, interp: Interpolator, loop: asyncio.AbstractEventLoop
 ) -> Callable[[Snapshot], None]:
     def on_snapshot(snap: Snapshot) -> None:
         clock.observe(snap.tick, loop.time())
+        interp.push_records(snap.tick, snap.entities, exclude=c.player)
         me = snap.entities[snap.entities["id"] == c.player]
         if me.size:
             pred.on_snapshot(
@@ -214,6 +215,10 @@ class BotReport:
     prediction_error_mean: float = 0.0
     prediction_error_max: float = 0.0
     correction_rate: float = 0.0
+    # interpolation of remote entities by the same bots (a buffer of two send intervals)
+    interpolated_bots: int = 0
+    interp_starved_rate: float = 0.0  # samples whose render tick passed the newest snapshot
+    interp_entities_mean: float = 0.0
     # startales: what the honest players got done, counted from their own events
     built: int = 0
     gifts_confirmed: int = 0
@@ -262,14 +267,19 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
 
     # A few bots predict their own ship and reconcile with the server's snapshots, as game clients
     # do (netcode/prediction.py); their error and correction rate go into the report.
+    # They also render everyone else through an interpolation buffer of two send intervals, and
+    # report how often it ran dry (the render tick passed the newest snapshot: extrapolation).
     preds: dict[int, tuple[ShipPredictor, TickClock]] = {}
+    interps: dict[int, Interpolator] = {}
     for i, c in live[: cfg.full_decoders]:
         w = c.welcome
         if w is None or not c.decode:
             continue
         pred, clock = ShipPredictor(w.game, w.world, epsilon=0.05), TickClock(w.tick_rate)
-        preds[i] = (pred, clock)
-        c.on_snapshot = _reconciler(c, pred, clock, loop)
+        interp = Interpolator(delay_ticks=2.0 * w.tick_rate / max(w.send_rate, 1))
+        preds[i], interps[i] = (pred, clock), interp
+        c.on_snapshot = _reconciler(c, pred, clock, interp, loop)
+    interp_samples = interp_starved = interp_entities = 0
 
     period = 1.0 / cfg.input_rate
     n = len(live)
@@ -319,6 +329,13 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
         if now >= next_track:
             # Own-ship positions of the decoding bots, sampled at the send rate, not per wake-up.
             next_track = now + 0.05
+            for i, interp in interps.items():
+                clock = preds[i][1]
+                if interp.latest_tick >= 0 and clock.offset is not None:
+                    view = interp.sample(clock.render_tick(now, interp.delay_ticks))
+                    interp_samples += 1
+                    interp_starved += int(view.extrapolated)
+                    interp_entities += len(view.ids)
             for i, c in watched:
                 snap = c.latest
                 if snap is not None:
@@ -391,6 +408,9 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
         ),
         prediction_error_max=round(max((float(p["max_error"]) for p in pstats), default=0.0), 4),
         correction_rate=round(sum(int(p["corrections"]) for p in pstats) / max(n_snap, 1), 4),
+        interpolated_bots=len(interps),
+        interp_starved_rate=round(interp_starved / max(interp_samples, 1), 4),
+        interp_entities_mean=round(interp_entities / max(interp_samples, 1), 1),
     )
 
 

@@ -39,6 +39,7 @@ def summarize(first: dict[str, Any], last: dict[str, Any], bots: dict[str, Any],
         "rtt_p50_ms": bots["rtt_p50_ms"],
         "prediction_error_mean": bots.get("prediction_error_mean"),
         "correction_rate": bots.get("correction_rate"),
+        "interp_starved_rate": bots.get("interp_starved_rate"),
         "server_rss_mb": last["rss_mb"],
         # fair play: honest bots must raise nothing (docs/fairplay.md)
         "fairplay_violations": sum(last.get("fairplay", {}).get("violations", {}).values()),
