@@ -19,7 +19,6 @@ because `iat`/`nbf`/`exp` are Unix times).
 from __future__ import annotations
 
 import base64
-import heapq
 import hmac
 import json
 import logging
@@ -28,15 +27,15 @@ import os
 import re
 import secrets
 import stat
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 import jwt
 
+from engine.token_replay import ReplayCache
 from netcode.protocol import MAX_TOKEN_BYTES
 
 log = logging.getLogger("arbiter.auth")
@@ -47,7 +46,6 @@ MIN_SECRET_BYTES: Final = 32  # RFC 7518 §3.2: an HS256 key at least as long as
 DEFAULT_TTL: Final = 3600
 MAX_TTL: Final = 86400  # longest token lifetime the issuer mints and the verifier accepts
 DEFAULT_LEEWAY: Final = 5.0
-DEFAULT_REPLAY_CAPACITY: Final = 100_000
 MAX_ACCOUNT_LEN: Final = 256
 MAX_NAME_LEN: Final = 32  # the hello's display-name rule (docs/protocol.md)
 MAX_JTI_LEN: Final = 128
@@ -366,92 +364,6 @@ class TokenIssuer:
 
 
 # -- replay -----------------------------------------------------------------------------------------
-class ReplayCache:
-    """Token ids seen within their lifetime.
-
-    An entry lives until its token could no longer verify (exp + leeway) and is then forgotten, so
-    memory is bounded by the number of tokens live at once; `capacity` bounds it absolutely: when
-    full, the soonest-expiring entry is evicted (counted in `evictions` — a non-zero count means the
-    capacity is too small for the join rate × token lifetime and a replay window opened).
-
-    In memory only: a restart forgets it. `export()` / `import_()` carry the live entries across
-    a restart once the engine persists them (campaign SQLite or Redis).
-    """
-
-    def __init__(self, capacity: int = DEFAULT_REPLAY_CAPACITY) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.capacity = capacity
-        self._until: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
-        self.evictions = 0
-
-    def __len__(self) -> int:
-        return len(self._until)
-
-    def __contains__(self, jti: object) -> bool:
-        return jti in self._until
-
-    def _purge(self, now: float) -> None:
-        heap, until = self._heap, self._until
-        while heap and heap[0][0] <= now:
-            t, jti = heapq.heappop(heap)
-            if until.get(jti) == t:
-                del until[jti]
-
-    def _evict_one(self) -> None:
-        heap, until = self._heap, self._until
-        while heap:
-            t, jti = heapq.heappop(heap)
-            if until.get(jti) == t:
-                del until[jti]
-                self.evictions += 1
-                return
-
-    def _insert(self, jti: str, until: float) -> None:
-        while len(self._until) >= self.capacity:
-            self._evict_one()
-        self._until[jti] = until
-        heapq.heappush(self._heap, (until, jti))
-
-    def check_and_add(self, jti: str, until: float, now: float) -> bool:
-        """True if `jti` is new (and now remembered until `until`); False if it is a replay."""
-        with self._lock:
-            self._purge(now)
-            if jti in self._until:
-                return False
-            if until > now:
-                self._insert(jti, until)
-            return True
-
-    def export(self, now: float | None = None) -> list[tuple[str, float]]:
-        """The live entries as (jti, forget_at) pairs, soonest first (for persisting)."""
-        with self._lock:
-            if now is not None:
-                self._purge(now)
-            return sorted(((j, t) for j, t in self._until.items()), key=lambda e: (e[1], e[0]))
-
-    def import_(self, entries: Iterable[tuple[str, float]], now: float) -> int:
-        """Remember persisted entries (skipping expired ones); returns how many were added."""
-        added = 0
-        with self._lock:
-            self._purge(now)
-            for jti, until in entries:
-                until = float(until)
-                if not isinstance(jti, str) or until <= now:
-                    continue
-                old = self._until.get(jti)
-                if old is not None:
-                    if until > old:
-                        self._until[jti] = until
-                        heapq.heappush(self._heap, (until, jti))
-                    continue
-                self._insert(jti, until)
-                added += 1
-        return added
-
-
 # -- verifying --------------------------------------------------------------------------------------
 def _numeric_date(claims: Mapping[str, Any], key: str) -> int:
     v = claims[key]
