@@ -685,3 +685,15 @@ async def test_bans_survive_a_restart_postgres() -> None:
             assert [r["account_id"] for r in rows] == ["forger", "villain"]
         finally:
             await conn.close()
+
+
+async def test_server_starts_and_bans_while_the_ban_store_is_unreachable() -> None:
+    """PostgreSQL down at start: the server still serves; bans decided meanwhile hold in memory."""
+    async with running_server(game="wander", game_config={"npcs": 5}, pg_dsn="postgresql://127.0.0.1:9/none",
+                              campaign="pg-down") as server:  # fmt: skip
+        c = await ArbiterClient.connect(url(server), "eve")
+        server.fairplay.referee.ban("eve", None, "test", 60.0, "ops")
+        await wait_for(lambda: not c.is_open)
+        with pytest.raises(ServerError) as exc:
+            await ArbiterClient.connect(url(server), "eve")
+        assert exc.value.code == ErrorCode.BANNED

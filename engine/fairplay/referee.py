@@ -90,16 +90,41 @@ class Referee:
         self.refused_hellos = 0
         self._state_audited: dict[int, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._loader: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self.bans.replace(await self.store.load_active_bans(self._wall()))
+    async def start(self, timeout: float = 3.0) -> None:
+        """Load the bans in force. A store that cannot answer (PostgreSQL down) does not keep the
+        server from starting: it retries in the background, and bans decided meanwhile hold."""
+        try:
+            await asyncio.wait_for(self._load_bans(), timeout)
+        except Exception as exc:
+            log.error("bans not loaded (%s); retrying in the background", exc)
+            self._loader = asyncio.get_running_loop().create_task(self._load_bans_until_done())
+
+    async def _load_bans(self) -> None:
+        for ban in await self.store.load_active_bans(self._wall()):
+            self.bans.add(ban)  # added to any provisional ones decided meanwhile
         if len(self.bans):
             log.info("%d bans in force for campaign %s", len(self.bans), self.campaign)
 
+    async def _load_bans_until_done(self, every: float = 5.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._load_bans()
+                return
+            except Exception as exc:
+                log.warning("bans still not loaded: %s", exc)
+
     async def close(self) -> None:
+        if self._loader is not None:  # a background ban load must not keep shutdown waiting
+            self._loader.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.store.close()
+            _, pending = await asyncio.wait(self._tasks, timeout=2.0)
+            for task in pending:  # a ban write stuck on a dead store: it held while we ran
+                log.error("a ban write did not finish before shutdown; cancelled")
+                task.cancel()
+        await self.store.close(timeout=2.0)
 
     # -- admission --------------------------------------------------------------------------------
     def check_address(self, ip: str, now: float) -> tuple[str, BanRecord | None] | None:
