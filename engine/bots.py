@@ -368,8 +368,9 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
     errors = sum(len(c.errors) for _, c in live)
     closed_early = sum(1 for _, c in live if not c.is_open)
     moved = sum(1 for i in first_pos if i in last_pos and math.dist(first_pos[i], last_pos[i]) > 1e-3)
-    unmoved = [i for i, _ in watched if i not in first_pos or i not in last_pos
-               or math.dist(first_pos[i], last_pos[i]) <= 1e-3]
+    unmoved = [
+        i for i, _ in watched if i not in first_pos or i not in last_pos or math.dist(first_pos[i], last_pos[i]) <= 1e-3
+    ]
     if unmoved:
         log.info("bots whose ship was not seen moving: %s", [(i, first_pos.get(i), last_pos.get(i)) for i in unmoved])
     for _, c in live:

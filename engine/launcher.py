@@ -66,9 +66,7 @@ def start_server(
     if cpu is not None and _has_taskset():
         cmd = ["taskset", "-c", str(cpu), *cmd]
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, bufsize=1
-    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, bufsize=1)
     assert proc.stdout is not None
     log: list[str] = []
     ready: dict[str, str] = {}

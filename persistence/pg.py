@@ -10,7 +10,7 @@ See docs/durability.md, section "PostgreSQL", for the wiring and the guarantees.
 from __future__ import annotations
 
 from persistence.pg_migrations import MIGRATIONS, Migration, MigrationError, current_version, migrate
-from persistence.pg_writer import (
+from persistence.pg_rows import (
     ACCOUNT,
     AUDIT,
     PROGRESS,
@@ -20,9 +20,9 @@ from persistence.pg_writer import (
     OverflowSink,
     PendingRow,
     PgUnavailableError,
-    PgWriteBehind,
     Progress,
 )
+from persistence.pg_writer import PgWriteBehind
 
 __all__ = [
     "ACCOUNT",

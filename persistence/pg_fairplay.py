@@ -20,7 +20,7 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from persistence.fairplay_store import (
+from persistence.fairplay_records import (
     DEFAULT_QUEUE_SIZE,
     AuditEntry,
     AuditRow,
@@ -32,13 +32,14 @@ from persistence.fairplay_store import (
     validate_ban,
     validate_lift,
 )
-from persistence.pg_migrations import check_schema_name, migrate
-from persistence.pg_writer import AUDIT, MemoryOverflow, OverflowSink, PgUnavailableError, PgWriteBehind
+from persistence.pg_migrations import check_schema_name
+from persistence.pg_pool import LazyPool, PoolFactory
+from persistence.pg_rows import AUDIT, MemoryOverflow, OverflowSink, PgUnavailableError
+from persistence.pg_writer import PgWriteBehind
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PoolFactory = Callable[[], Awaitable[asyncpg.Pool]]
 
 # Errors that say "the server could not be reached", as opposed to "this statement is wrong".
 _UNAVAILABLE: Final = (
@@ -59,22 +60,6 @@ _ACTIVE_SQL: Final = (
     "(lifted_at IS NULL OR lifted_at > to_timestamp($1::float8)) "
     "AND (until IS NULL OR until > to_timestamp($1::float8))"
 )
-
-
-def _ban_from_record(r: Sequence[Any]) -> BanRecord:
-    ban_id, account, ip_range, campaign, reason, created_by, created_at, until, lifted_at, lifted_by = r
-    return BanRecord(
-        int(ban_id),
-        account,
-        ip_range,
-        campaign,
-        reason,
-        created_by,
-        float(created_at),
-        None if until is None else float(until),
-        None if lifted_at is None else float(lifted_at),
-        lifted_by,
-    )
 
 
 def _text(value: str) -> str:
@@ -117,31 +102,27 @@ class PgFairplayStore:
         backoff_base: float = 0.05,
         backoff_cap: float = 5.0,
     ) -> None:
-        if (dsn is None) == (pool_factory is None):
-            raise ValueError("give exactly one of dsn and pool_factory")
         if writer is not None and overflow is not None:
             raise ValueError("overflow belongs to the writer: give it to the PgWriteBehind passed as writer")
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
         self.schema = check_schema_name(schema)
-        self._dsn = dsn
-        self._pool_factory = pool_factory
-        self._pool: asyncpg.Pool | None = None
-        self._migrated = not run_migrations
-        self._ready_lock = asyncio.Lock()
-        self._pool_size = max(1, pool_size)
+        # max_size + 1: the owned writer's batch must not starve admin reads.
+        self._pool = LazyPool(dsn, pool_factory, self.schema, run_migrations=run_migrations,
+                              max_size=max(1, pool_size) + 1, connect_timeout=connect_timeout,
+                              command_timeout=command_timeout, application_name="arbiter-fairplay")  # fmt: skip
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._owns_writer = writer is None
         self._default_overflow = writer is None and overflow is None
         if writer is None:
             writer = PgWriteBehind(
-                pool_factory=self._ready,
+                pool_factory=self._pool.get,
                 schema=self.schema,
                 max_buffer=queue_size,
                 batch_size=min(2000, queue_size),
                 overflow=overflow,
-                # _ready migrates; the writer need not take the advisory lock a second time.
+                # The shared pool migrates; the writer need not take the advisory lock a second time.
                 run_migrations=False,
                 backoff_base=backoff_base,
                 backoff_cap=backoff_cap,
@@ -174,40 +155,12 @@ class PgFairplayStore:
 
     # ------------------------------------------------------------------ connection
 
-    async def _ready(self) -> asyncpg.Pool:
-        """The pool, migrated. Also the owned writer's pool factory, so both share one pool."""
-        async with self._ready_lock:
-            if self._pool is None:
-                self._pool = await self._make_pool()
-            if not self._migrated:
-                applied = await migrate(self._pool, self.schema)
-                if applied:
-                    log.info("PostgreSQL schema %s migrated: %s", self.schema, applied)
-                self._migrated = True
-            return self._pool
-
-    async def _make_pool(self) -> asyncpg.Pool:
-        if self._pool_factory is not None:
-            return await self._pool_factory()
-        # min_size=0: creating the pool does not connect; the first query does.
-        pool = await asyncpg.create_pool(
-            self._dsn,
-            min_size=0,
-            max_size=self._pool_size + 1,  # +1: the owned writer's batch must not starve admin reads
-            timeout=self._connect_timeout,
-            command_timeout=self._command_timeout,
-            max_inactive_connection_lifetime=60.0,
-            server_settings={"application_name": "arbiter-fairplay"},
-        )
-        assert pool is not None
-        return pool
-
     async def _call(self, what: str, op: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
         if self._closed:
             raise StoreClosedError("fair-play store closed")
         self._start_writer()
         try:
-            pool = await asyncio.wait_for(self._ready(), self._connect_timeout + self._command_timeout)
+            pool = await asyncio.wait_for(self._pool.get(), self._connect_timeout + self._command_timeout)
             return await op(pool)
         except _UNAVAILABLE as exc:
             raise PgUnavailableError(f"{what}: PostgreSQL unavailable ({type(exc).__name__}: {exc})") from exc
@@ -328,7 +281,7 @@ class PgFairplayStore:
                 ban.until,
             )
             assert row is not None
-            return _ban_from_record(tuple(row))
+            return BanRecord.from_row(tuple(row))
 
         return await self._call("add_ban", op)
 
@@ -356,7 +309,7 @@ class PgFairplayStore:
 
         async def op(pool: asyncpg.Pool) -> list[BanRecord]:
             rows = await pool.fetch(self._sql_list, float(now), bool(include_expired))
-            return [_ban_from_record(tuple(r)) for r in rows]
+            return [BanRecord.from_row(tuple(r)) for r in rows]
 
         return await self._call("list_bans", op)
 
@@ -403,9 +356,4 @@ class PgFairplayStore:
             self._closed = True
             if not await self.writer.flush(timeout):
                 log.warning("fair-play store closed with audit rows still in the shared writer's buffer")
-        pool, self._pool = self._pool, None
-        if pool is not None and self._pool_factory is None:
-            try:
-                await asyncio.wait_for(pool.close(), 2.0)
-            except (TimeoutError, *_UNAVAILABLE, asyncpg.PostgresError):
-                pool.terminate()
+        await self._pool.close()

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from persistence.pg_writer import PendingRow
+from persistence.pg_rows import PendingRow
 
 log = logging.getLogger("arbiter.pg_overflow")
 

@@ -26,124 +26,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Final, NamedTuple, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 
 import asyncpg
 
-from persistence.pg_migrations import check_schema_name, migrate
+from persistence.pg_migrations import check_schema_name
+from persistence.pg_pool import LazyPool, PoolFactory
+from persistence.pg_rows import (
+    ACCOUNT,
+    AUDIT,
+    PROGRESS,
+    TXN,
+    LedgerTxn,
+    MemoryOverflow,
+    OverflowSink,
+    PendingRow,
+    PgUnavailableError,
+    Progress,
+    dumps,
+    progress_dict,
+    progress_values,
+)
 
 log = logging.getLogger(__name__)
 
-TXN: Final = "txn"
-PROGRESS: Final = "progress"
-ACCOUNT: Final = "account"
-AUDIT: Final = "audit"
-
-_U64: Final = 1 << 64
-_I64_MAX: Final = (1 << 63) - 1
-
-
-class PendingRow(NamedTuple):
-    """One buffered row: `table` is TXN, PROGRESS, ACCOUNT or AUDIT; `values` are plain Python values
-    (str, int, float, None), so an overflow sink can serialize the row (JSON, msgpack) as it is.
-
-    - TXN:      (txn_id, account_id, campaign_id, tick, kind, resource, amount, balance_after, created_at)
-    - PROGRESS: (account_id, campaign_id, tick, resources_json, buildings, achievements_i64, last_x,
-                 last_y, updated_at)
-    - ACCOUNT:  (account_id, display_name)
-    - AUDIT:    (event_id, ts, campaign_id, account_id, action, evidence_json)
-
-    Times are Unix epoch seconds (float), taken at enqueue time.
-    """
-
-    table: str
-    values: tuple[Any, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerTxn:
-    """One ledger entry. `txn_id` must be deterministic (e.g. f"{campaign}:{tick}:{eid}:{n}") so that
-    a replayed journal re-emits the same ids and PostgreSQL keeps one row each."""
-
-    txn_id: str
-    account_id: str
-    campaign_id: str
-    tick: int
-    kind: str  # harvest, build, transfer_in, transfer_out, ...
-    resource: int
-    amount: int  # signed change
-    balance_after: int  # must be >= 0 (CHECK in the table)
-    created_at: float | None = None  # epoch seconds; None = now
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    account_id: str
-    campaign_id: str
-    tick: int
-    resources: Mapping[str | int, int]
-    buildings: int = 0
-    achievements: int = 0  # bitmask, 0 <= value < 2**64
-    last_x: float | None = None
-    last_y: float | None = None
-    updated_at: float | None = None  # epoch seconds; None = now
-    txn_last: int = 0  # the last transfer (transaction) id the player applied
-
-
-class OverflowSink(Protocol):
-    """Where rows go when the buffer is full (the engine plugs in the campaign SQLite).
-
-    `spill` is called from the tick and must not block (enqueue to a writer thread, append to a list).
-    `unspill` is awaited by the writer task when the buffer has room; it returns up to `limit` rows and
-    removes them from the sink (the writer owns them from then on). `pending` is the number of rows
-    held. `drain` removes and returns everything (shutdown, tests).
-    """
-
-    def spill(self, rows: Sequence[PendingRow]) -> None: ...
-
-    async def unspill(self, limit: int) -> list[PendingRow]: ...
-
-    def pending(self) -> int: ...
-
-    def drain(self) -> list[PendingRow]: ...
-
-
-class MemoryOverflow:
-    """Default overflow sink: an unbounded in-process list. Survives outages, not process crashes."""
-
-    def __init__(self) -> None:
-        self._rows: deque[PendingRow] = deque()
-
-    def spill(self, rows: Sequence[PendingRow]) -> None:
-        self._rows.extend(rows)
-
-    async def unspill(self, limit: int) -> list[PendingRow]:
-        n = min(limit, len(self._rows))
-        return [self._rows.popleft() for _ in range(n)]
-
-    def pending(self) -> int:
-        return len(self._rows)
-
-    def drain(self) -> list[PendingRow]:
-        rows = list(self._rows)
-        self._rows.clear()
-        return rows
-
-
-class PgUnavailableError(RuntimeError):
-    """PostgreSQL could not be reached for a read (and nothing buffered could answer it)."""
-
-
-PoolFactory = Callable[[], Awaitable[asyncpg.Pool]]
 
 # SQLSTATE classes that say "this row's data is wrong": retrying cannot help, the row is set aside.
 # 21 cardinality violation, 22 data exception (includes asyncpg's client-side encoding errors),
@@ -157,22 +69,6 @@ def _is_poison(exc: BaseException) -> bool:
         return state[:2] in _POISON_CLASSES
     # Errors raised while encoding arguments that asyncpg did not wrap.
     return isinstance(exc, (TypeError, ValueError, OverflowError)) and not isinstance(exc, asyncpg.InterfaceError)
-
-
-def _to_i64(mask: int) -> int:
-    value = int(mask) % _U64
-    return value - _U64 if value > _I64_MAX else value
-
-
-def _json_default(obj: object) -> object:
-    item = getattr(obj, "item", None)  # numpy scalars
-    if callable(item):
-        return item()
-    return str(obj)
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_json_default)
 
 
 def _describe(exc: BaseException) -> str:
@@ -208,22 +104,16 @@ class PgWriteBehind:
         rejected_keep: int = 1000,
         overflow_log_interval: float = 5.0,
     ) -> None:
-        if (dsn is None) == (pool_factory is None):
-            raise ValueError("give exactly one of dsn and pool_factory")
         if max_buffer < 1 or batch_size < 1:
             raise ValueError("max_buffer and batch_size must be >= 1")
         self.schema = check_schema_name(schema)
-        self._dsn = dsn
-        self._pool_factory = pool_factory
         self.max_buffer = max_buffer
         self.batch_size = batch_size
         self.overflow: OverflowSink = overflow if overflow is not None else MemoryOverflow()
-        self._run_migrations = run_migrations
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
-        self._pool_size = max(2, pool_size)
         self._overflow_log_interval = overflow_log_interval
         self._rng = random.Random()
 
@@ -235,12 +125,12 @@ class PgWriteBehind:
         self._inflight: list[PendingRow] = []
         self._known_accounts: set[str] = set()
 
-        self._pool: asyncpg.Pool | None = None
-        self._own_pool = pool_factory is None
-        self._migrated = not run_migrations
+        # min_size 0: a server started during an outage works; the first write connects.
+        self._pool = LazyPool(dsn, pool_factory, self.schema, run_migrations=run_migrations,
+                              max_size=max(2, pool_size), connect_timeout=connect_timeout,
+                              command_timeout=command_timeout, application_name="arbiter-write-behind")  # fmt: skip
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._ready_lock = asyncio.Lock()
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
@@ -331,20 +221,7 @@ class PgWriteBehind:
     def upsert_progress(self, progress: Progress | Mapping[str, Any]) -> None:
         """Buffer a player's progress; only the newest tick per (account, campaign) is kept."""
         try:
-            p = progress if isinstance(progress, Progress) else Progress(**progress)
-            resources = _dumps({str(k): int(v) for k, v in p.resources.items()})
-            values = (
-                p.account_id,
-                p.campaign_id,
-                int(p.tick),
-                resources,
-                int(p.buildings),
-                _to_i64(p.achievements),
-                None if p.last_x is None else float(p.last_x),
-                None if p.last_y is None else float(p.last_y),
-                time.time() if p.updated_at is None else float(p.updated_at),
-                int(p.txn_last),
-            )
+            values = progress_values(progress if isinstance(progress, Progress) else Progress(**progress))
         except (TypeError, ValueError, OverflowError, AttributeError) as exc:
             self._reject_now(PendingRow(PROGRESS, (repr(progress),)), exc)
             return
@@ -374,7 +251,7 @@ class PgWriteBehind:
                 campaign_id,
                 account_id,
                 action,
-                _dumps(dict(evidence) if evidence is not None else {}),
+                dumps(dict(evidence) if evidence is not None else {}),
             )
         except (TypeError, ValueError, OverflowError) as exc:
             self._reject_now(PendingRow(AUDIT, (action, repr(evidence))), exc)
@@ -525,12 +402,7 @@ class PgWriteBehind:
         left = self._take_all()
         if left:
             self._spill(left, f"stopping after {flush_timeout} s with {len(left)} rows unwritten")
-        if self._pool is not None and self._own_pool:
-            pool, self._pool = self._pool, None
-            try:
-                await asyncio.wait_for(pool.close(), 2.0)
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                pool.terminate()
+        await self._pool.close()
         return not left and self.overflow.pending() == 0
 
     def _take_all(self) -> list[PendingRow]:
@@ -610,7 +482,7 @@ class PgWriteBehind:
         outage_started: float | None = None
         while True:
             try:
-                pool = await self._ready_pool()
+                pool = await self._pool.get()
                 t0 = time.perf_counter()
                 written, rejects = await self._write_batch(pool, batch)
             except asyncio.CancelledError:
@@ -639,33 +511,6 @@ class PgWriteBehind:
                     "PostgreSQL write resumed after %d retries (%.1f s)", attempt, time.monotonic() - outage_started
                 )
             return
-
-    async def _ready_pool(self) -> asyncpg.Pool:
-        async with self._ready_lock:  # the writer task and load_progress may both get here first
-            if self._pool is None:
-                self._pool = await self._make_pool()
-            if not self._migrated:
-                applied = await migrate(self._pool, self.schema)
-                if applied:
-                    log.info("PostgreSQL schema %s migrated: %s", self.schema, applied)
-                self._migrated = True
-            return self._pool
-
-    async def _make_pool(self) -> asyncpg.Pool:
-        if self._pool_factory is not None:
-            return await self._pool_factory()
-        # min_size=0: creating the pool does not connect, so a server started during an outage works.
-        pool = await asyncpg.create_pool(
-            self._dsn,
-            min_size=0,
-            max_size=self._pool_size,
-            timeout=self._connect_timeout,
-            command_timeout=self._command_timeout,
-            max_inactive_connection_lifetime=60.0,
-            server_settings={"application_name": "arbiter-write-behind"},
-        )
-        assert pool is not None
-        return pool
 
     async def _write_batch(
         self, pool: asyncpg.Pool, batch: list[PendingRow]
@@ -762,28 +607,17 @@ class PgWriteBehind:
         be reached and the buffer has nothing for this player."""
         pending = self._pending_progress(account_id, campaign_id)
         try:
-            pool = await asyncio.wait_for(self._ready_pool(), timeout)
+            pool = await asyncio.wait_for(self._pool.get(), timeout)
             record = await pool.fetchrow(self._sql_load, account_id, campaign_id, timeout=timeout)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             if pending is not None:
-                return _progress_dict(pending)
+                return progress_dict(pending)
             raise PgUnavailableError(f"cannot load progress of {account_id!r}: {_describe(exc)}") from exc
         if pending is not None and (record is None or pending[2] >= record["tick"]):
-            return _progress_dict(pending)
+            return progress_dict(pending)
         if record is None:
             return None
-        return {
-            "account_id": record["account_id"],
-            "campaign_id": record["campaign_id"],
-            "tick": record["tick"],
-            "resources": {k: int(v) for k, v in json.loads(record["resources"]).items()},
-            "buildings": record["buildings"],
-            "achievements": record["achievements"] % _U64,
-            "last_x": record["last_x"],
-            "last_y": record["last_y"],
-            "updated_at": record["updated_at"],
-            "txn_last": record["txn_last"],
-        }
+        return progress_dict(tuple(record))
 
     def _pending_progress(self, account_id: str, campaign_id: str) -> tuple[Any, ...] | None:
         best: tuple[Any, ...] | None = None
@@ -803,19 +637,3 @@ def _rowcount(status: str) -> int:
         return int(status.rsplit(" ", 1)[-1])
     except ValueError:
         return 0
-
-
-def _progress_dict(values: tuple[Any, ...]) -> dict[str, Any]:
-    account_id, campaign_id, tick, resources, buildings, achievements, last_x, last_y, ts = values[:9]
-    return {
-        "txn_last": values[9] if len(values) > 9 else 0,
-        "account_id": account_id,
-        "campaign_id": campaign_id,
-        "tick": tick,
-        "resources": {k: int(v) for k, v in json.loads(resources).items()},
-        "buildings": buildings,
-        "achievements": achievements % _U64,
-        "last_x": last_x,
-        "last_y": last_y,
-        "updated_at": datetime.fromtimestamp(ts).astimezone(),
-    }

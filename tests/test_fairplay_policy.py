@@ -9,7 +9,7 @@ from engine.fairplay.conn_limit import ConnLimitConfig, ConnLimiter
 from engine.fairplay.kinds import V_MALFORMED
 from engine.fairplay.policy import Policy, PolicyConfig, Violation
 from engine.fairplay.signals import TimingStats
-from persistence.fairplay_store import BanRecord
+from persistence.fairplay_records import BanRecord
 from sim.violations import V_FORGED_CLAIM, V_THRUST
 
 

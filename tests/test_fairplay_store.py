@@ -37,7 +37,8 @@ from persistence.fairplay_store import (
 )
 from persistence.pg_fairplay import PgFairplayStore
 from persistence.pg_migrations import MIGRATIONS, current_version, migrate
-from persistence.pg_writer import PgUnavailableError, PgWriteBehind
+from persistence.pg_rows import PgUnavailableError
+from persistence.pg_writer import PgWriteBehind
 
 PG_HOST = os.environ.get("ARBITER_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ARBITER_TEST_PG_PORT", "5432"))

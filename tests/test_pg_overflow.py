@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from persistence.pg_overflow import SqliteOverflow
-from persistence.pg_writer import PendingRow
+from persistence.pg_rows import PendingRow
 
 
 def _rows(a: int, b: int) -> list[PendingRow]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 
-from persistence.fairplay_store import BanRecord, normalize_ip_range
+from persistence.fairplay_records import BanRecord, normalize_ip_range
 
 
 class BanList:

@@ -22,7 +22,7 @@ from engine.fairplay.banlist import BanList
 from engine.fairplay.conn_limit import ConnLimitConfig, ConnLimiter
 from engine.fairplay.kinds import STATE_KINDS, V_CONN_FLOOD, kind_name
 from engine.fairplay.policy import Decision, Policy, PolicyConfig, Violation
-from persistence.fairplay_store import AuditEntry, BanRecord, FairplayStore, validate_ban
+from persistence.fairplay_records import AuditEntry, BanRecord, FairplayStore, validate_ban
 
 log = logging.getLogger("arbiter.fairplay")
 

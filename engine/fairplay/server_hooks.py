@@ -28,7 +28,8 @@ from engine.fairplay.kinds import (
 )
 from engine.fairplay.referee import FairPlayConfig, Referee
 from netcode.protocol import CloseCode, ErrorCode, encode_bye, encode_error
-from persistence.fairplay_store import BanRecord, FairplayStore, SqliteFairplayStore
+from persistence.fairplay_records import BanRecord, FairplayStore
+from persistence.fairplay_store import SqliteFairplayStore
 from persistence.pg_fairplay import PgFairplayStore
 
 if TYPE_CHECKING:
