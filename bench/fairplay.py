@@ -34,6 +34,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from bench.fairplay_fleet import HonestFleet
 from engine.auth import AuthError, KeyRing, TokenIssuer, TokenVerifier
 from engine.fairplay.conn_limit import ConnLimitConfig, ConnLimiter
 from engine.fairplay.kinds import (
@@ -55,9 +56,7 @@ from sim.games.startales import (
     ACTION_CLAIM,
     ACTION_GIFT,
     ACTION_HARVEST,
-    ACTION_STOP,
-    BUILD_COST_CRYSTAL,
-    BUILD_COST_METAL,
+    MAX_SPEED,
     StartalesGame,
     scan_arg,
 )
@@ -75,11 +74,10 @@ from sim.violations import (
     V_TXN_REPLAY,
     V_UNAFFORDABLE,
 )
-from sim.world import META_PLAYER_LO, World
+from sim.world import META_PLAYER_LO
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fairplay.json"
 TICK_RATE = 60
-RING = 128  # ticks of history the bots' stale views read from (>= the largest downstream delay)
 
 
 # -- cost ----------------------------------------------------------------------------------------
@@ -132,166 +130,6 @@ def bench_cost(players: int, ticks: int) -> dict[str, Any]:
         "validation_ms_per_tick": round((w - wo) * 1e3, 3),
         "books_us_per_tick": round(float(np.median(books)) * 1e6, 1),
     }
-
-
-# -- the network model ---------------------------------------------------------------------------
-class Link:
-    """One direction of every bot's connection: delay, jitter, stalls, loss, TCP order (in ticks)."""
-
-    def __init__(self, n: int, rng: np.random.Generator, loss: float = 0.01) -> None:
-        self.rng = rng
-        self.n = n
-        self.loss = loss
-        self.stall_at = rng.integers(180, 360, n)
-        self.stall_end = np.zeros(n, dtype=np.int64)
-        self.last = np.zeros(n, dtype=np.int64)  # latest delivery tick (TCP order)
-        self.stalls = 0
-
-    def delays(self, now: int, who: np.ndarray) -> np.ndarray:
-        """Delivery ticks of one message per bot in `who` sent at `now` (monotone per bot)."""
-        rng = self.rng
-        starting = who[self.stall_at[who] <= now]
-        if starting.size:
-            self.stall_end[starting] = now + rng.integers(9, 22, starting.size)  # 150-350 ms
-            self.stall_at[starting] = now + rng.integers(180, 361, starting.size)  # every 3-6 s
-            self.stalls += int(starting.size)
-        base = now + rng.integers(6, 13, who.size)  # 100-200 ms one way
-        base = np.maximum(base, self.stall_end[who] + rng.integers(6, 13, who.size))
-        lost = rng.random(who.size) < self.loss
-        base[lost] += 12  # retransmitted after a 200 ms RTO
-        out = np.maximum(base, self.last[who])
-        self.last[who] = out
-        return out
-
-
-_ROW = np.dtype(
-    [("arr", "<i8"), ("eid", "<u4"), ("seq", "<u4"), ("ct", "<u4"), ("dx", "<f4"), ("dy", "<f4"),
-     ("act", "<i4"), ("arg", "<i4"), ("amt", "<i4"), ("txn", "<u4")]
-)  # fmt: skip
-
-
-# -- honest players ------------------------------------------------------------------------------
-class HonestFleet:
-    """Bots deciding from stale views, as engine/bots.py's StartalesBrain does, vectorized."""
-
-    def __init__(self, game: StartalesGame, world: World, n: int, rng: np.random.Generator) -> None:
-        self.game, self.world, self.n, self.rng = game, world, n, rng
-        self.eids = np.array([game.join(world) for _ in range(n)], dtype=np.int64)
-        lo = int(world.arrays["meta"][META_PLAYER_LO])
-        self.slots = (self.eids & 0xFFFFF).astype(np.int64)
-        self.p = self.slots - lo
-        self.phase = rng.integers(0, 3, n)
-        self.seq = np.zeros(n, dtype=np.int64)
-        self.up, self.down = Link(n, rng), Link(n, rng)
-        self.view = np.zeros(n, dtype=np.int64)  # newest server tick each bot has seen
-        self.target = rng.integers(0, game.planets, n)
-        self.harvesting = np.zeros(n, dtype=bool)
-        self.since = np.zeros(n, dtype=np.int64)
-        self.spend_visible = np.zeros(n, dtype=np.int64)  # view tick from which the last spend is seen
-        self.claimed = np.zeros(n, dtype=np.uint32)
-        self.txn = np.zeros(n, dtype=np.int64)
-        a = world.arrays
-        self.ring = {k: np.zeros((RING, len(a[k]) if k in ("x", "y", "vx", "vy") else n), dtype=a[k].dtype)
-                     for k in ("x", "y", "vx", "vy", "bal_metal", "bal_crystal", "achievements")}  # fmt: skip
-        self.calendar: dict[int, list[np.ndarray]] = {}
-        self.record()
-
-    def record(self) -> None:
-        a, r = self.world.arrays, self.world.tick % RING
-        for k in ("x", "y", "vx", "vy"):
-            self.ring[k][r] = a[k]
-        for k in ("bal_metal", "bal_crystal", "achievements"):
-            self.ring[k][r] = a[k][self.p]
-
-    def decide(self, now: int) -> None:
-        """Every bot whose 20 Hz slot is now: look (stale), decide, send (into the up link)."""
-        who = np.nonzero((now % 3) == self.phase)[0]
-        if who.size == 0:
-            return
-        rng = self.rng
-        # What the bots have seen: the server ticks that reached them by now (monotone, TCP order).
-        seen = self.down.delays(now, who)
-        self.view[who] = np.maximum(self.view[who], now - (seen - now))
-        vt = np.minimum(self.view[who], self.world.tick) % RING
-        s, r = self.slots[who], self.ring
-        x, y, vx, vy = r["x"][vt, s], r["y"][vt, s], r["vx"][vt, s], r["vy"][vt, s]
-        a = self.world.arrays
-        tgt = self.target[who]
-        dx, dy = a["x"][tgt] - x, a["y"][tgt] - y
-        dist = np.hypot(dx, dy)
-        speed = np.hypot(vx, vy)
-        metal, crystal = r["bal_metal"][vt, who], r["bal_crystal"][vt, who]
-        ach = r["achievements"][vt, who]
-        n = who.size
-        act = np.zeros(n, dtype=np.int32)
-        arg = np.zeros(n, dtype=np.int32)
-        amount = np.zeros(n, dtype=np.int32)
-        txn = np.zeros(n, dtype=np.int64)
-        scale = np.minimum(1.0, dist / 200.0) / np.maximum(dist, 1e-6)
-        tx = dx * scale - vx * 0.02
-        ty = dy * scale - vy * 0.02
-        m = np.hypot(tx, ty)
-        over = m > 0.999
-        tx[over] *= 0.999 / m[over]
-        ty[over] *= 0.999 / m[over]
-        parked = (dist <= self.game_range_half()) & (speed < 60.0)
-        tx[parked] = 0.0
-        ty[parked] = 0.0
-        free = self.view[who] >= self.spend_visible[who]
-        roll = rng.random(n)
-        unclaimed = ach & ~self.claimed[who]
-        claim = unclaimed != 0
-        build = parked & ~claim & free & (metal >= BUILD_COST_METAL) & (crystal >= BUILD_COST_CRYSTAL) & (roll < 0.2)
-        gift = parked & ~claim & ~build & free & (metal >= 10) & (roll > 0.99)
-        harvest = parked & ~claim & ~build & ~gift & ~self.harvesting[who]
-        leave = parked & ~claim & ~build & ~gift & self.harvesting[who] & (now - self.since[who] > 120)
-        if claim.any():
-            bit = (unclaimed[claim] & (~unclaimed[claim] + np.uint32(1))).astype(np.uint64)  # lowest set bit
-            ids = np.log2(bit.astype(np.float64)).astype(np.int32)
-            act[claim], arg[claim] = ACTION_CLAIM, ids
-            self.claimed[who[claim]] |= bit.astype(np.uint32)
-        act[build] = ACTION_BUILD
-        if gift.any():
-            to = self.eids[(who[gift] + 1 + rng.integers(0, self.n - 1, int(gift.sum()))) % self.n]
-            act[gift], arg[gift] = ACTION_GIFT, ((to + 2**31) % 2**32 - 2**31).astype(np.int32)
-            amount[gift] = rng.integers(1, 6, int(gift.sum()))
-            self.txn[who[gift]] += 1
-            txn[gift] = self.txn[who[gift]]
-        act[harvest] = ACTION_HARVEST
-        self.harvesting[who[harvest]] = True
-        self.since[who[harvest]] = now
-        act[leave] = ACTION_STOP
-        self.harvesting[who[leave]] = False
-        self.target[who[leave]] = rng.integers(0, self.game.planets, int(leave.sum()))
-        arrive = self.up.delays(now, who)
-        spend = build | gift
-        # The bot sees its spend applied once its view passes the tick it lands in (+ the step).
-        self.spend_visible[who[spend]] = arrive[spend] + 2
-        self.seq[who] += 1
-        ct = self.view[who]
-        rows = np.zeros(n, dtype=_ROW)
-        rows["arr"], rows["eid"], rows["seq"], rows["ct"] = arrive, self.eids[who], self.seq[who], ct
-        rows["dx"], rows["dy"], rows["act"], rows["arg"] = tx, ty, act, arg
-        rows["amt"], rows["txn"] = amount, txn
-        for t in np.unique(arrive):
-            self.calendar.setdefault(int(t), []).append(rows[arrive == t])
-
-    def game_range_half(self) -> float:
-        return 30.0
-
-    def deliver(self, now: int, batch: InputBatch) -> int:
-        chunks = self.calendar.pop(now, None)
-        if not chunks:
-            return 0
-        rows = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-        k = len(rows)
-        i = batch.n
-        batch.eid[i : i + k], batch.seq[i : i + k], batch.client_tick[i : i + k] = rows["eid"], rows["seq"], rows["ct"]
-        batch.dx[i : i + k], batch.dy[i : i + k] = rows["dx"], rows["dy"]
-        batch.action[i : i + k], batch.arg[i : i + k] = rows["act"], rows["arg"]
-        batch.arg3[i : i + k], batch.txn[i : i + k] = rows["amt"], rows["txn"]
-        batch.n = i + k
-        return k
 
 
 def bench_honest(bots: int, minutes: float, seed: int = 1) -> dict[str, Any]:
@@ -367,11 +205,13 @@ class CheatWorld:
         a = self.world.arrays
         self.cp = (self.cheat & 0xFFFFF) - int(a["meta"][META_PLAYER_LO])
         self.seq = 0
+        self.sent = self.accepted = 0  # the cheater's inputs, and how many the sim applied
         self.batch, self.events = InputBatch(4096), EventBuffer(4096)
 
     def send(self, dx: float = 0.0, dy: float = 0.0, act: int = 0, arg: int = 0, ct: int | None = None,
              amount: int = 0, txn: int = 0) -> None:  # fmt: skip
         self.seq += 1
+        self.sent += 1
         self.batch.add(self.cheat, self.seq, self.world.tick if ct is None else ct, dx, dy, act, arg, 0, amount, txn)
 
     def park(self, planet: int = 0) -> None:
@@ -430,11 +270,18 @@ def _forged_claim(t: int, start: int, w: CheatWorld) -> None:
         w.send(act=ACTION_CLAIM, arg=2)
 
 
+def _speed(w: CheatWorld) -> float:
+    a, s = w.world.arrays, w.cheat & 0xFFFFF
+    return float(np.hypot(a["vx"][s], a["vy"][s]))
+
+
 SIM_CHEATS: dict[str, tuple[Cheat, int, Callable[[CheatWorld], bool]]] = {
     # name: (script, violation kind, neutralized?)
-    "speed_hack": (_speed_hack, V_TIME, lambda w: True),
+    # the dilated clock's inputs are refused once it runs ahead, and the ship is no faster
+    "speed_hack": (_speed_hack, V_TIME, lambda w: w.accepted < w.sent and _speed(w) <= MAX_SPEED * 1.0001),
     "thrust_beyond_range": (_thrust, V_THRUST, lambda w: w.world.arrays["tx"][w.cheat & 0xFFFFF] == 0.0),
-    "input_flood": (_flood, V_INPUT_RATE, lambda w: True),
+    # no more inputs applied than one per tick plus the burst credit
+    "input_flood": (_flood, V_INPUT_RATE, lambda w: w.accepted <= w.world.tick + pace_limits(TICK_RATE)[0]),
     "harvest_out_of_range": (_harvest_far, V_HARVEST_RANGE, lambda w: w.world.arrays["harvested"][w.cp] == 0),
     "harvest_too_fast": (
         _harvest_spam,
@@ -461,6 +308,8 @@ def detect_sim(name: str, seconds: float = 30.0) -> dict[str, Any]:
         script(t, start, w)
         w.events.clear()
         w.game.step(w.world, w.batch, w.events)
+        n = w.batch.n
+        w.accepted += int(np.count_nonzero(w.batch.accepted[:n][w.batch.eid[:n] == w.cheat]))
         w.batch.clear()
         w.fleet.record()
         for k, eid, value, limit in w.events.violations.rows():
@@ -492,20 +341,26 @@ def _session(now: float = 0.0) -> ServerSession:
 
 
 def detect_protocol() -> list[dict[str, Any]]:
-    """Protocol classes: the session, the token verifier and the connection limiter (Sans-I/O)."""
+    """Protocol classes: the session, the token verifier and the connection limiter (Sans-I/O).
+    A step returns (flagged, neutralized): whether the abuse was seen, and whether it got nothing
+    through (no event reached the engine, the token or connection was refused, the flood was cut)."""
     rows: list[dict[str, Any]] = []
 
-    def run(name: str, kind: int, step: Callable[[float], bool], seconds: float = 30.0, dt: float = 0.01) -> None:
-        policy, first, kick, t = Policy(), None, None, 0.0
+    def run(
+        name: str, kind: int, step: Callable[[float], tuple[bool, bool]], seconds: float = 30.0, dt: float = 0.01
+    ) -> None:
+        policy, first, kick, t, neutral = Policy(), None, None, 0.0, True
         while t < seconds and kick is None:
-            if step(t):
+            flagged, held = step(t)
+            neutral &= held
+            if flagged:
                 first = t if first is None else first
                 d = policy.observe(Violation(kind, "ip:203.0.113.9", 0, 1.0, 0.0), t)
                 if d is not None and d.action in ("kick", "ban"):
                     kick = t
             t += dt
         rows.append({
-            "class": name, "kind": kind_name(kind), "detected": first is not None, "neutralized": True,
+            "class": name, "kind": kind_name(kind), "detected": first is not None, "neutralized": neutral,
             "time_to_detection_s": None if first is None else round(first, 3),
             "time_to_kick_s": None if kick is None else round(kick, 3),
         })  # fmt: skip
@@ -513,21 +368,26 @@ def detect_protocol() -> list[dict[str, Any]]:
     flood = _session()
     seq = [0]
 
-    def flood_step(t: float) -> bool:
+    passed = [0]
+
+    def flood_step(t: float) -> tuple[bool, bool]:
         before = flood.offences
         for _ in range(10):  # 1000 messages/s
             seq[0] += 1
-            flood.receive(encode_input(seq[0], 0, 0.1, 0.0), t)
+            passed[0] += len(flood.receive(encode_input(seq[0], 0, 0.1, 0.0), t))
         flood.data_to_send()
-        return flood.offences > before and flood.last_offence == ErrorCode.RATE_LIMITED
+        # Only the bucket's rate (and its burst) reaches the engine.
+        return flood.offences > before and flood.last_offence == ErrorCode.RATE_LIMITED, (
+            passed[0] <= flood.rate * t + flood.burst + 1
+        )
 
     run("message_flood", V_FLOOD, flood_step)
 
     def offence_step(payload: bytes, code: ErrorCode) -> Callable[[float], bool]:
-        def step(t: float) -> bool:
+        def step(t: float) -> tuple[bool, bool]:
             s = _session(t)
-            s.receive(payload, t)
-            return s.offences == 1 and s.last_offence == code
+            events = s.receive(payload, t)
+            return s.offences == 1 and s.last_offence == code, events == []
 
         return step
 
@@ -535,10 +395,11 @@ def detect_protocol() -> list[dict[str, Any]]:
     big = msgpack.packb({"t": "in", "s": 1, "ct": 0, "dx": 0.0, "dy": 0.0, "pad": "x" * 8000})
     run("oversized_frame", V_OVERSIZED, offence_step(big, ErrorCode.TOO_LARGE), dt=0.5)
 
-    def handshake_step(t: float) -> bool:
+    def handshake_step(t: float) -> tuple[bool, bool]:
         s = ServerSession(opened_at=t - 6.0)
         s.poll(t)
-        return s.close_code == CloseCode.HANDSHAKE_TIMEOUT
+        closed = s.close_code == CloseCode.HANDSHAKE_TIMEOUT
+        return closed, closed
 
     run("handshake_timeout", V_HANDSHAKE, handshake_step, dt=1.0)
 
@@ -556,17 +417,25 @@ def detect_protocol() -> list[dict[str, Any]]:
     }
     for name, (tok, kind) in tokens.items():
 
-        def token_step(t: float, tok: str = tok) -> bool:
+        def token_step(t: float, tok: str = tok) -> tuple[bool, bool]:
             try:
                 verifier.verify(tok)
             except AuthError:
-                return True
-            return False
+                return True, True
+            return False, False  # accepted: a replayed or forged token got in
 
         run(name, kind, token_step, dt=0.5)
 
     lim = ConnLimiter(ConnLimitConfig(loopback=True))
-    run("connection_flood", V_CONN_FLOOD, lambda t: lim.allow("203.0.113.9", t) is not None, dt=0.002)
+    admitted = [0]
+
+    def conn_step(t: float) -> tuple[bool, bool]:
+        refused = lim.allow("203.0.113.9", t) is not None
+        admitted[0] += not refused
+        # 500 connections/s offered: only the rate and the burst get in
+        return refused, admitted[0] <= lim.cfg.rate * t + lim.cfg.burst + 1
+
+    run("connection_flood", V_CONN_FLOOD, conn_step, dt=0.002)
     return rows
 
 

@@ -15,7 +15,7 @@ from typing import Final, NamedTuple
 import numpy as np
 
 from netcode.replication_frames import encode_delta_frame
-from netcode.replication_group_kernels import cell_order, encode_group, visible_ids
+from netcode.replication_group_kernels import encode_group
 from netcode.replication_kernels import (
     N_STATS,
     RING,
@@ -116,13 +116,6 @@ class Replicator:
         self._row_of = np.full(max_clients, -1, dtype=np.int64)
         self._vis_off = np.zeros(1, dtype=np.int64)
         self._vis_ids = np.zeros(0, dtype=np.uint32)
-        self._vis_buf = np.zeros(4096, dtype=np.uint32)
-        self._vis_tmp = np.zeros(4096, dtype=np.uint32)
-        # the live entities in the AOI grid's cell order (replication_group_kernels.cell_order)
-        self._cell_x = np.zeros(capacity, dtype=np.float64)
-        self._cell_y = np.zeros(capacity, dtype=np.float64)
-        self._cell_ids = np.zeros(capacity, dtype=np.uint32)
-        self._live = 0
         self._view = np.zeros((max_clients, 3), dtype=np.float64)  # x, y, radius
         self._view_seq = np.zeros(max_clients, dtype=np.int64)
         # scratch
@@ -184,10 +177,8 @@ class Replicator:
         self.py[slots] = records[yname]
         g = self.grid
         if g is not None:
-            live = g.build(self.px, self.py, self.id_ring[ri] != 0)
-            cell_order(g.cell_start, g.items, self.px, self.py, self.id_ring[ri], self._cell_x, self._cell_y,
-                       self._cell_ids)  # fmt: skip
-            self._live = live
+            g.build(self.px, self.py, self.id_ring[ri] != 0)
+            g.order(self.id_ring[ri])
         else:
             self._all_ids = np.sort(ids[ids != 0])
         self._row_of.fill(-1)
@@ -226,25 +217,10 @@ class Replicator:
         if always.size:
             # Always-relevant entities (e.g. startales' planets) join every viewer's set.
             always = np.unique(always[id_now[(always & SLOT_MASK).astype(np.int64)] == always])
-        nv = clients_a.shape[0]
-        offsets = np.empty(nv + 1, dtype=np.int64)
         own_id = np.where(alive, id_now[safe], 0).astype(np.uint32)
-        vx = np.ascontiguousarray(vx)
-        vy = np.ascontiguousarray(vy)
-        vr = np.ascontiguousarray(vr)
-        while True:
-            total = visible_ids(
-                vx, vy, vr, own_id, self._cell_x, self._cell_y, self._cell_ids, g.x0, g.y0, g.inv_cx, g.inv_cy,
-                np.int64(g.nx), np.int64(g.ny), g.cell_start, always, offsets, self._vis_buf, self._vis_tmp,
-            )  # fmt: skip
-            if total >= 0:
-                break
-            self._vis_buf = np.zeros(2 * self._vis_buf.shape[0], dtype=np.uint32)
-            self._vis_tmp = np.zeros_like(self._vis_buf)
-        self._vis_off = offsets
-        self._vis_ids = self._vis_buf[:total]
+        self._vis_off, self._vis_ids = g.query(vx, vy, vr, own_id, always)
         self._row_of.fill(-1)
-        self._row_of[clients_a] = np.arange(nv)
+        self._row_of[clients_a] = np.arange(clients_a.shape[0])
 
     def visible_ids(self, client: int) -> np.ndarray:
         """Sorted ids the client sees in the current send (whole world when AOI is off)."""

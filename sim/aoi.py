@@ -5,9 +5,11 @@ are about the view radius wide, entities outside the bounds are clamped into the
 distance test always uses the true position, so clamping never loses a neighbour). Within a cell,
 slots are in ascending order.
 
-``aoi_query`` answers a batch of viewers at once into a CSR result: viewer ``v`` sees
-``slots[offsets[v]:offsets[v + 1]]``, sorted by slot, always including its own slot (when that
-slot is alive) and every live slot within its radius (``dx² + dy² <= r²``, float64).
+``cell_order`` lays the live entities out in cell order (positions and ids, sorted by id within a
+cell) once per send; ``visible_ids`` then answers a batch of viewers at once into a CSR result:
+viewer ``v`` sees ``ids[offsets[v]:offsets[v + 1]]``, sorted, always including its own entity (when
+alive), every live entity within its radius (``dx² + dy² <= r²``, float64) and the always-relevant
+ids. Each cell's matches are a sorted run and the runs are merged, so no viewer sorts.
 
 Everything is arrays in, arrays out; ``AoiGrid`` only owns the buffers and grows the output.
 """
@@ -23,10 +25,11 @@ from numba import njit
 from sim.scalars import Float, Int
 
 MAX_CELLS_PER_AXIS: Final = 1024
+_NO_IDS: Final = np.zeros(0, dtype=np.uint32)
 
 
 @njit(cache=True)
-def _cell(p: Float, lo: Float, inv: Float, n: Int) -> int:
+def cell_index(p: Float, lo: Float, inv: Float, n: Int) -> int:
     """Cell index of a coordinate, clamped to [0, n) (NaN goes to 0)."""
     f = (p - lo) * inv
     if not f >= 0.0:
@@ -66,7 +69,7 @@ def grid_build(
         if alive[i] == 0:
             cell_of[i] = -1
             continue
-        c = _cell(y[i], y0, inv_cy, ny) * nx + _cell(x[i], x0, inv_cx, nx)
+        c = cell_index(y[i], y0, inv_cy, ny) * nx + cell_index(x[i], x0, inv_cx, nx)
         cell_of[i] = c
         cell_start[c + 1] += 1
         live += 1
@@ -82,13 +85,89 @@ def grid_build(
 
 
 @njit(cache=True)
-def aoi_query(
+def cell_order(
+    cell_start: np.ndarray,
+    items: np.ndarray,
+    px: np.ndarray,
+    py: np.ndarray,
+    id_by_slot: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    ids: np.ndarray,
+) -> None:
+    """Positions and ids of the live slots in the grid's cell order (``items``), sorted by
+    id within each cell: what ``visible_ids`` reads, contiguous per cell and mergeable by id."""
+    ncell = cell_start.shape[0] - 1
+    for t in range(cell_start[ncell]):
+        s = items[t]
+        xs[t] = px[s]
+        ys[t] = py[s]
+        ids[t] = id_by_slot[s]
+    for c in range(ncell):
+        a = cell_start[c]
+        for i in range(a + 1, cell_start[c + 1]):  # insertion sort: cells are small and nearly sorted
+            k = ids[i]
+            kx = xs[i]
+            ky = ys[i]
+            j = i - 1
+            while j >= a and ids[j] > k:
+                ids[j + 1] = ids[j]
+                xs[j + 1] = xs[j]
+                ys[j + 1] = ys[j]
+                j -= 1
+            ids[j + 1] = k
+            xs[j + 1] = kx
+            ys[j + 1] = ky
+
+
+@njit(cache=True)
+def _merge_runs(buf: np.ndarray, tmp: np.ndarray, rs: np.ndarray, nr: Int) -> None:
+    """Merge the sorted runs buf[rs[i]:rs[i + 1]] (i < nr) into one sorted run, in place."""
+    width = 1
+    src = buf
+    dst = tmp
+    while width < nr:
+        i = 0
+        while i < nr:
+            a0 = rs[i]
+            a1 = rs[min(i + width, nr)]
+            b1 = rs[min(i + 2 * width, nr)]
+            p = a0
+            q = a1
+            o = a0
+            while p < a1 and q < b1:
+                if src[q] < src[p]:
+                    dst[o] = src[q]
+                    q += 1
+                else:
+                    dst[o] = src[p]
+                    p += 1
+                o += 1
+            while p < a1:
+                dst[o] = src[p]
+                p += 1
+                o += 1
+            while q < b1:
+                dst[o] = src[q]
+                q += 1
+                o += 1
+            i += 2 * width
+        src, dst = dst, src
+        width *= 2
+    if src is not buf:
+        for t in range(rs[0], rs[nr]):
+            buf[t] = src[t]
+
+
+@njit(cache=True)
+def visible_ids(
     vx: np.ndarray,
     vy: np.ndarray,
     vr: np.ndarray,
-    own: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
+    own_id: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    ids: np.ndarray,
     x0: Float,
     y0: Float,
     inv_cx: Float,
@@ -96,18 +175,24 @@ def aoi_query(
     nx: Int,
     ny: Int,
     cell_start: np.ndarray,
-    items: np.ndarray,
-    cell_of: np.ndarray,
+    always: np.ndarray,
     offsets: np.ndarray,
     out: np.ndarray,
+    tmp: np.ndarray,
 ) -> int:
-    """Visible slots of each viewer into CSR (offsets: int64[nv+1], out: int32[...]).
+    """Sorted entity ids each viewer sees, into CSR (offsets: int64[nv+1], out: uint32[...]).
 
-    vx, vy, vr: float64[nv] viewer position and radius; own: int64[nv] the viewer's own slot or -1.
-    Returns the total written, or -1 when ``out`` is too small (grow it and call again).
+    Viewer ``v`` at (vx, vy) with radius vr sees the entity ``own_id[v]`` (its own, 0: none or not
+    alive) and every live entity within the radius (dx² + dy² <= r², float64), plus the
+    ``always`` ids (sorted, live); a NaN position or negative radius sees only those. The grid is
+    ``grid_build``'s (cells ``cell_start``), with the entities in ``cell_order``'s layout (xs, ys, ids).
+    Each cell's matches are a sorted run; the runs are merged (no per-viewer sort). ``tmp`` is as
+    long as ``out``. Returns the total written, or -1 when ``out`` is too small (grow both).
     """
     nv = vx.shape[0]
     cap = out.shape[0]
+    na = always.shape[0]
+    rs = np.empty(cell_start.shape[0] + 3, dtype=np.int64)
     pos = 0
     offsets[0] = 0
     for v in range(nv):
@@ -115,34 +200,56 @@ def aoi_query(
         px = vx[v]
         py = vy[v]
         r = vr[v]
-        me = own[v]
+        me = own_id[v]
+        nr = 0
         if r >= 0.0 and px == px and py == py:
             r2 = r * r
-            cx_lo = _cell(px - r, x0, inv_cx, nx)
-            cx_hi = _cell(px + r, x0, inv_cx, nx)
-            cy_lo = _cell(py - r, y0, inv_cy, ny)
-            cy_hi = _cell(py + r, y0, inv_cy, ny)
+            cx_lo = cell_index(px - r, x0, inv_cx, nx)
+            cx_hi = cell_index(px + r, x0, inv_cx, nx)
+            cy_lo = cell_index(py - r, y0, inv_cy, ny)
+            cy_hi = cell_index(py + r, y0, inv_cy, ny)
             for cy in range(cy_lo, cy_hi + 1):
                 for cx in range(cx_lo, cx_hi + 1):
                     c = cy * nx + cx
+                    run = pos
                     for t in range(cell_start[c], cell_start[c + 1]):
-                        s = items[t]
-                        if s == me:
-                            continue
-                        dx = x[s] - px
-                        dy = y[s] - py
-                        if dx * dx + dy * dy <= r2:
+                        dx = xs[t] - px
+                        dy = ys[t] - py
+                        if dx * dx + dy * dy <= r2 and ids[t] != me:
                             if pos >= cap:
                                 return -1
-                            out[pos] = s
+                            out[pos] = ids[t]
                             pos += 1
-        if me >= 0 and me < cell_of.shape[0] and cell_of[me] >= 0:
+                    if pos > run:
+                        rs[nr] = run
+                        nr += 1
+        if me != 0:
             if pos >= cap:
                 return -1
+            rs[nr] = pos
+            nr += 1
             out[pos] = me
             pos += 1
-        if pos - start > 1:
-            out[start:pos] = np.sort(out[start:pos])
+        if na:
+            if pos + na > cap:
+                return -1
+            rs[nr] = pos
+            nr += 1
+            for a in range(na):
+                out[pos] = always[a]
+                pos += 1
+        rs[nr] = pos
+        if nr > 32:
+            out[start:pos].sort()
+        elif nr > 1:
+            _merge_runs(out, tmp, rs, nr)
+        if na and pos - start > 1:  # an always-relevant entity may also be in view
+            w = start + 1
+            for t in range(start + 1, pos):
+                if out[t] != out[w - 1]:
+                    out[w] = out[t]
+                    w += 1
+            pos = w
         offsets[v + 1] = pos
     return pos
 
@@ -167,7 +274,11 @@ class AoiGrid:
         self.cell_of = np.full(capacity, -1, dtype=np.int32)
         self._x = np.zeros(capacity, dtype=np.float64)
         self._y = np.zeros(capacity, dtype=np.float64)
-        self._out = np.zeros(max(1024, capacity), dtype=np.int32)
+        self._cell_x = np.zeros(capacity, dtype=np.float64)  # cell order (`order`)
+        self._cell_y = np.zeros(capacity, dtype=np.float64)
+        self._cell_ids = np.zeros(capacity, dtype=np.uint32)
+        self._out = np.zeros(max(4096, capacity), dtype=np.uint32)
+        self._tmp = np.zeros_like(self._out)
         self._offsets = np.zeros(1, dtype=np.int64)
 
     def build(self, x: np.ndarray, y: np.ndarray, alive: np.ndarray) -> int:
@@ -180,27 +291,39 @@ class AoiGrid:
         )  # fmt: skip
         return int(live)
 
+    def order(self, ids_by_slot: np.ndarray) -> None:
+        """Lay the entities of the last `build` out in cell order with their ids (uint32 by slot)."""
+        cell_order(self.cell_start, self.items, self._x, self._y, ids_by_slot, self._cell_x, self._cell_y,
+                   self._cell_ids)  # fmt: skip
+
     def query(
-        self, vx: np.ndarray, vy: np.ndarray, radius: np.ndarray, own: np.ndarray
+        self,
+        vx: np.ndarray,
+        vy: np.ndarray,
+        radius: np.ndarray | float,
+        own_id: np.ndarray,
+        always: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """CSR (offsets int64[nv+1], slots int32[total]) of what each viewer sees (views, valid
-        until the next query)."""
+        """CSR (offsets int64[nv+1], ids uint32[total]) of what each viewer sees, after `order`
+        (views, valid until the next query). `own_id`: each viewer's own entity id (0: none)."""
         vx = np.ascontiguousarray(vx, dtype=np.float64)
         vy = np.ascontiguousarray(vy, dtype=np.float64)
         vr = np.ascontiguousarray(np.broadcast_to(np.asarray(radius, dtype=np.float64), vx.shape))
-        own = np.ascontiguousarray(own, dtype=np.int64)
+        own = np.ascontiguousarray(own_id, dtype=np.uint32)
+        alw = _NO_IDS if always is None else np.ascontiguousarray(always, dtype=np.uint32)
         nv = vx.shape[0]
         if self._offsets.shape[0] < nv + 1:
             self._offsets = np.zeros(nv + 1, dtype=np.int64)
         while True:
-            total = aoi_query(
-                vx, vy, vr, own, self._x, self._y, self.x0, self.y0, self.inv_cx, self.inv_cy,
-                np.int64(self.nx), np.int64(self.ny), self.cell_start, self.items, self.cell_of,
-                self._offsets, self._out,
+            total = visible_ids(
+                vx, vy, vr, own, self._cell_x, self._cell_y, self._cell_ids, self.x0, self.y0, self.inv_cx,
+                self.inv_cy, np.int64(self.nx), np.int64(self.ny), self.cell_start, alw, self._offsets, self._out,
+                self._tmp,
             )  # fmt: skip
             if total >= 0:
                 return self._offsets[: nv + 1], self._out[:total]
-            self._out = np.zeros(2 * self._out.shape[0], dtype=np.int32)
+            self._out = np.zeros(2 * self._out.shape[0], dtype=np.uint32)
+            self._tmp = np.zeros_like(self._out)
 
 
 def warmup() -> None:
@@ -209,4 +332,11 @@ def warmup() -> None:
     x = np.linspace(0.0, 10.0, 8)
     alive = np.ones(8, dtype=np.uint8)
     g.build(x, x, alive)
-    g.query(np.array([1.0]), np.array([1.0]), np.array([3.0]), np.array([0]))
+    g.order(np.arange(1, 9, dtype=np.uint32))
+    g.query(
+        np.array([1.0]),
+        np.array([1.0]),
+        np.array([3.0]),
+        np.array([1], dtype=np.uint32),
+        np.array([2], dtype=np.uint32),
+    )

@@ -34,3 +34,6 @@ def _warm_kernels() -> None:
         make_game(game).warmup()
     replication_warmup()
     prediction_warmup()
+
+
+from tests.pgutil import pg_database  # noqa: E402, F401  (the session PostgreSQL database, for every test file)

@@ -18,10 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +55,8 @@ from sim.games.startales.constants import (
     TXN_DUPLICATE,
     TXN_RETRIES,
 )
+from tests.pgutil import dsn as pg_dsn
+from tests.pgutil import fresh_database
 from tests.serverutil import running_server, url, wait_for
 from tests.tcp_proxy import TcpProxy
 
@@ -648,35 +648,9 @@ async def test_bans_survive_a_restart_sqlite(tmp_path: Any) -> None:
     assert (tmp_path / "persist" / "fairplay.sqlite").exists()
 
 
-PG_HOST = os.environ.get("ARBITER_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("ARBITER_TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("ARBITER_TEST_PG_USER", "postgres")
-
-
-@contextlib.asynccontextmanager
-async def fresh_pg_database() -> AsyncIterator[str]:
-    """A new database for one test (dropped after); its DSN. Skips without a server."""
-    name = f"arbiter_fpe2e_{secrets.token_hex(4)}"
-    admin = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
-    try:
-        conn = await asyncpg.connect(admin, timeout=3)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        reason = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} as {PG_USER}: {exc}"
-        if os.environ.get("ARBITER_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason} (ARBITER_REQUIRE_SERVICES=1)")
-        pytest.skip(reason)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-        finally:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def test_bans_survive_a_restart_postgres() -> None:
-    async with fresh_pg_database() as dsn:
+    async with fresh_database("arbiter_fpe2e") as name:
+        dsn = pg_dsn(name)
         # No data dir: the campaign lives in memory, so what survives can only have come from PostgreSQL.
         await check_restart_keeps_bans(data_dir="", campaign="persist-pg", pg_dsn=dsn)
         conn = await asyncpg.connect(dsn, timeout=3)

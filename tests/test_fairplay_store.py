@@ -9,14 +9,12 @@ server the PostgreSQL cases skip, unless ARBITER_REQUIRE_SERVICES=1, then they f
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import math
-import os
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,45 +37,10 @@ from persistence.pg_fairplay import PgFairplayStore
 from persistence.pg_migrations import MIGRATIONS, current_version, migrate
 from persistence.pg_rows import PgUnavailableError
 from persistence.pg_writer import PgWriteBehind
-
-PG_HOST = os.environ.get("ARBITER_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("ARBITER_TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("ARBITER_TEST_PG_USER", "postgres")
+from tests.pgutil import PG_USER
+from tests.pgutil import dsn as _dsn
 
 T0 = 1_700_000_000.0  # whole and half seconds: exact through PostgreSQL's microsecond timestamps
-
-
-def _dsn(database: str) -> str:
-    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh database for the session; its name."""
-    name = f"arbiter_fp_{secrets.token_hex(4)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(_dsn("postgres"), timeout=3)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    def run(sql: str) -> None:
-        # In a thread of its own: the fixture is first requested from inside a running event loop
-        # (lazily, so that the SQLite cases never need PostgreSQL).
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, admin(sql)).result()
-
-    try:
-        run(f'CREATE DATABASE "{name}"')
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        reason = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} as {PG_USER}: {type(exc).__name__}: {exc}"
-        if os.environ.get("ARBITER_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason} (ARBITER_REQUIRE_SERVICES=1)")
-        pytest.skip(reason)
-    yield name
-    run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass

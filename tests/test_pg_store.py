@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -30,46 +29,11 @@ from persistence.pg import (
     current_version,
     migrate,
 )
+from tests.pgutil import PG_HOST, PG_PORT, PG_USER
+from tests.pgutil import dsn as _dsn
 from tests.tcp_proxy import TcpProxy
 
-PG_HOST = os.environ.get("ARBITER_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("ARBITER_TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("ARBITER_TEST_PG_USER", "postgres")
 ALL_VERSIONS = [m.version for m in MIGRATIONS]
-
-
-def _dsn(database: str, port: int = PG_PORT) -> str:
-    return f"postgresql://{PG_USER}@{PG_HOST}:{port}/{database}"
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh database for the session; its name."""
-    name = f"arbiter_test_{secrets.token_hex(4)}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(_dsn("postgres"), timeout=3)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(_dsn("postgres"), timeout=3)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(create())
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        reason = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} as {PG_USER}: {type(exc).__name__}: {exc}"
-        if os.environ.get("ARBITER_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason} (ARBITER_REQUIRE_SERVICES=1)")
-        pytest.skip(reason)
-    yield name
-    asyncio.run(drop())
 
 
 @dataclass

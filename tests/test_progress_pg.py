@@ -9,8 +9,8 @@ from engine.campaign import Campaign
 from engine.progress import ProgressSync, player_progress
 from persistence.pg import PgWriteBehind
 from sim.games.startales import ACTION_HARVEST
+from tests.pgutil import dsn as _dsn
 from tests.serverutil import running_server, url, wait_for
-from tests.test_pg_store import _dsn, pg_database  # noqa: F401  (the session database fixture)
 
 
 def _park_at_planet(campaign: Campaign, eid: int) -> None:
@@ -20,7 +20,7 @@ def _park_at_planet(campaign: Campaign, eid: int) -> None:
     a["y"][eid & 0xFFFFF] = a["y"][0]
 
 
-async def test_ledger_rows_are_exact_and_progress_round_trips(pg_database: str) -> None:  # noqa: F811
+async def test_ledger_rows_are_exact_and_progress_round_trips(pg_database: str) -> None:
     dsn = _dsn(pg_database)
     pg = PgWriteBehind(dsn, schema="progress_unit")
     await pg.start()
@@ -66,7 +66,7 @@ async def test_ledger_rows_are_exact_and_progress_round_trips(pg_database: str) 
     assert await pg.stop(5)
 
 
-async def test_server_saves_progress_on_leave_and_restores_it_on_join(pg_database: str) -> None:  # noqa: F811
+async def test_server_saves_progress_on_leave_and_restores_it_on_join(pg_database: str) -> None:
     dsn = _dsn(pg_database)
     async with running_server(game="startales", pg_dsn=dsn, campaign="camp-b") as server:
         from netcode.client import ArbiterClient
