@@ -213,6 +213,9 @@ class WsServerConnection(asyncio.Protocol):
         proto.send_response(response)
         if response.status_code == 101:
             self._opened = True
+            # The 101 goes out first: the handler may write frames (or refuse) from on_open, and
+            # frames written straight to the transport must not overtake the upgrade response.
+            self._flush_proto()
             self.handler.on_open(self)
 
     # -- output -----------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ on the server's loop and none of it awaits on the tick path.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import time
@@ -133,10 +132,7 @@ class ServerFairPlay:
             msg, code, close = _ban_message(ban), ErrorCode.BANNED, CloseCode.BANNED
         else:
             msg, code, close = why, ErrorCode.CONNECTION_REFUSED, CloseCode.TOO_MANY_CONNECTIONS
-        # on_open runs while the transport still holds the 101 response (it is written after the
-        # handshake event is handled): refuse on the next loop turn, or the err/bye frames would
-        # reach the client ahead of the upgrade response and it would see a broken handshake.
-        asyncio.get_running_loop().call_soon(_refuse, conn, code, msg, close)
+        _refuse(conn, code, msg, close)
         return False
 
     def connection_closed(self, client: Client) -> None:
