@@ -137,13 +137,6 @@ class AuditEntry:
         }
 
 
-def matching_bans(
-    bans: Sequence[BanRecord], *, account: str | None, ip: str | None, campaign: str | None, now: float
-) -> list[BanRecord]:
-    """The bans among `bans` that refuse this hello (for the engine's check at hello)."""
-    return [b for b in bans if b.applies_to(account=account, ip=ip, campaign=campaign, now=now)]
-
-
 # ---------------------------------------------------------------------------------------- validation
 
 

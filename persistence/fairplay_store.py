@@ -32,7 +32,6 @@ from persistence.fairplay_records import (
     audit_row,
     entry_from_row,
     finite,
-    matching_bans,
     normalize_ip_range,
     validate_ban,
     validate_lift,
@@ -52,7 +51,6 @@ __all__ = [  # the records are re-exported: one import for a store and what it s
     "FairplayStore",
     "SqliteFairplayStore",
     "StoreClosedError",
-    "matching_bans",
     "normalize_ip_range",
     "validate_ban",
 ]

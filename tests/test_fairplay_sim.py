@@ -122,7 +122,6 @@ def test_speed_hack_by_time_dilation_is_flagged_and_refused() -> None:
     honest, cheat = s.join(), s.join()
     s.step(5)
     start = s.tick
-    refused_before = 0
     for k in range(600):  # 10 s; the cheat's clock runs at 2x
         if k % 3 == 0:
             s.send(honest, 0.5, 0.0)
@@ -132,7 +131,7 @@ def test_speed_hack_by_time_dilation_is_flagged_and_refused() -> None:
     first = next(i for i, (kind, e, _, _) in enumerate(s.violations) if kind == V_TIME)
     assert s.violations[first][2] > s.violations[first][3]  # measured beyond the margin
     refused = [r for r in s.event_rows if r[0] == EV_REFUSED and r[1] == cheat and r[3] == REF_TOO_FAST]
-    assert len(refused) > refused_before
+    assert len(refused) > 30  # every input of the fast clock is refused once it is beyond the margin
     # Neutralized: the cheat gets no more movement than the honest ship (thrust is state, not per input).
     hs, cs = honest & 0xFFFFF, cheat & 0xFFFFF
     assert abs(float(s.a["vx"][cs])) <= abs(float(s.a["vx"][hs])) + 1e-3

@@ -8,7 +8,6 @@ policy just decided is enforced at once, before the store has written it and giv
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
 
 from persistence.fairplay_records import BanRecord, normalize_ip_range
 
@@ -21,9 +20,6 @@ class BanList:
 
     def __len__(self) -> int:
         return len(self._bans)
-
-    def replace(self, bans: Iterable[BanRecord]) -> None:
-        self._bans = {b.ban_id: b for b in bans}
 
     def add(self, ban: BanRecord) -> None:
         self._bans[ban.ban_id] = ban

@@ -20,6 +20,13 @@ class ConnLimitConfig:
     max_tracked: int = 100_000
 
 
+def is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
 class ConnLimiter:
     def __init__(self, cfg: ConnLimitConfig | None = None) -> None:
         self.cfg = cfg or ConnLimitConfig()
@@ -27,18 +34,14 @@ class ConnLimiter:
         self._open: dict[str, int] = {}
         self.refused = 0
 
-    def _exempt(self, ip: str) -> bool:
-        if self.cfg.loopback:
-            return False
-        try:
-            return ipaddress.ip_address(ip).is_loopback
-        except ValueError:
-            return False
+    def exempt(self, ip: str) -> bool:
+        """Loopback, unless `loopback` is set: local bots and benches are not floods or abusers."""
+        return not self.cfg.loopback and is_loopback(ip)
 
     def allow(self, ip: str, now: float) -> str | None:
         """None and count the connection as open, or the reason it is refused."""
         cfg = self.cfg
-        if self._exempt(ip):
+        if self.exempt(ip):
             return None
         if cfg.max_open and self._open.get(ip, 0) >= cfg.max_open:
             self.refused += 1

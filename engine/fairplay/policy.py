@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -120,9 +120,6 @@ class Policy:
     def __len__(self) -> int:
         return len(self._subjects)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._subjects)
-
     def _decayed(self, s: Suspicion, now: float) -> float:
         dt = now - s.at
         if dt > 0:
@@ -175,9 +172,6 @@ class Policy:
         self, action: Action, subject: str, s: Suspicion, enforced: bool, ban_s: float | None = None
     ) -> Decision:
         return Decision(action, subject, s.score, enforced, tuple(s.evidence), ban_s)
-
-    def forget(self, subject: str) -> None:
-        self._subjects.pop(subject, None)
 
     def prune(self, now: float, below: float = 0.05) -> int:
         """Drop subjects whose score decayed to nothing and who were never kicked or banned."""

@@ -10,7 +10,6 @@ is the server's, behind the small `Enforcer` protocol, so this module knows no s
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections import Counter
@@ -36,13 +35,6 @@ def account_subject(account: str) -> str:
 
 def address_subject(ip: str) -> str:
     return ADDRESS + ip
-
-
-def is_loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 class Enforcer(Protocol):
@@ -174,7 +166,7 @@ class Referee:
         Loopback addresses are counted but not scored unless `conn.loopback` is set: on a developer's
         machine (or behind a local proxy) a misconfigured token must not ban localhost for an hour.
         """
-        if not account and not self.cfg.conn.loopback and is_loopback(ip):
+        if not account and self.conn_limiter.exempt(ip):
             self.violations[kind_name(kind)] += 1
             return
         subject = account_subject(account) if account else address_subject(ip)

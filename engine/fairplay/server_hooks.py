@@ -63,6 +63,15 @@ def _refuse(conn: WsServerConnection, code: ErrorCode, msg: str, close: CloseCod
     conn.close(int(close), msg[:100])
 
 
+def _close(c: Client, code: CloseCode, reason: str, err: ErrorCode | None) -> None:
+    """Tell the client why (an `err` frame when there is a code for it, then `bye`) and close."""
+    if err is not None:
+        c.session.notify(err, reason)
+    c.session.send_bye(reason, code)
+    flush_session(c)
+    c.conn.close(int(code), reason[:100])
+
+
 def _ban_message(ban: BanRecord) -> str:
     if ban.until is None:
         return "banned permanently"
@@ -95,11 +104,7 @@ class ServerFairPlay:
         n = 0
         code = CloseCode.BANNED if banned else CloseCode.KICKED
         for c in self._clients_of(account):
-            if banned:
-                c.session.notify(ErrorCode.BANNED, reason)
-            c.session.send_bye(reason, code)
-            flush_session(c)
-            c.conn.close(int(code), reason[:100])
+            _close(c, code, reason, ErrorCode.BANNED if banned else None)
             n += 1
         return n
 
@@ -113,10 +118,7 @@ class ServerFairPlay:
                 continue
             if addr.version != net.version or addr not in net:
                 continue
-            c.session.notify(ErrorCode.BANNED, reason)
-            c.session.send_bye(reason, CloseCode.BANNED)
-            flush_session(c)
-            c.conn.close(int(CloseCode.BANNED), reason[:100])
+            _close(c, CloseCode.BANNED, reason, ErrorCode.BANNED)
             n += 1
         return n
 
