@@ -3,7 +3,7 @@
     python -m bench.bandwidth [--json] [--clients 200] [--npcs 1000] [--seconds 10] [--radius 100]
 
 Headless (no sockets): the real `wander` game at 60 Hz ticks with N players driven like the
-`engine/bots.py` WanderBrain (an input every 3 ticks = 20 Hz), snapshots at 20 Hz. Every client
+`engine/tools/bots.py` WanderBrain (an input every 3 ticks = 20 Hz), snapshots at 20 Hz. Every client
 acknowledges every snapshot it receives before the next send; the run is repeated with 5 %
 independent loss per (client, snapshot). Modes:
 
@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bots import WanderBrain
+from engine.tools.bots import WanderBrain
 from netcode.protocol import PreparedSnapshot
-from netcode.replication import Replicator, encode_delta_frame, schema_for
-from netcode.replication import warmup as rep_warmup
+from netcode.replication.frames import encode_delta_frame
+from netcode.replication.replicator import Replicator
+from netcode.replication.schema import schema_for
+from netcode.replication.warm import warmup as rep_warmup
 from sim.events import EventBuffer
 from sim.inputs import InputBatch
 from sim.registry import make_game

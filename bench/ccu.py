@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from engine.launcher import start_server
+from engine.tools.launcher import start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -37,7 +37,7 @@ import numpy as np
 from engine.campaign import Campaign
 from engine.journal import Journal, pack_snapshot
 from engine.recovery import open_campaign
-from engine.replay import run_replay
+from engine.tools.replay import run_replay
 from persistence.campaign_store import DB_FILENAME
 
 RESULTS = Path(__file__).resolve().parent / "results" / "durability.json"
@@ -48,7 +48,7 @@ HARVEST, BUILD, STOP = 1, 2, 3
 
 # ------------------------------------------------------------------------------------ bot-like load
 class BotLoad:
-    """Vectorized stand-in for engine/bots.py's StartalesBrain, driving a Campaign headlessly.
+    """Vectorized stand-in for engine/tools/bots.py's StartalesBrain, driving a Campaign headlessly.
 
     Each player flies towards a target planet (thrust clipped to the unit disc), harvests when close,
     builds now and then, and moves on after a while. Inputs go through `Campaign.submit` in batch order,
@@ -257,7 +257,8 @@ def bench_pg(rows: int = 100_000, dsn: str = PG_DSN) -> dict[str, Any]:
     try:
         import asyncpg
 
-        from persistence.pg import LedgerTxn, PgWriteBehind
+        from persistence.pg_rows import LedgerTxn
+        from persistence.pg_writer import PgWriteBehind
     except ImportError as exc:  # PgWriteBehind not there yet: fill in here when it lands
         return {"pg_rows_per_s": None, "note": f"persistence.pg.PgWriteBehind unavailable: {exc}"}
 

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from netcode.replication import Replicator, encode_delta_frame, wander_schema
-from netcode.replication import warmup as rep_warmup
+from netcode.replication.frames import encode_delta_frame
+from netcode.replication.replicator import Replicator
+from netcode.replication.schema import wander_schema
+from netcode.replication.warm import warmup as rep_warmup
 from sim.aoi import AoiGrid
 from sim.games.wander import RECORD_DTYPE
 

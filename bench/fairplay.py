@@ -10,13 +10,13 @@
   time, through a network model: 20 Hz inputs, one-way delays of 150 ± 50 ms each way, a stall of
   150-350 ms every 3-6 s per direction (everything sent meanwhile arrives together), 1 % of inputs
   lost and retransmitted 200 ms later, TCP order (no input overtakes an earlier one). A bot decides
-  from what it has seen (its view lags by the downstream delay), exactly like engine/bots.py's
+  from what it has seen (its view lags by the downstream delay), exactly like engine/tools/bots.py's
   StartalesBrain: parks before harvesting, spends only what the last balance it saw covers with no
   spend unconfirmed, claims only achievements it was told about, and stamps inputs with the newest
   tick it saw. Every violation here is a false positive.
 - detect: one cheat per class among honest players (sim classes) or against a session / token
   verifier / connection limiter (protocol classes); time to the first violation and to the policy's
-  kick (engine/fairplay/policy.py defaults).
+  kick (engine/security/fairplay/policy.py defaults).
 
 `--json` prints one object with at least `honest_bot_minutes`, `false_positives`, `cheat_classes`,
 `detected`, `validation_us_per_input`, and writes bench/results/fairplay.json.
@@ -35,9 +35,9 @@ import msgpack
 import numpy as np
 
 from bench.fairplay_fleet import HonestFleet
-from engine.auth import AuthError, KeyRing, TokenIssuer, TokenVerifier
-from engine.fairplay.conn_limit import ConnLimitConfig, ConnLimiter
-from engine.fairplay.kinds import (
+from engine.security.auth import AuthError, KeyRing, TokenIssuer, TokenVerifier
+from engine.security.fairplay.conn_limit import ConnLimitConfig, ConnLimiter
+from engine.security.fairplay.kinds import (
     V_BAD_TOKEN,
     V_CONN_FLOOD,
     V_FLOOD,
@@ -47,19 +47,12 @@ from engine.fairplay.kinds import (
     V_TOKEN_REPLAY,
     kind_name,
 )
-from engine.fairplay.policy import Policy, Violation
+from engine.security.fairplay.policy import Policy, Violation
 from netcode.protocol import CloseCode, ErrorCode, encode_hello, encode_input
 from netcode.session import ServerSession
 from sim.events import EV_ACHIEVEMENT, EventBuffer
-from sim.games.startales import (
-    ACTION_BUILD,
-    ACTION_CLAIM,
-    ACTION_GIFT,
-    ACTION_HARVEST,
-    MAX_SPEED,
-    StartalesGame,
-    scan_arg,
-)
+from sim.games.startales.constants import ACTION_BUILD, ACTION_CLAIM, ACTION_GIFT, ACTION_HARVEST, MAX_SPEED
+from sim.games.startales.game import StartalesGame, scan_arg
 from sim.games.startales.rules import startales_books
 from sim.inputs import InputBatch
 from sim.pacing import DISC as PACE_DISC

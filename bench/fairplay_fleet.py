@@ -1,12 +1,12 @@
 """The honest players of bench.fairplay: a network model (delay, jitter, stalls, loss, TCP order, in
-ticks) and a fleet of bots deciding from stale views like engine/bots.py's StartalesBrain, vectorized
+ticks) and a fleet of bots deciding from stale views like engine/tools/bots.py's StartalesBrain, vectorized
 so that 1000 of them run faster than real time."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from sim.games.startales import (
+from sim.games.startales.constants import (
     ACTION_BUILD,
     ACTION_CLAIM,
     ACTION_GIFT,
@@ -14,8 +14,8 @@ from sim.games.startales import (
     ACTION_STOP,
     BUILD_COST_CRYSTAL,
     BUILD_COST_METAL,
-    StartalesGame,
 )
+from sim.games.startales.game import StartalesGame
 from sim.inputs import InputBatch
 from sim.world import META_PLAYER_LO, World
 
@@ -61,7 +61,7 @@ _ROW = np.dtype(
 
 # -- honest players ------------------------------------------------------------------------------
 class HonestFleet:
-    """Bots deciding from stale views, as engine/bots.py's StartalesBrain does, vectorized."""
+    """Bots deciding from stale views, as engine/tools/bots.py's StartalesBrain does, vectorized."""
 
     def __init__(self, game: StartalesGame, world: World, n: int, rng: np.random.Generator) -> None:
         self.game, self.world, self.n, self.rng = game, world, n, rng

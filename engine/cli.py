@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.fairplay.referee import FairPlayConfig
+    from engine.security.fairplay.referee import FairPlayConfig
 
 READY_PREFIX = "ARBITER_READY"
 
@@ -26,9 +26,9 @@ def _loop_runner(use_uvloop: bool):  # type: ignore[no-untyped-def]
 
 
 def _fairplay_config(args: argparse.Namespace) -> FairPlayConfig:
-    from engine.fairplay.conn_limit import ConnLimitConfig
-    from engine.fairplay.policy import PolicyConfig
-    from engine.fairplay.referee import FairPlayConfig
+    from engine.security.fairplay.conn_limit import ConnLimitConfig
+    from engine.security.fairplay.policy import PolicyConfig
+    from engine.security.fairplay.referee import FairPlayConfig
 
     policy = PolicyConfig(mode=args.fairplay, warn_at=args.warn_at, kick_at=args.kick_at, ban_at=args.ban_at,
                           ban_s=args.ban_seconds)  # fmt: skip
@@ -79,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_players:
         cfg.game_config = {**dict(cfg.game_config), "max_players": args.max_players}
 
-    from engine.auth import KeyConfigError, KeyRing, TokenVerifier
+    from engine.security.auth import KeyConfigError, KeyRing, TokenVerifier
 
     try:
         ring = KeyRing.from_optional_env()
@@ -116,8 +116,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bots(args: argparse.Namespace) -> int:
-    from engine.auth import KeyConfigError, KeyRing, TokenIssuer
-    from engine.bots import BotConfig, run_bots
+    from engine.security.auth import KeyConfigError, KeyRing, TokenIssuer
+    from engine.tools.bots import BotConfig, run_bots
 
     try:
         ring = KeyRing.from_optional_env()
@@ -157,7 +157,7 @@ def _token_factory(issuer: Any, campaign: str) -> Callable[[str], str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import run_demo
+    from engine.tools.demo import run_demo
 
     return _loop_runner(True)(run_demo(args))
 
@@ -228,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    from engine.replay import add_replay_parser
-    from engine.token_cli import add_token_parser
+    from engine.tools.replay import add_replay_parser
+    from engine.tools.token_cli import add_token_parser
 
     add_replay_parser(sub)
     add_token_parser(sub)

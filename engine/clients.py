@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.fairplay.signals import TimingStats
+from engine.security.fairplay.signals import TimingStats
 from netcode.session import ServerSession
 from netcode.ws_server import WsServerConnection
 

@@ -13,7 +13,8 @@ import logging
 from typing import Any
 
 from engine.campaign import Campaign, TickResult
-from persistence.pg import LedgerTxn, PgWriteBehind, Progress
+from persistence.pg_rows import LedgerTxn, Progress
+from persistence.pg_writer import PgWriteBehind
 from sim.events import EV_BALANCE, EV_BUILT
 
 log = logging.getLogger("arbiter.progress")

@@ -3,7 +3,7 @@
 Recovery = the newest intact snapshot + the journal after it, re-applied through the same
 `Campaign` code the live server runs, checking every state hash recorded on the way. A torn or
 corrupt journal tail (a write cut short by kill -9 or a bad disk) is truncated and reported.
-The same replay drives `arbiter replay` (engine/replay.py).
+The same replay drives `arbiter replay` (engine/tools/replay.py).
 """
 
 from __future__ import annotations

@@ -21,17 +21,17 @@ from typing import Any
 
 import psutil
 
-from engine import token_replay
-from engine.admin import AdminServer, start_admin
-from engine.auth import AuthError, TokenVerifier
 from engine.campaign import Campaign
 from engine.clients import Client, flush_session
-from engine.fairplay.referee import FairPlayConfig
-from engine.fairplay.server_hooks import AdminAdapter, ServerFairPlay, open_store, peer_ip
-from engine.fairplay.signals import TimingStats
 from engine.journal import Journal
 from engine.progress import ProgressSync
 from engine.recovery import RecoveryReport, open_campaign
+from engine.security import token_replay
+from engine.security.admin import AdminServer, start_admin
+from engine.security.auth import AuthError, TokenVerifier
+from engine.security.fairplay.referee import FairPlayConfig
+from engine.security.fairplay.server_hooks import AdminAdapter, ServerFairPlay, open_store, peer_ip
+from engine.security.fairplay.signals import TimingStats
 from engine.snapshots import SnapshotSender
 from engine.stats import TickStats
 from engine.ticker import FixedStep
@@ -44,8 +44,8 @@ from netcode.protocol import (
 )
 from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, SessionState
 from netcode.ws_server import WsServerConnection, connection_factory
-from persistence.pg import PgWriteBehind
 from persistence.pg_overflow import SqliteOverflow
+from persistence.pg_writer import PgWriteBehind
 
 log = logging.getLogger("arbiter.server")
 
@@ -125,7 +125,7 @@ class GameServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self.fairplay = ServerFairPlay(self, cfg.fairplay, open_store(cfg.data_dir, cfg.campaign, cfg.pg_dsn))
         self.admin: AdminServer | None = None
-        # Join-token ids survive a restart (engine/token_replay.py); "" = in-memory campaign.
+        # Join-token ids survive a restart (engine/security/token_replay.py); "" = in-memory campaign.
         self._replay_file = Path(cfg.data_dir) / cfg.campaign / token_replay.FILE_NAME if cfg.data_dir else None
         self._replay_dirty = False
         self.stats = TickStats()

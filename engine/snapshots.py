@@ -18,8 +18,9 @@ from engine.clients import Client, flush_session
 from engine.journal import Journal
 from engine.stats import TickStats
 from netcode.protocol import PreparedSnapshot
-from netcode.replication import Replicator, schema_for, schema_to_wire
-from netcode.replication import warmup as replication_warmup
+from netcode.replication.replicator import Replicator
+from netcode.replication.schema import schema_for, schema_to_wire
+from netcode.replication.warm import warmup as replication_warmup
 
 if TYPE_CHECKING:
     from engine.server import ServerConfig

@@ -16,7 +16,7 @@ import collections
 from collections.abc import Callable
 
 from netcode.client_session import Bye, ClientSession, Error, Events, Pong, Snapshot, Welcome
-from netcode.replication_frames import peek_delta_tick
+from netcode.replication.frames import peek_delta_tick
 from netcode.ws_client import WsClientConnection, ws_connect
 
 # Enough of a snapshot frame for peek_snapshot_tick: map header, tick, ack and the body's bin header.

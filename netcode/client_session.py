@@ -37,7 +37,9 @@ from netcode.protocol import (
     req_str,
     unpack_map,
 )
-from netcode.replication import ReplicationDecoder, decode_delta_frame, schema_from_wire
+from netcode.replication.decoder import ReplicationDecoder
+from netcode.replication.frames import decode_delta_frame
+from netcode.replication.schema import schema_from_wire
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ class ErrorCode(IntEnum):
     SERVER_FULL = 7
     TOO_LARGE = 8
     RATE_LIMITED = 9
-    # 10-18: join-token refusals (engine/auth.py AuthCode)
+    # 10-18: join-token refusals (engine/security/auth.py AuthCode)
     WARNED = 20  # fair play: inputs were refused as violations; the connection stays open
     BANNED = 21  # the account or address is banned (the message says until when)
     CONNECTION_REFUSED = 22  # too many connections from this address

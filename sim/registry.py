@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from sim.game_api import Game
-from sim.games.startales import StartalesGame
+from sim.games.startales.game import StartalesGame
 from sim.games.wander import WanderGame
 
 GAMES: Final = ("startales", "wander")

@@ -2,7 +2,7 @@
 
 A violation is evidence, not a verdict: (kind, player id, measured value, limit). The input that
 caused it is refused by the same kernel (neutralized); what to do about the player is the engine's
-policy (engine/fairplay/). The numbering is shared by every game so that one policy table fits all;
+policy (engine/security/fairplay/). The numbering is shared by every game so that one policy table fits all;
 kinds 1-31 come out of the sim, 32 and up are the engine's own (protocol abuse, tokens).
 """
 

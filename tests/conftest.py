@@ -27,7 +27,7 @@ def _warm_kernels() -> None:
     would look like a stalled server or client.
     """
     from netcode.prediction import warmup as prediction_warmup
-    from netcode.replication import warmup as replication_warmup
+    from netcode.replication.warm import warmup as replication_warmup
     from sim.registry import GAMES, make_game
 
     for game in GAMES:

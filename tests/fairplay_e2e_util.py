@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from engine.auth import TokenVerifier
-from engine.fairplay.kinds import kind_name
+from engine.security.auth import TokenVerifier
+from engine.security.fairplay.kinds import kind_name
 from engine.server import GameServer
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import CloseCode, ErrorCode

@@ -8,7 +8,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
-from engine.auth import TokenVerifier
+from engine.security.auth import TokenVerifier
 from engine.server import GameServer, ServerConfig
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.admin import MAX_BODY_BYTES, AdminServer, start_admin
-from engine.auth import KeyRing, TokenIssuer, TokenVerifier
+from engine.security.admin import MAX_BODY_BYTES, AdminServer, start_admin
+from engine.security.auth import KeyRing, TokenIssuer, TokenVerifier
 
 RING = KeyRing.single("a" * 40)
 OTHER = KeyRing.single("b" * 40)

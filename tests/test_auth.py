@@ -13,7 +13,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from engine.auth import (
+from engine.security.auth import (
     MAX_TTL,
     AccountService,
     AuthCode,
@@ -29,7 +29,7 @@ from engine.auth import (
     bearer_claims,
     secret_equals,
 )
-from engine.auth import (
+from engine.security.auth import (
     PUBLIC_MESSAGES as PUBLIC,
 )
 from netcode.protocol import MAX_TOKEN_BYTES, ErrorCode
@@ -500,7 +500,7 @@ def test_local_account_service(ring: KeyRing, verifier: TokenVerifier) -> None:
 def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_JWT_")}
     return subprocess.run(
-        [sys.executable, "-m", "engine.token_cli", "token", *args],
+        [sys.executable, "-m", "engine.tools.token_cli", "token", *args],
         cwd=ROOT,
         env={**base, **env},
         capture_output=True,
@@ -547,7 +547,7 @@ def test_cli_short_secret_and_bad_ttl_exit_2() -> None:
 def test_hello_refusal_through_session(ring: KeyRing, verifier: TokenVerifier) -> None:
     import msgpack
 
-    from engine.auth import AUTH_CLOSE_CODE
+    from engine.security.auth import AUTH_CLOSE_CODE
     from netcode.protocol import encode_hello
     from netcode.session import HelloEvent, ServerSession
 

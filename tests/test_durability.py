@@ -15,9 +15,9 @@ import numpy as np
 
 from engine.campaign import Campaign
 from engine.journal import Journal
-from engine.launcher import start_server
 from engine.recovery import open_campaign
-from engine.replay import run_replay
+from engine.tools.launcher import start_server
+from engine.tools.replay import run_replay
 from netcode.client import ArbiterClient
 from tests.serverutil import running_server, url, wait_for
 

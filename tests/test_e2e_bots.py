@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.bots import BotConfig, run_bots
-from engine.launcher import start_server
+from engine.tools.bots import BotConfig, run_bots
+from engine.tools.launcher import start_server
 
 
 @pytest.mark.parametrize("game", ["wander", "startales"])

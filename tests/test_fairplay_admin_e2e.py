@@ -1,4 +1,4 @@
-"""The admin API (engine/admin.py, docs/fairplay.md) against a real GameServer: its own listener
+"""The admin API (engine/security/admin.py, docs/fairplay.md) against a real GameServer: its own listener
 (admin_port=0), join tokens on, players connected over real sockets.
 
 Every route refuses a caller without a token (401) or with a player's token (403) and changes
@@ -18,7 +18,7 @@ import aiohttp
 import msgpack
 import pytest
 
-from engine.auth import KeyRing, TokenIssuer, TokenVerifier
+from engine.security.auth import KeyRing, TokenIssuer, TokenVerifier
 from engine.server import GameServer
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import CloseCode, ErrorCode

@@ -17,7 +17,6 @@ from engine.server import GameServer
 from netcode.client import ArbiterClient
 from netcode.protocol import CloseCode, ErrorCode
 from sim.events import EV_ACHIEVEMENT
-from sim.games.startales import scan_arg
 from sim.games.startales.constants import (
     ACH_VOYAGER,
     ACTION_BUILD,
@@ -34,6 +33,7 @@ from sim.games.startales.constants import (
     TXN_DUPLICATE,
     TXN_RETRIES,
 )
+from sim.games.startales.game import scan_arg
 from tests.fairplay_e2e_util import (
     STATE_KINDS,
     Escalation,

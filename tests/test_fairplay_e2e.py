@@ -20,16 +20,15 @@ import asyncpg
 import msgpack
 import pytest
 
-from engine.auth import AuthCode, KeyRing, TokenIssuer, TokenVerifier
-from engine.bots import BotConfig, run_bots
-from engine.fairplay.conn_limit import ConnLimitConfig
-from engine.fairplay.kinds import V_BAD_TOKEN, V_TOKEN_REPLAY
-from engine.fairplay.referee import FairPlayConfig
+from engine.security.auth import AuthCode, KeyRing, TokenIssuer, TokenVerifier
+from engine.security.fairplay.conn_limit import ConnLimitConfig
+from engine.security.fairplay.kinds import V_BAD_TOKEN, V_TOKEN_REPLAY
+from engine.security.fairplay.referee import FairPlayConfig
 from engine.server import GameServer
+from engine.tools.bots import BotConfig, run_bots
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import CloseCode, ErrorCode, encode_hello
 from netcode.ws_client import ws_connect
-from sim.games.startales import scan_arg
 from sim.games.startales.constants import (
     ACH_VOYAGER,
     ACTION_CLAIM,
@@ -41,6 +40,7 @@ from sim.games.startales.constants import (
     TXN_APPLIED,
     TXN_DUPLICATE,
 )
+from sim.games.startales.game import scan_arg
 from tests.fairplay_e2e_util import (
     Escalation,
     check_ladder,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine.fairplay.banlist import BanList
-from engine.fairplay.conn_limit import ConnLimitConfig, ConnLimiter
-from engine.fairplay.kinds import V_MALFORMED
-from engine.fairplay.policy import Policy, PolicyConfig, Violation
-from engine.fairplay.signals import TimingStats
+from engine.security.fairplay.banlist import BanList
+from engine.security.fairplay.conn_limit import ConnLimitConfig, ConnLimiter
+from engine.security.fairplay.kinds import V_MALFORMED
+from engine.security.fairplay.policy import Policy, PolicyConfig, Violation
+from engine.security.fairplay.signals import TimingStats
 from persistence.fairplay_records import BanRecord
 from sim.violations import V_FORGED_CLAIM, V_THRUST
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sim.events import EV_REFUSED, REF_TOO_FAST, EventBuffer
-from sim.games.startales import (
+from sim.games.startales.constants import (
     ACH_FIRST_HARVEST,
     ACTION_BUILD,
     ACTION_CLAIM,
@@ -18,8 +18,8 @@ from sim.games.startales import (
     RES_METAL,
     TXN_APPLIED,
     TXN_DUPLICATE,
-    scan_arg,
 )
+from sim.games.startales.game import scan_arg
 from sim.inputs import InputBatch
 from sim.registry import make_game
 from sim.violations import (

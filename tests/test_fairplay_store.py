@@ -24,14 +24,8 @@ import asyncpg
 import numpy as np
 import pytest
 
-from persistence.fairplay_store import (
-    AuditEntry,
-    BanRecord,
-    FairplayStore,
-    SqliteFairplayStore,
-    StoreClosedError,
-    normalize_ip_range,
-)
+from persistence.fairplay_records import AuditEntry, BanRecord, FairplayStore, StoreClosedError, normalize_ip_range
+from persistence.fairplay_store import SqliteFairplayStore
 from persistence.pg_fairplay import PgFairplayStore
 from persistence.pg_migrations import MIGRATIONS, current_version, migrate
 from persistence.pg_rows import PgUnavailableError

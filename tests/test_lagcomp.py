@@ -8,14 +8,8 @@ import pytest
 from netcode.prediction import Interpolator, default_delay_ticks
 from sim.entities import EntityTable, add_entity_arrays
 from sim.events import EV_REFUSED, REF_NO_TARGET, EventBuffer
-from sim.games.startales import (
-    ACTION_SCAN,
-    EV_SCANNED,
-    REF_OUT_OF_REACH,
-    REF_REWIND,
-    SCAN_RANGE,
-    scan_arg,
-)
+from sim.games.startales.constants import ACTION_SCAN, EV_SCANNED, REF_OUT_OF_REACH, REF_REWIND, SCAN_RANGE
+from sim.games.startales.game import scan_arg
 from sim.history import HISTORY_ARRAYS, add_history, history_rows, position_at, record_history
 from sim.inputs import InputBatch
 from sim.registry import make_game

@@ -18,17 +18,9 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
-from persistence.pg import (
-    MIGRATIONS,
-    LedgerTxn,
-    MemoryOverflow,
-    Migration,
-    MigrationError,
-    PgWriteBehind,
-    Progress,
-    current_version,
-    migrate,
-)
+from persistence.pg_migrations import MIGRATIONS, Migration, MigrationError, current_version, migrate
+from persistence.pg_rows import LedgerTxn, MemoryOverflow, Progress
+from persistence.pg_writer import PgWriteBehind
 from tests.pgutil import PG_HOST, PG_PORT, PG_USER
 from tests.pgutil import dsn as _dsn
 from tests.tcp_proxy import TcpProxy

@@ -7,8 +7,8 @@ import numpy as np
 
 from engine.campaign import Campaign
 from engine.progress import ProgressSync, player_progress
-from persistence.pg import PgWriteBehind
-from sim.games.startales import ACTION_HARVEST
+from persistence.pg_writer import PgWriteBehind
+from sim.games.startales.constants import ACTION_HARVEST
 from tests.pgutil import dsn as _dsn
 from tests.serverutil import running_server, url, wait_for
 

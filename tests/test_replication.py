@@ -13,17 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netcode.replication import (
-    RING,
-    Quant,
-    ReplicationDecoder,
-    Replicator,
-    decode_delta_frame,
-    encode_delta_frame,
-    schema_for,
-    startales_schema,
-    wander_schema,
-)
+from netcode.replication.decoder import ReplicationDecoder
+from netcode.replication.frames import decode_delta_frame, encode_delta_frame
+from netcode.replication.kernels import RING
+from netcode.replication.replicator import Replicator
+from netcode.replication.schema import Quant, schema_for, startales_schema, wander_schema
 from sim.games.wander import RECORD_DTYPE
 
 W = 100.0

@@ -11,14 +11,11 @@ import msgpack
 import numpy as np
 import pytest
 
-from netcode.replication import (
-    RING,
-    ReplicationDecoder,
-    Replicator,
-    decode_delta_frame,
-    encode_delta_frame,
-    wander_schema,
-)
+from netcode.replication.decoder import ReplicationDecoder
+from netcode.replication.frames import decode_delta_frame, encode_delta_frame
+from netcode.replication.kernels import RING
+from netcode.replication.replicator import Replicator
+from netcode.replication.schema import wander_schema
 from tests.test_replication import World
 
 W = 100.0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from netcode.replication import ReplicationDecoder, Replicator, wander_schema
+from netcode.replication.decoder import ReplicationDecoder
+from netcode.replication.replicator import Replicator
+from netcode.replication.schema import wander_schema
 
 DT = np.dtype([("id", "<u4"), ("x", "<f4"), ("y", "<f4"), ("vx", "<f4"), ("vy", "<f4"), ("hp", "u1")])
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netcode.replication import Replicator, wander_schema
+from netcode.replication.replicator import Replicator
+from netcode.replication.schema import wander_schema
 from netcode.ws_frames import OP_BINARY, FrameReader
 from tests.test_replication import World
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from engine.auth import AuthCode, KeyRing, TokenIssuer, TokenVerifier
+from engine.security.auth import AuthCode, KeyRing, TokenIssuer, TokenVerifier
 from engine.server import GameServer, ServerConfig
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import CloseCode

@@ -13,7 +13,7 @@ from sim.events import (
     REF_UNAFFORDABLE,
     EventBuffer,
 )
-from sim.games.startales import (
+from sim.games.startales.constants import (
     ACH_BUILDER,
     ACH_EXPLORER,
     ACH_FIRST_HARVEST,
@@ -22,13 +22,10 @@ from sim.games.startales import (
     BUILD_COST_METAL,
     HARVEST_PER_TICK,
     HARVEST_RANGE,
-    KIND_DRONE,
-    KIND_PLANET,
-    KIND_SHIP,
     MAX_SPEED,
     RECORD_DTYPE,
-    StartalesGame,
 )
+from sim.games.startales.game import KIND_DRONE, KIND_PLANET, KIND_SHIP, StartalesGame
 from sim.inputs import InputBatch
 from sim.world import World
 

@@ -14,8 +14,7 @@ import pytest
 from netcode.client import ArbiterClient
 from netcode.client_session import encode_thrust
 from netcode.protocol import ErrorCode, encode_input
-from netcode.replication import decode_delta_frame, encode_delta_frame
-from netcode.replication_frames import peek_delta_tick
+from netcode.replication.frames import decode_delta_frame, encode_delta_frame, peek_delta_tick
 from netcode.session import InputEvent, ServerSession, SessionState
 from netcode.ws_client import WsClientConnection
 from netcode.ws_frames import OP_BINARY, OP_CLOSE, OP_TEXT, FrameReader, client_frame, frame_header, server_frame

@@ -24,8 +24,8 @@ from netcode.client import ArbiterClient
 from netcode.client_session import Snapshot
 from netcode.prediction import Interpolator, ShipPredictor, TickClock
 from netcode.prediction import warmup as prediction_warmup
-from netcode.replication import warmup as replication_warmup
-from sim.games.startales import scan_arg
+from netcode.replication.warm import warmup as replication_warmup
+from sim.games.startales.game import scan_arg
 
 HARVEST, BUILD, STOP, GIFT, CLAIM = 1, 2, 3, 5, 6
 EV_ACHIEVEMENT, EV_BALANCE, EV_BUILT, EV_TRANSFER = 1, 2, 4, 6

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from engine.fairplay.kinds import DEFAULT_WEIGHTS, kind_name
+from engine.security.fairplay.kinds import DEFAULT_WEIGHTS, kind_name
 
 Action = Literal["warn", "kick", "ban"]
 MODES: Final = ("enforce", "observe", "off")

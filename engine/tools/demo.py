@@ -13,9 +13,9 @@ import time
 from functools import partial
 from typing import Any
 
-from engine.auth import KeyRing, TokenIssuer
-from engine.bots import BotConfig, run_bots
-from engine.launcher import start_server
+from engine.security.auth import KeyRing, TokenIssuer
+from engine.tools.bots import BotConfig, run_bots
+from engine.tools.launcher import start_server
 
 
 def summarize(first: dict[str, Any], last: dict[str, Any], bots: dict[str, Any], seconds: float) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import time
 from typing import IO, Any
 
 from engine.campaign import Campaign, ReplayDivergenceError, TickResult
-from engine.fairplay.kinds import kind_name
 from engine.recovery import (
     JournalScan,
     RecoveryError,
@@ -28,6 +27,7 @@ from engine.recovery import (
     resolve_store_path,
     restore_snapshot,
 )
+from engine.security.fairplay.kinds import kind_name
 from persistence.campaign_store import CampaignStore, format_hash
 from sim.statehash import state_hash
 

@@ -1,6 +1,6 @@
 """The join-token replay cache: token ids seen within their lifetime, and their file across restarts.
 
-`ReplayCache` is what `engine.auth.TokenVerifier` consults. A restart must not reopen a replay
+`ReplayCache` is what `engine.security.auth.TokenVerifier` consults. A restart must not reopen a replay
 window for tokens still within their lifetime: the server loads the file at start and rewrites it
 (write-then-rename, off the loop thread) at most once a second when tokens were used, and at
 shutdown; after a `kill -9` at most the last second of joins is forgotten (their tokens could be

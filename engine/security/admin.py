@@ -5,7 +5,7 @@ only GET upgrades, and keeping operators off the players' port lets the admin po
 loopback or a private network while the game port is public. See docs/fairplay.md (## Admin API).
 
 Every request, including one for an unknown path, must carry `Authorization: Bearer <token>` with
-an admin-role join token of this campaign (engine.auth.bearer_claims): 401 with
+an admin-role join token of this campaign (engine.security.auth.bearer_claims): 401 with
 `WWW-Authenticate: Bearer` when it is missing or invalid, 403 for a valid token of another role.
 Authentication runs before routing so an unauthenticated caller learns nothing about the routes.
 Without a configured verifier (tokens off) every request gets 401: the admin API never falls back
@@ -30,7 +30,7 @@ from typing import Any, Final, NoReturn, Protocol
 
 from aiohttp import hdrs, web
 
-from engine.auth import (
+from engine.security.auth import (
     ENV_KEYFILE,
     ENV_KEYS,
     ENV_SECRET,

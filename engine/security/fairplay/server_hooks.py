@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from engine.auth import AuthCode
 from engine.clients import Client, flush_session
-from engine.fairplay.kinds import (
+from engine.security.auth import AuthCode
+from engine.security.fairplay.kinds import (
     V_BAD_TOKEN,
     V_FLOOD,
     V_HANDSHAKE,
@@ -25,7 +25,7 @@ from engine.fairplay.kinds import (
     V_ROBOTIC_TIMING,
     V_TOKEN_REPLAY,
 )
-from engine.fairplay.referee import FairPlayConfig, Referee
+from engine.security.fairplay.referee import FairPlayConfig, Referee
 from netcode.protocol import CloseCode, ErrorCode, encode_bye, encode_error
 from persistence.fairplay_records import BanRecord, FairplayStore
 from persistence.fairplay_store import SqliteFairplayStore
@@ -79,7 +79,7 @@ def _ban_message(ban: BanRecord) -> str:
 
 
 class ServerFairPlay:
-    """Implements engine.fairplay.referee.Enforcer and engine.admin.AdminBackend for a GameServer."""
+    """Implements engine.security.fairplay.referee.Enforcer and engine.security.admin.AdminBackend for a GameServer."""
 
     def __init__(self, server: GameServer, cfg: FairPlayConfig, store: FairplayStore) -> None:
         self.server = server
@@ -231,7 +231,7 @@ class ServerFairPlay:
 
 
 class AdminAdapter:
-    """engine.admin.AdminBackend over ServerFairPlay (its `kick` is the Enforcer's)."""
+    """engine.security.admin.AdminBackend over ServerFairPlay (its `kick` is the Enforcer's)."""
 
     def __init__(self, fp: ServerFairPlay) -> None:
         self.fp = fp

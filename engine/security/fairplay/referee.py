@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine.fairplay.banlist import BanList
-from engine.fairplay.conn_limit import ConnLimitConfig, ConnLimiter
-from engine.fairplay.kinds import STATE_KINDS, V_CONN_FLOOD, kind_name
-from engine.fairplay.policy import Decision, Policy, PolicyConfig, Violation
+from engine.security.fairplay.banlist import BanList
+from engine.security.fairplay.conn_limit import ConnLimitConfig, ConnLimiter
+from engine.security.fairplay.kinds import STATE_KINDS, V_CONN_FLOOD, kind_name
+from engine.security.fairplay.policy import Decision, Policy, PolicyConfig, Violation
 from persistence.fairplay_records import AuditEntry, BanRecord, FairplayStore, validate_ban
 
 log = logging.getLogger("arbiter.fairplay")

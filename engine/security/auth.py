@@ -35,7 +35,7 @@ from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 import jwt
 
-from engine.token_replay import ReplayCache
+from engine.security.token_replay import ReplayCache
 from netcode.protocol import MAX_TOKEN_BYTES
 
 log = logging.getLogger("arbiter.auth")

@@ -19,7 +19,7 @@ from typing import Final
 import numpy as np
 from numba import njit
 
-from netcode.replication_kernels import ST_KNOWN, encode_client
+from netcode.replication.kernels import ST_KNOWN, encode_client
 from sim.scalars import Int
 
 FRAME_OVERHEAD: Final = 56  # msgpack map header + keys + three uint64 + bin32 header (45) + ws header (10)

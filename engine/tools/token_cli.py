@@ -3,7 +3,7 @@
     ARBITER_JWT_SECRET=... arbiter token --account alice --campaign demo [--role admin] [--ttl 600]
 
 Prints the token alone on stdout (or a JSON object with --json). Exit 2 when no key is configured
-or the arguments are refused. Until engine/cli.py wires it in, `python -m engine.token_cli token ...`
+or the arguments are refused. Until engine/cli.py wires it in, `python -m engine.tools.token_cli token ...`
 runs the same command.
 """
 
@@ -15,7 +15,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from engine.auth import DEFAULT_TTL, ENV_KEYFILE, ENV_KEYS, ENV_SECRET, ROLES, KeyConfigError, KeyRing, TokenIssuer
+from engine.security.auth import (
+    DEFAULT_TTL,
+    ENV_KEYFILE,
+    ENV_KEYS,
+    ENV_SECRET,
+    ROLES,
+    KeyConfigError,
+    KeyRing,
+    TokenIssuer,
+)
 
 
 def add_token_parser(subparsers: Any) -> argparse.ArgumentParser:

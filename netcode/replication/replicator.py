@@ -14,9 +14,9 @@ from typing import Final, NamedTuple
 
 import numpy as np
 
-from netcode.replication_frames import encode_delta_frame
-from netcode.replication_group_kernels import encode_group
-from netcode.replication_kernels import (
+from netcode.replication.frames import encode_delta_frame
+from netcode.replication.group_kernels import encode_group
+from netcode.replication.kernels import (
     N_STATS,
     RING,
     ST_DEFERRED,
@@ -28,7 +28,7 @@ from netcode.replication_kernels import (
     encode_client,
     scatter_rows,
 )
-from netcode.replication_schema import ReplicationSchema
+from netcode.replication.schema import ReplicationSchema
 from netcode.ws_frames import OP_BINARY, frame_header
 from sim.aoi import AoiGrid
 

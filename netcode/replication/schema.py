@@ -12,7 +12,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from netcode.replication_kernels import quantize_kernel
+from netcode.replication.kernels import quantize_kernel
 
 DEFAULT_RADIUS: Final = {"wander": 100.0, "startales": 600.0}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from netcode.replication_frames import decode_delta_frame
-from netcode.replication_kernels import RING, decode_body
-from netcode.replication_schema import ReplicationSchema
+from netcode.replication.frames import decode_delta_frame
+from netcode.replication.kernels import RING, decode_body
+from netcode.replication.schema import ReplicationSchema
 
 
 class ReplicationDecoder:

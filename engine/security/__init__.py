@@ -1,0 +1,1 @@
+"""Security: join tokens, their replay cache, the admin API, fair play."""

@@ -1,0 +1,1 @@
+"""Tools around the runtime: demo, launcher, bots, replay, token issuing."""
