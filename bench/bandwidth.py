@@ -47,7 +47,7 @@ def run(clients: int, npcs: int, seconds: float, radius: float, loss: float, see
     game = make_game("wander", {"npcs": npcs, "max_players": clients, "tick_rate": TICK_RATE})
     world = game.create_world(seed)
     eids = np.array([game.join(world) for _ in range(clients)], dtype=np.int64)
-    own = eids & 0xFFFFF
+    own = eids & SLOT_MASK
     rng = np.random.default_rng(seed)
     brain = WanderBrain(clients, rng, 0.0)
     seqs = np.zeros(clients, dtype=np.int64)

@@ -59,7 +59,7 @@ class BotLoad:
         self.c = campaign
         self.rng = np.random.default_rng(seed)
         self.eids = np.array([campaign.join(f"bot{i}", f"acct{i}")[0] for i in range(players)], dtype=np.int64)
-        self.slots = self.eids & 0xFFFFF
+        self.slots = self.eids & SLOT_MASK
         self.seq = np.zeros(players, dtype=np.int64)
         game = campaign.game
         self.n_planets = int(getattr(game, "planets", 0))

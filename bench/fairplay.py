@@ -196,7 +196,7 @@ class CheatWorld:
         self.cheat = self.game.join(self.world)
         self.victim = int(self.fleet.eids[0])
         a = self.world.arrays
-        self.cp = (self.cheat & 0xFFFFF) - int(a["meta"][META_PLAYER_LO])
+        self.cp = (self.cheat & SLOT_MASK) - int(a["meta"][META_PLAYER_LO])
         self.seq = 0
         self.sent = self.accepted = 0  # the cheater's inputs, and how many the sim applied
         self.batch, self.events = InputBatch(4096), EventBuffer(4096)
@@ -208,7 +208,7 @@ class CheatWorld:
         self.batch.add(self.cheat, self.seq, self.world.tick if ct is None else ct, dx, dy, act, arg, 0, amount, txn)
 
     def park(self, planet: int = 0) -> None:
-        a, s = self.world.arrays, self.cheat & 0xFFFFF
+        a, s = self.world.arrays, self.cheat & SLOT_MASK
         a["x"][s], a["y"][s], a["vx"][s], a["vy"][s] = a["x"][planet], a["y"][planet] + 5, 0.0, 0.0
 
 
@@ -229,7 +229,7 @@ def _flood(t: int, start: int, w: CheatWorld) -> None:
 
 def _harvest_far(t: int, start: int, w: CheatWorld) -> None:
     if t == 0:
-        a, s = w.world.arrays, w.cheat & 0xFFFFF
+        a, s = w.world.arrays, w.cheat & SLOT_MASK
         far = np.argmax(np.min(np.hypot(a["x"][:12, None] - np.arange(0, 2000, 50)[None, :], 0), axis=0))
         a["x"][s], a["y"][s] = float(far * 50), 1000.0
         a["x"][:12] = np.where(np.abs(a["x"][:12] - far * 50) < 400, a["x"][:12] + 800, a["x"][:12]) % 2000
@@ -264,7 +264,7 @@ def _forged_claim(t: int, start: int, w: CheatWorld) -> None:
 
 
 def _speed(w: CheatWorld) -> float:
-    a, s = w.world.arrays, w.cheat & 0xFFFFF
+    a, s = w.world.arrays, w.cheat & SLOT_MASK
     return float(np.hypot(a["vx"][s], a["vy"][s]))
 
 
@@ -272,7 +272,7 @@ SIM_CHEATS: dict[str, tuple[Cheat, int, Callable[[CheatWorld], bool]]] = {
     # name: (script, violation kind, neutralized?)
     # the dilated clock's inputs are refused once it runs ahead, and the ship is no faster
     "speed_hack": (_speed_hack, V_TIME, lambda w: w.accepted < w.sent and _speed(w) <= MAX_SPEED * 1.0001),
-    "thrust_beyond_range": (_thrust, V_THRUST, lambda w: w.world.arrays["tx"][w.cheat & 0xFFFFF] == 0.0),
+    "thrust_beyond_range": (_thrust, V_THRUST, lambda w: w.world.arrays["tx"][w.cheat & SLOT_MASK] == 0.0),
     # no more inputs applied than one per tick plus the burst credit
     "input_flood": (_flood, V_INPUT_RATE, lambda w: w.accepted <= w.world.tick + pace_limits(TICK_RATE)[0]),
     "harvest_out_of_range": (_harvest_far, V_HARVEST_RANGE, lambda w: w.world.arrays["harvested"][w.cp] == 0),

@@ -67,7 +67,7 @@ class HonestFleet:
         self.game, self.world, self.n, self.rng = game, world, n, rng
         self.eids = np.array([game.join(world) for _ in range(n)], dtype=np.int64)
         lo = int(world.arrays["meta"][META_PLAYER_LO])
-        self.slots = (self.eids & 0xFFFFF).astype(np.int64)
+        self.slots = (self.eids & SLOT_MASK).astype(np.int64)
         self.p = self.slots - lo
         self.phase = rng.integers(0, 3, n)
         self.seq = np.zeros(n, dtype=np.int64)

@@ -125,9 +125,9 @@ def cmd_bots(args: argparse.Namespace) -> int:
         print(f"arbiter bots: {exc}", file=sys.stderr)
         return 2
     cfg = BotConfig(
-        token_factory=_token_factory(TokenIssuer(ring), args.campaign) if ring is not None else None,
+        token_factory=token_factory(TokenIssuer(ring)) if ring is not None else None,
         url=args.url,
-        game=args.game,
+        campaign=args.campaign,
         count=args.count,
         duration=args.duration,
         input_rate=args.input_rate,
@@ -135,7 +135,7 @@ def cmd_bots(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
 
-    async def main() -> None:
+    async def main() -> int:
         report = await run_bots(cfg)
         d = report.as_dict()
         if args.json:
@@ -143,14 +143,19 @@ def cmd_bots(args: argparse.Namespace) -> int:
         else:
             for k, v in d.items():
                 print(f"{k:>24}: {v}")
+        if not report.connected and report.connect_failures:
+            why = "; ".join(f"{n} x {reason}" for reason, n in report.connect_errors.items())
+            print(f"arbiter bots: no bot could join ({why})", file=sys.stderr)
+            return 1
+        return 0
 
-    _loop_runner(not args.no_uvloop)(main())
-    return 0
+    return int(_loop_runner(not args.no_uvloop)(main()))
 
 
-def _token_factory(issuer: Any, campaign: str) -> Callable[[str], str]:
-    def make(account: str) -> str:
-        # One fresh token per connection: a token id is refused once used.
+def token_factory(issuer: Any) -> Callable[[str, str], str]:
+    """(account, campaign) -> a fresh join token (a token id is refused once used)."""
+
+    def make(account: str, campaign: str) -> str:
         return str(issuer.issue(account, campaign, name=account, ttl=600))
 
     return make
@@ -163,12 +168,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sim.games import DEFAULT_GAME
+    from sim.registry import game_names
+
+    games = game_names()  # every installed `arbiter.games` entry point
     p = argparse.ArgumentParser(prog="arbiter", description="Arbiter authoritative game server")
     p.add_argument("--log-level", default=os.environ.get("ARBITER_LOG", "INFO"))
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run one campaign server")
-    s.add_argument("--game", default="startales", choices=("startales", "wander"))
+    s.add_argument("--game", default=DEFAULT_GAME, choices=games)
     s.add_argument("--campaign", default="default")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--host", default="127.0.0.1")
@@ -207,19 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bots", help="run N bot players against a server")
     b.add_argument("--url", default="ws://127.0.0.1:8765/")
-    b.add_argument("--game", default="wander", choices=("startales", "wander"))
     b.add_argument("--count", type=int, default=10)
     b.add_argument("--duration", type=float, default=10.0)
     b.add_argument("--input-rate", type=float, default=20.0)
     b.add_argument("--full-decoders", type=int, default=8)
     b.add_argument("--seed", type=int, default=12345)
-    b.add_argument("--campaign", default="default", help="campaign id the minted join tokens are for")
+    b.add_argument("--campaign", default=None, help="campaign the minted join tokens name (default: the server's)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--no-uvloop", action="store_true")
     b.set_defaults(func=cmd_bots)
 
     d = sub.add_parser("demo", help="start a server and bots in one command")
-    d.add_argument("--game", default="startales", choices=("startales", "wander"))
+    d.add_argument("--game", default=DEFAULT_GAME, choices=games)
     d.add_argument("--bots", type=int, default=20)
     d.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
     d.add_argument("--seed", type=int, default=1)

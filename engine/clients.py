@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.latency import Latency
 from engine.security.fairplay.signals import TimingStats
 from netcode.session import ServerSession
 from netcode.ws_server import WsServerConnection
@@ -25,6 +26,7 @@ class Client:
     last_rx_time: float = 0.0
     pending_events: list[tuple[int, int, int]] = field(default_factory=list)
     timing: TimingStats | None = None  # fair play's input-timing signal (None: off)
+    latency: Latency = field(default_factory=Latency)  # RTT and rewind bound (lag-compensated games)
 
 
 def flush_session(client: Client) -> None:

@@ -23,7 +23,9 @@ import psutil
 
 from engine.campaign import Campaign
 from engine.clients import Client, flush_session
+from engine.info import info_response
 from engine.journal import Journal
+from engine.latency import PING_INTERVAL_S, rewind_bound
 from engine.progress import ProgressSync
 from engine.recovery import RecoveryReport, open_campaign
 from engine.security import token_replay
@@ -46,13 +48,14 @@ from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, Se
 from netcode.ws_server import WsServerConnection, connection_factory
 from persistence.pg_overflow import SqliteOverflow
 from persistence.pg_writer import PgWriteBehind
+from sim.games import DEFAULT_GAME
 
 log = logging.getLogger("arbiter.server")
 
 
 @dataclass(slots=True)
 class ServerConfig:
-    game: str = "startales"
+    game: str = DEFAULT_GAME
     campaign: str = "default"
     seed: int = 1
     host: str = "127.0.0.1"
@@ -114,6 +117,10 @@ class GameServer:
                     f"; truncated: {r.truncated}" if r.truncated else "",
                 )  # fmt: skip
         self.campaign = campaign or Campaign(cfg.game, cfg.seed, config, cfg.campaign)
+        game = self.campaign.game
+        self._spec = game.wire_spec()  # the welcome's "spec" and "world", made once
+        self._world_constants = game.welcome_constants()
+        self._lag = game.max_rewind > 0  # lag compensation: measure every player's RTT
         self.progress: ProgressSync | None = None
         self._overflow: SqliteOverflow | None = None
         if cfg.pg_dsn:
@@ -325,6 +332,8 @@ class GameServer:
                     log.info("%d ships whose players did not come back after recovery left the world", len(orphans))
             for client in list(self.clients.values()):
                 conn = client.conn
+                if self._lag and client.eid >= 0 and now - client.latency.ping_at >= PING_INTERVAL_S:
+                    self._ping(client, now)
                 rx = conn.bytes_in
                 if rx != client.last_rx_count:
                     client.last_rx_count = rx
@@ -350,6 +359,8 @@ class GameServer:
             return (200 if ok else 503), "application/json", json.dumps(body).encode()
         if route == "/stats":
             return 200, "application/json", json.dumps(self.stats_dict()).encode()
+        if route == "/info":
+            return info_response(self.cfg.game, self.cfg.campaign, self.cfg.tick_rate, self.cfg.send_rate)
         if route in ("/", "/ws"):
             return None if self._accepting else (503, "text/plain", b"shutting down\n")
         return 404, "text/plain", b"not found\n"
@@ -366,11 +377,35 @@ class GameServer:
             burst=self.cfg.input_burst,
             handshake_timeout=self.cfg.handshake_timeout,
             opened_at=now,
+            inputs=self.campaign.game.inputs,
         )
         client = Client(conn, session, now, last_rx_time=now, ip=peer_ip(conn))
         if self.fairplay.timing:
             client.timing = TimingStats()
         self.clients[conn] = client
+        if self._lag:
+            self._ping(client, now)  # an RTT sample before the first input, if the client answers
+
+    def _ping(self, client: Client, now: float) -> None:
+        lat = client.latency
+        lat.ping_id = (lat.ping_id + 1) & 0xFFFFFFFF
+        lat.ping_at = now
+        lat.waiting = True
+        client.conn.ping(lat.ping_id.to_bytes(4, "big"))
+
+    def on_pong(self, conn: WsServerConnection, payload: bytes) -> None:
+        """A WebSocket pong: an RTT sample when it answers the newest ping (engine/latency.py)."""
+        client = self.clients.get(conn)
+        if client is None or not self._lag:
+            return
+        lat = client.latency
+        if not lat.waiting or len(payload) != 4 or int.from_bytes(payload, "big") != lat.ping_id:
+            return  # unsolicited, stale or repeated: no sample
+        now = (self._loop or asyncio.get_running_loop()).time()
+        lat.waiting = False
+        lat.sample(now - lat.ping_at)
+        game, cfg = self.campaign.game, self.cfg
+        lat.bound = rewind_bound(lat, cfg.tick_rate, cfg.send_rate, game.max_rewind)
 
     def on_message(self, conn: WsServerConnection, payload: bytes, is_text: bool) -> None:
         client = self.clients.get(conn)
@@ -382,9 +417,7 @@ class GameServer:
         errors_before = session.offences
         for ev in session.receive(payload if not is_text else payload.decode("utf-8", "replace"), now):
             if type(ev) is InputEvent:
-                if not self.campaign.submit(
-                    client.eid, ev.seq, ev.client_tick, ev.dx, ev.dy, ev.action, ev.arg, ev.arg2, ev.arg3, ev.txn
-                ):
+                if not self.campaign.submit(client.eid, ev.seq, ev.client_tick, ev.values, client.latency.bound):
                     self.stats.inputs_dropped += 1
                 if client.timing is not None:
                     self.fairplay.input_arrived(client, now)
@@ -459,7 +492,7 @@ class GameServer:
 
     def _admit(self, client: Client, name: str, account: str, restore: dict[str, Any] | None) -> None:
         campaign = self.campaign
-        eid, resumed = campaign.join(name, account, _restorable(restore))
+        eid, resumed = campaign.join(name, account, _restorable(restore, ("resources", *campaign.game.durable)))
         if self.progress is not None:
             self.progress.joined(eid, account, name)
         if resumed:
@@ -476,9 +509,10 @@ class GameServer:
             tick_rate=self.cfg.tick_rate,
             send_rate=self.cfg.send_rate,
             game=game.name,
-            world=game.constants(),
+            world=self._world_constants,
             dtype=dtype_to_wire(game.record_dtype),
             rep=self.sender.rep_wire,
+            spec=self._spec,
         )
 
     def stats_dict(self) -> dict[str, Any]:
@@ -525,11 +559,12 @@ class GameServer:
         return d
 
 
-def _restorable(progress: dict[str, Any] | None) -> dict[str, object] | None:
-    """The part of a stored progress row a fresh ship takes over (positions are not restored)."""
+def _restorable(progress: dict[str, Any] | None, keys: tuple[str, ...]) -> dict[str, object] | None:
+    """The part of a stored progress row a fresh ship takes over: the game's resources and durable
+    fields (positions are not restored)."""
     if not progress:
         return None
-    return {k: progress[k] for k in ("resources", "buildings", "achievements", "txn_last") if k in progress}
+    return {k: progress[k] for k in keys if k in progress}
 
 
 async def serve(cfg: ServerConfig) -> GameServer:

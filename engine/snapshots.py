@@ -19,16 +19,14 @@ from engine.journal import Journal
 from engine.stats import TickStats
 from netcode.protocol import PreparedSnapshot
 from netcode.replication.replicator import Replicator
-from netcode.replication.schema import schema_for, schema_to_wire
+from netcode.replication.schema import schema_of, schema_to_wire
 from netcode.replication.warm import warmup as replication_warmup
+from sim.entities import SLOT_MASK
 
 if TYPE_CHECKING:
     from engine.server import ServerConfig
 
 log = logging.getLogger("arbiter.snapshots")
-
-# View radius of interest management per game (world units); see docs/replication.md.
-DEFAULT_VIEW_RADIUS: dict[str, float] = {"wander": 100.0, "startales": 600.0}
 
 
 class SnapshotSender:
@@ -45,8 +43,8 @@ class SnapshotSender:
         self._free_slots: list[int] = []
         if cfg.replication == "delta":
             game = campaign.game
-            radius = cfg.aoi_radius if cfg.aoi_radius is not None else DEFAULT_VIEW_RADIUS.get(game.name, 0.0)
-            schema = schema_for(game.name, game.constants())
+            radius = cfg.aoi_radius if cfg.aoi_radius is not None else game.view_radius  # docs/replication.md
+            schema = schema_of(game.replicated_fields())
             self.replicator = Replicator(schema, game.capacity, game.max_players, radius=radius or None)
             if cfg.snapshot_budget and cfg.snapshot_budget < self.replicator.min_budget():
                 raise ValueError(f"snapshot_budget must be at least {self.replicator.min_budget()} bytes")
@@ -111,7 +109,7 @@ class SnapshotSender:
             ack_for = journal.ack_for
             return [ack_for(c.eid) for c in clients]
         last_seq = self.campaign.world.arrays["last_seq"]
-        return [int(last_seq[c.eid & 0xFFFFF]) for c in clients]
+        return [int(last_seq[c.eid & SLOT_MASK]) for c in clients]
 
     def _send_full(self, tick: int, order: list[Client]) -> set[int]:
         """Raw whole-world frames (protocol.md `s`); returns the ids of the clients written to."""
@@ -143,7 +141,7 @@ class SnapshotSender:
             return set()
         nb = len(writable)
         slots = np.fromiter((c.rep_slot for c in writable), np.int64, nb)
-        rep.set_viewers(slots, np.fromiter((c.eid & 0xFFFFF for c in writable), np.int64, nb))
+        rep.set_viewers(slots, np.fromiter((c.eid & SLOT_MASK for c in writable), np.int64, nb))
         buf, off = rep.encode_group(
             slots,
             [c.session.last_ack_tick or 0 for c in writable],  # the newest snapshot the client holds: its baseline
@@ -163,9 +161,9 @@ class SnapshotSender:
 
     def _begin(self, rep: Replicator, tick: int, records: np.ndarray) -> None:
         rep.begin_send(tick, records)
-        fn = getattr(self.campaign.game, "always_relevant", None)  # e.g. startales' planets
-        if fn is not None:
-            rep.always = np.asarray(fn(self.campaign.world), dtype=np.uint32)
+        always = self.campaign.always_relevant()  # e.g. startales' planets
+        if always is not None:
+            rep.always = always
 
     # -- warm-up ----------------------------------------------------------------------------------
     def warmup(self) -> None:
@@ -183,7 +181,7 @@ class SnapshotSender:
         records = self.campaign.replicate().copy()
         if records.size == 0:
             return
-        own = np.array([int(records["id"][0]) & 0xFFFFF, -1], dtype=np.int64)
+        own = np.array([int(records["id"][0]) & SLOT_MASK, -1], dtype=np.int64)
         for tick, ack in ((1, 0), (2, 1)):
             self._begin(rep, tick, records)
             rep.set_viewers(np.arange(2, dtype=np.int64), own)

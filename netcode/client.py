@@ -1,7 +1,8 @@
 """The Python client SDK: connect, hello, send inputs, receive snapshots as numpy arrays, RTT.
 
     client = await ArbiterClient.connect("ws://127.0.0.1:8765/", name="ada")
-    client.send_input(0.5, 0.0)
+    client.send_input(0.5, 0.0)                 # the game's inputs in the order of the welcome's spec
+    client.send_input(dx=0.5, a=1, g=3)         # ... or by wire key
     snap = await client.next_snapshot()
     me = snap.entities[snap.entities["id"] == client.player]
 
@@ -85,23 +86,16 @@ class ArbiterClient:
         return self.conn is not None and self.conn.is_open
 
     # -- sending ----------------------------------------------------------------------------------
-    def send_input(
-        self,
-        dx: float,
-        dy: float,
-        action: int = 0,
-        arg: int = 0,
-        client_tick: int | None = None,
-        *,
-        arg2: int = 0,
-        arg3: int = 0,
-        txn: int = 0,
-    ) -> int:
-        """Send one input; returns its sequence number. `arg2`, `arg3` and `txn` are for actions
-        that need them (startales' GIFT: resource, amount, transaction id)."""
+    def send_input(self, *values: float | int, client_tick: int | None = None, **fields: float | int) -> int:
+        """Send one input: the game's fields in the order of the welcome's spec (`values`) and/or
+        by wire key (`fields`); absent fields are 0. Returns its sequence number."""
         assert self.conn is not None
+        if values:
+            fields = {**{f[0]: v for f, v in zip(self.session.fields, values, strict=False)}, **fields}
+            if len(values) > len(self.session.fields):
+                raise ValueError(f"{len(values)} input values for {len(self.session.fields)} fields")
         ack = self._count_ack if self._count_ack else None
-        self.conn.send(self.session.input(dx, dy, action, arg, client_tick, ack, arg2, arg3, txn))
+        self.conn.send(self.session.input(fields, client_tick, ack))
         return self.session.seq
 
     def send_raw(self, payload: bytes) -> None:

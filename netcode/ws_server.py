@@ -172,7 +172,12 @@ class WsServerConnection(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.close()
                 return
-            # OP_PONG: nothing to do; any byte from the client already counts as liveness.
+            elif opcode == OP_PONG:
+                # Any byte already counts as liveness; a handler that pings to measure the round
+                # trip (the engine's lag compensation, engine/latency.py) gets the payload.
+                on_pong = getattr(self.handler, "on_pong", None)
+                if on_pong is not None:
+                    on_pong(self, payload)
 
     def eof_received(self) -> bool | None:
         if self._proto is not None:

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, NamedTuple, SupportsIndex
 
-from persistence.journal_codec import JournalCorruptError, TickRecord, decode_tick
+import numpy as np
+
+from persistence.journal_codec import JournalCorruptError, TickRecord, campaign_layout, decode_tick
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +115,16 @@ def format_hash(value: str | SupportsIndex) -> str:
     return f"{number & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
-def _row_problem(tick: int, data: object, state_hash: object, expected: int | None) -> str | None:
+def _row_problem(
+    tick: int, data: object, state_hash: object, expected: int | None, layout: np.dtype
+) -> str | None:
     """Why a journal row cannot be replayed, or None if it is intact and in sequence."""
     if expected is not None and tick != expected:
         return f"gap: expected tick {expected}, found {tick}"
     if not isinstance(data, bytes):
         return f"data is {type(data).__name__}, not a blob"
     try:
-        record = decode_tick(data)
+        record = decode_tick(data, layout, expand=False)
     except JournalCorruptError as exc:
         return f"undecodable record: {exc}"
     if record.tick != tick:
@@ -137,8 +141,9 @@ class JournalReader(Iterator[JournalEntry]):
     the reason. `last_tick` is the last tick yielded (or `after_tick` if none).
     """
 
-    def __init__(self, rows: Iterator[tuple[int, object, object]], after_tick: int) -> None:
+    def __init__(self, rows: Iterator[tuple[int, object, object]], after_tick: int, layout: np.dtype) -> None:
         self._rows = rows
+        self._layout = layout
         self._done = False
         self.last_tick = after_tick
         self.problem: JournalProblem | None = None
@@ -155,7 +160,7 @@ class JournalReader(Iterator[JournalEntry]):
             raise StopIteration
         tick, data, state_hash = row
         expected = self.last_tick + 1
-        why = _row_problem(tick, data, state_hash, expected)
+        why = _row_problem(tick, data, state_hash, expected, self._layout)
         if why is not None:
             self._done = True
             bad = expected if tick != expected else tick
@@ -164,7 +169,7 @@ class JournalReader(Iterator[JournalEntry]):
             raise StopIteration
         assert isinstance(data, bytes)
         self.last_tick = tick
-        return JournalEntry(decode_tick(data), state_hash if isinstance(state_hash, str) else None)
+        return JournalEntry(decode_tick(data, self._layout), state_hash if isinstance(state_hash, str) else None)
 
 
 def _connect(path: Path, durability: Durability) -> sqlite3.Connection:
@@ -208,6 +213,7 @@ class CampaignStore:
         self._retention = snapshot_retention
         self._max_pending_snapshots = max_pending_snapshots
         self._commit_delay = commit_delay
+        self._layout: np.dtype | None = None
 
         self._lock_fd = self._take_lock(self.path.parent / LOCK_FILENAME)
         try:
@@ -311,6 +317,13 @@ class CampaignStore:
 
     def get_meta(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    @property
+    def layout(self) -> np.dtype:
+        """The journal's input layout (journal_codec.campaign_layout: refuses other formats)."""
+        if self._layout is None:
+            self._layout = campaign_layout(self.get_meta())
+        return self._layout
 
     def set_meta(self, values: Mapping[str, object]) -> None:
         """Upsert meta keys. Strings are stored as they are, anything else as JSON text."""
@@ -565,7 +578,7 @@ class CampaignStore:
             "SELECT tick, data, state_hash FROM journal WHERE tick > ? AND tick <= ? ORDER BY tick",
             (after_tick, limit),
         )
-        return JournalReader(iter(cursor), after_tick)
+        return JournalReader(iter(cursor), after_tick, self.layout)
 
     def repair_tail(self, after_tick: int | None = None) -> RepairReport:
         """Find the first torn, corrupt or missing journal record and delete everything from it on.
@@ -574,6 +587,7 @@ class CampaignStore:
         history that recovery does not need). Never raises on corruption: it reports it.
         """
         self.flush()
+        layout = self.layout  # a journal of another format is refused here, never "repaired" away
         start = -1 if after_tick is None else after_tick
         anchor = self._db.execute("SELECT 1 FROM journal WHERE tick = ?", (start,)).fetchone()
         prev: int | None = start if anchor else None
@@ -582,7 +596,7 @@ class CampaignStore:
         reason: str | None = None
         rows = self._db.execute("SELECT tick, data, state_hash FROM journal WHERE tick > ? ORDER BY tick", (start,))
         for tick, data, state_hash in rows:
-            reason = _row_problem(tick, data, state_hash, None if prev is None else prev + 1)
+            reason = _row_problem(tick, data, state_hash, None if prev is None else prev + 1, layout)
             if reason is not None:
                 bad = tick
                 break

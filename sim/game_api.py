@@ -376,7 +376,7 @@ class Game:
                 elif name in self.params:
                     args.append(self.params[name])
                 else:
-                    raise ValueError(f"{self.name}: {kernel} parameter {p!r}: no field, parameter or engine name {name!r}")
+                    raise ValueError(f"{self.name}: {kernel} parameter {p!r}: no field, parameter or engine name")
             calls.append((kernel, args, dyn))
         entry = ((a["meta"], hist, world, inputs, events), calls)
         self._bindings[key] = entry
@@ -429,7 +429,8 @@ class Game:
             q = c.replicate
             assert q is not None
             lo, hi = resolve(q.lo, self.params, c.name), resolve(q.hi, self.params, c.name)
-            out.append((c.name, "fixed", lo, hi, float(q.step)) if isinstance(q, Fixed) else (c.name, "int", lo, hi, 1.0))
+            kind, step = ("fixed", float(q.step)) if isinstance(q, Fixed) else ("int", 1.0)
+            out.append((c.name, kind, lo, hi, step))
         return out
 
     def wire_spec(self) -> dict[str, Any]:

@@ -50,7 +50,7 @@ class InputBatch:
         self.bound = self.columns["bound"]
         self.accepted = np.zeros(self.capacity, dtype=np.uint8)
         self._game = tuple(self.columns[i.name] for i in self.inputs)
-        self._zeroed = tuple(self._game) + (self.bound, self.accepted)
+        self._zeroed = (*tuple(self._game), self.bound, self.accepted)
         self._view = tuple_class([*self.names, "accepted", "n", "now"])
         self.n = 0
 

@@ -22,7 +22,7 @@ def exercise(game: Game) -> None:
     nan = float("nan")
     move = game.move.keys if game.move is not None else ()
     names = [i.name for i in game.inputs]
-    actions = sorted(game.actions) + [99]
+    actions = [*sorted(game.actions), 99]
     for tick in range(3):
         seq = 10 * tick
         for k, action in enumerate(actions):

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from sim.brain import Brain, BotView
+from sim.brain import BotView, Brain
 from sim.entities import MAX_CAPACITY
 from sim.game_api import Game, bind
 from sim.movement import drift

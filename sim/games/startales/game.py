@@ -215,7 +215,8 @@ class Startales(Game):
         a["kind"][P : P + D] = KIND_DRONE
         a["x"][P : P + D] = (uniform_f64(D, s, STREAM_NPC_X) * w).astype(np.float32)
         a["y"][P : P + D] = (uniform_f64(D, s, STREAM_NPC_Y) * h).astype(np.float32)
-        a["vx"][P : P + D], a["vy"][P : P + D] = headings_to_velocity(uniform_f64(D, s, STREAM_NPC_HEADING), DRONE_SPEED)
+        heading = uniform_f64(D, s, STREAM_NPC_HEADING)
+        a["vx"][P : P + D], a["vy"][P : P + D] = headings_to_velocity(heading, DRONE_SPEED)
         a["ledger"][LEDGER_GENESIS] = int(a["planet_deposit"].sum())
 
     def on_join(self, world: World, slot: int) -> None:
