@@ -54,6 +54,19 @@ def resolve(eid: Int, alive: np.ndarray, generation: np.ndarray) -> Int:
     return slot
 
 
+@njit(cache=True)
+def spawn_slot(alive: np.ndarray, generation: np.ndarray, meta: np.ndarray, lo: Int, hi: Int) -> int:
+    """From a kernel: occupy the lowest free slot of [lo, hi) (e.g. a projectile); the slot, or -1
+    when none is free. The id is `make_id(slot, generation[slot])`."""
+    for s in range(lo, hi):
+        if alive[s] == 0 and generation[s] < MAX_GEN:
+            generation[s] += 1
+            alive[s] = 1
+            meta[META_SPAWNS] += 1
+            return s
+    return -1
+
+
 def ids_of(generation: np.ndarray, slots: np.ndarray) -> np.ndarray:
     """Entity ids (uint32) of the given slots from their generations."""
     return (generation[slots].astype(np.uint32) << SLOT_BITS) | slots.astype(np.uint32)
