@@ -160,7 +160,8 @@ def _fast_decode(
     if n_joins or n_leaves or n_inputs >= 0x80:
         return None
     if n_inputs == 0:
-        return frombuffer(data, dtype=layout.dtype, count=0, offset=pos) if pos == end else None  # type: ignore[no-any-return]
+        empty: np.ndarray = frombuffer(data, dtype=layout.dtype, count=0, offset=pos)
+        return empty if pos == end else None
     mask = data[pos]
     if mask >= 0x80 or mask & ~layout.full:
         return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from netcode.client_session import Bye, ClientSession, Error, Events, Pong, Snapshot, Welcome
 from netcode.replication.frames import peek_delta_tick
@@ -89,11 +89,14 @@ class ArbiterClient:
     def send_input(self, *values: float | int, client_tick: int | None = None, **fields: float | int) -> int:
         """Send one input: the game's fields in the order of the welcome's spec (`values`) and/or
         by wire key (`fields`); absent fields are 0. Returns its sequence number."""
+        if len(values) > len(self.session.fields):
+            raise ValueError(f"{len(values)} input values for {len(self.session.fields)} fields")
+        return self.send_fields({**{f[0]: v for f, v in zip(self.session.fields, values, strict=False)}, **fields},
+                                client_tick)  # fmt: skip
+
+    def send_fields(self, fields: Mapping[str, float | int], client_tick: int | None = None) -> int:
+        """Send one input given by wire key (absent keys are 0); returns its sequence number."""
         assert self.conn is not None
-        if values:
-            fields = {**{f[0]: v for f, v in zip(self.session.fields, values, strict=False)}, **fields}
-            if len(values) > len(self.session.fields):
-                raise ValueError(f"{len(values)} input values for {len(self.session.fields)} fields")
         ack = self._count_ack if self._count_ack else None
         self.conn.send(self.session.input(fields, client_tick, ack))
         return self.session.seq

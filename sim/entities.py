@@ -42,7 +42,7 @@ def id_gen(eid: Int) -> Int:
 
 
 @njit(cache=True)
-def resolve(eid: Int, alive: np.ndarray, generation: np.ndarray) -> Int:
+def resolve(eid: Int, alive: np.ndarray, generation: np.ndarray) -> int:
     """Slot of a live entity id, or -1 when the id is stale, dead or malformed."""
     e = np.int64(eid)
     slot = e & SLOT_MASK
@@ -51,7 +51,7 @@ def resolve(eid: Int, alive: np.ndarray, generation: np.ndarray) -> Int:
         return -1
     if alive[slot] == 0 or np.int64(generation[slot]) != gen:
         return -1
-    return slot
+    return int(slot)
 
 
 @njit(cache=True)

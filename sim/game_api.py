@@ -11,8 +11,8 @@ parameter name: a component, player field or table of the world (``x``, ``bal_me
 parameter (a constant, a config value, ``dt``, ``player_lo``, ``max_rewind`` or one from `derive`),
 or one of the engine's names:
 
-    inp    the tick's inputs (sim/inputs.py): columns by name, `accepted`, `n`, `now`
-    gate   what the shared input rules read and write (sim/validate.py: admit/accept/refuse)
+    inp    the tick's inputs (sim/inputs.py): columns by name, `slot`, `accepted`, `n`, `now`; the
+           shared input rules ran before the game's input system (sim/validate.py)
     ev     the event buffer (sim/events.py emit);  vio  the violation buffer (sim/violations.py)
     hist   the lag-compensation ring (sim/history.py), for games that declare `lag`
     now    the tick being stepped (int64);  meta  the world's scalars;  seed  the campaign seed
@@ -53,15 +53,12 @@ from sim.spec import (
     resolve,
 )
 from sim.statehash import state_hash
-from sim.tuples import tuple_class
-from sim.validate import admit_all
+from sim.validate import admit_inputs, apply_inputs
 from sim.world import META_NPC_HI, META_NPC_LO, META_PLAYER_LO, META_TICK, World
 
-ENGINE_NAMES: Final = frozenset({"inp", "gate", "ev", "vio", "hist", "now", "meta", "seed"})
+ENGINE_NAMES: Final = frozenset({"inp", "ev", "vio", "hist", "now", "meta", "seed"})
 BASE_CONFIG: Final[ConfigSpec] = {"tick_rate": (60, 1, 1000), "max_players": (64, 1, MAX_CAPACITY // 2)}
-_GATE = tuple_class(["alive", "generation", "is_player", "last_seq", "pace", "burst", "margin",
-                     "mx", "my", "ix", "iy", "scale"])  # fmt: skip
-_INP, _NOW = 0, 1  # the arguments that change every tick
+_INP, _NOW, _N = 0, 1, 2  # the arguments that change every tick
 
 
 @dataclass(frozen=True)
@@ -75,6 +72,19 @@ class Bound:
 def bind(kernel: Any, **names: str) -> Bound:
     """`kernel` with parameter p bound to the world or parameter name names[p]."""
     return Bound(kernel, names)
+
+
+def _entry_point(kernel: Any, args: list[Any]) -> Any:
+    """The compiled entry point of `kernel` for these arguments' types, or the kernel itself.
+
+    A numba dispatcher types every argument on every call before it picks the compiled code; for
+    named tuples that runs in Python and costs microseconds per call. A system's arguments keep
+    their types for the life of its binding (the same arrays, typed scalars, an input tuple of the
+    same columns), so the code picked at the first call is the code of every later call."""
+    try:
+        return kernel.overloads[tuple(kernel.typeof_pyval(a) for a in args)].entry_point
+    except (AttributeError, KeyError, TypeError):
+        return kernel
 
 
 def _params_of(kernel: Any) -> tuple[str, ...]:
@@ -217,7 +227,7 @@ class Game:
         res = progress.get("resources")
         if isinstance(res, Mapping):
             for r, f in enumerate(self.resources):
-                v = res.get(str(r), res.get(r, 0))  # type: ignore[call-overload]
+                v = res.get(str(r), res.get(r, 0))
                 if isinstance(v, int) and 0 <= v < 2**62:
                     a[f][p] = v
         for f in self.durable:
@@ -323,10 +333,14 @@ class Game:
         meta = statics[0]
         now = meta[META_TICK]
         inp = inputs.view(now)
-        for fn, args, dyn in calls:
+        n = np.int64(inputs.n)
+        for call in calls:
+            fn, args, dyn, first = call
             for pos, kind in dyn:
-                args[pos] = inp if kind == _INP else now
+                args[pos] = inp if kind == _INP else now if kind == _NOW else n
             fn(*args)
+            if first:  # the first call of this binding: from now on, its compiled entry point
+                call[0], call[3] = _entry_point(fn, args), False
         meta[META_TICK] = now + 1
         if self.lag is not None:
             a = world.arrays
@@ -343,18 +357,22 @@ class Game:
         a = world.arrays
         hist = hist_view(world, self._lag_slots()[0]) if self.lag is not None else None
         engine: dict[str, Any] = {
-            "gate": self._gate(world, inputs),
             "ev": events.view,
             "vio": events.violations.view,
             "hist": hist,
             "meta": a["meta"],
             "seed": np.uint64(world.seed),
         }
-        calls: list[Any] = []
-        systems = [type(self).on_inputs or admit_all, *self.systems]  # (on the class: not a bound method)
+        admit, apply = self._input_passes(world, inputs, events)
+        calls: list[Any] = [admit]
+        on_inputs = type(self).on_inputs  # (read on the class: a kernel there is not a bound method)
+        systems = [*([on_inputs] if on_inputs is not None else []), apply, *self.systems]
         if MOVE_PLAYERS not in systems:
-            systems.insert(1, MOVE_PLAYERS)
+            systems.insert(systems.index(apply) + 1, MOVE_PLAYERS)
         for system in systems:
+            if system is apply:
+                calls.append(apply)
+                continue
             if system is MOVE_PLAYERS:
                 if self.move is not None:
                     calls.append(self._move_call(world))
@@ -377,7 +395,7 @@ class Game:
                     args.append(self.params[name])
                 else:
                     raise ValueError(f"{self.name}: {kernel} parameter {p!r}: no field, parameter or engine name")
-            calls.append((kernel, args, dyn))
+            calls.append([kernel, args, dyn, True])
         entry = ((a["meta"], hist, world, inputs, events), calls)
         self._bindings[key] = entry
         return entry
@@ -390,7 +408,7 @@ class Game:
         scale = np.float32(resolve(m.speed, self.params, "move speed")) if isinstance(m, Velocity) else np.float32(1)
         return bounds, scale
 
-    def _move_call(self, world: World) -> tuple[Any, list[Any], list[tuple[int, int]]]:
+    def _move_call(self, world: World) -> list[Any]:
         a, m = world.arrays, self.move
         bounds, _ = self._move()
         lo, dt = np.int64(self.player_lo), self.params["dt"]
@@ -398,21 +416,29 @@ class Game:
             accel = np.float32(resolve(m.accel, self.params, "move accel"))
             top = np.float32(resolve(m.max_speed, self.params, "move max_speed"))
             args = [a["x"], a["y"], a["vx"], a["vy"], a["tx"], a["ty"], a["alive"], lo, dt, bounds, accel, top]
-            return move_thrust, args, []
-        return move_velocity, [a["x"], a["y"], a["vx"], a["vy"], a["alive"], lo, dt, bounds], []
+            return [move_thrust, args, [], True]
+        return [move_velocity, [a["x"], a["y"], a["vx"], a["vy"], a["alive"], lo, dt, bounds], [], True]
 
-    def _gate(self, world: World, inputs: InputBatch) -> Any:
-        a, m = world.arrays, self.move
+    def _input_passes(self, world: World, inputs: InputBatch, events: EventBuffer) -> tuple[list[Any], list[Any]]:
+        """The calls of the shared input rules (before the game's input system) and of applying the
+        accepted inputs (after it): sim/validate.py."""
+        a, m, cols = world.arrays, self.move, inputs.columns
         burst, margin = pace_limits(self.tick_rate)
         if m is None:
-            zero = np.zeros(inputs.capacity, dtype=np.float32)
-            mx, my, ix, iy, scale = zero, zero, np.zeros(1, np.float32), np.zeros(1, np.float32), np.float32(0)
+            mx = my = np.zeros(inputs.capacity, dtype=np.float32)
+            ix, iy, scale = np.zeros(1, np.float32), np.zeros(1, np.float32), np.float32(0)
         else:
-            mx, my = inputs.columns[m.keys[0]], inputs.columns[m.keys[1]]
+            mx, my = cols[m.keys[0]], cols[m.keys[1]]
             ix, iy = (a["tx"], a["ty"]) if isinstance(m, Thrust) else (a["vx"], a["vy"])
             scale = self._move()[1]
-        return _GATE(a["alive"], a["generation"], a["is_player"], a["last_seq"], a["fp_pace"], np.int64(burst),
-                     np.int64(margin), mx, my, ix, iy, scale)  # fmt: skip
+        seen_seq, seen_tick = np.zeros(world.capacity, np.int64), np.full(world.capacity, -1, np.int64)
+        admit = [admit_inputs, [None, None, cols["eid"], cols["seq"], cols["client_tick"], mx, my, inputs.slot,
+                                inputs.accepted, a["alive"], a["generation"], a["is_player"], a["last_seq"], seen_seq,
+                                seen_tick, a["fp_pace"], np.int64(burst), np.int64(margin), events.view,
+                                events.violations.view], [(0, _N), (1, _NOW)], True]  # fmt: skip
+        apply = [apply_inputs, [None, cols["seq"], mx, my, inputs.slot, inputs.accepted, a["last_seq"], ix, iy, scale],
+                 [(0, _N)], True]  # fmt: skip
+        return admit, apply
 
     # -- what the engine and clients are told -----------------------------------------------------
     def welcome_constants(self) -> dict[str, float | int]:

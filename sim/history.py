@@ -35,7 +35,7 @@ from sim.world import World
 
 HISTORY_MIN_SECONDS: Final = 0.5
 HISTORY_ARRAYS: Final = ("hist_id", "hist_since", "hist_tick", "hist_x", "hist_y")
-_HIST = tuple_class(["x", "y", "tick", "id", "since", "lo"])
+_HIST: Any = tuple_class(["x", "y", "tick", "id", "since", "lo"])
 
 
 def history_rows(tick_rate: int, max_rewind: int, min_seconds: float = HISTORY_MIN_SECONDS) -> int:

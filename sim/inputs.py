@@ -7,6 +7,9 @@ Columns, in order (also the journal's record layout, `input_dtype`):
     <the game's inputs, in spec order>
     bound u2                           the engine's: the rewind (ticks) this input's connection may
                                        claim for lag compensation; 0 = not measured (sim/history.py)
+
+Kernels also read `slot` (the player's slot when the shared rules admitted the input, else -1)
+and `accepted` (sim/validate.py), which the engine computes each tick and the journal does not keep.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from sim.tuples import tuple_class
 
 HEAD: Final = (("eid", "<u4"), ("seq", "<u4"), ("client_tick", "<u4"))
 TAIL: Final = (("bound", "<u2"),)
-RESERVED: Final = frozenset(n for n, _ in HEAD + TAIL) | {"accepted", "n"}
+RESERVED: Final = frozenset(n for n, _ in HEAD + TAIL) | {"accepted", "slot", "n", "now"}
 _WIRE: Final = {"f32": "<f4", "i32": "<i4", "u32": "<u4"}
 
 
@@ -49,15 +52,16 @@ class InputBatch:
         self.client_tick = self.columns["client_tick"]
         self.bound = self.columns["bound"]
         self.accepted = np.zeros(self.capacity, dtype=np.uint8)
+        self.slot = np.zeros(self.capacity, dtype=np.int64)
         self._game = tuple(self.columns[i.name] for i in self.inputs)
-        self._zeroed = (*tuple(self._game), self.bound, self.accepted)
-        self._view = tuple_class([*self.names, "accepted", "n", "now"])
+        self._zeroed = (*self._game, self.bound, self.accepted)
+        self._view: Any = tuple_class([*self.names, "slot", "accepted", "n", "now"])
         self.n = 0
 
     def __getattr__(self, name: str) -> np.ndarray:
         columns = self.__dict__.get("columns")
         if columns is not None and name in columns:
-            return columns[name]  # type: ignore[no-any-return]
+            return columns[name]
         raise AttributeError(name)
 
     def clear(self) -> None:
@@ -82,8 +86,8 @@ class InputBatch:
         return True
 
     def view(self, now: int) -> Any:
-        """The named tuple kernels take as `inp`: the columns, `accepted`, `n` and the tick `now`."""
-        return self._view(*self.columns.values(), self.accepted, np.int64(self.n), np.int64(now))
+        """The named tuple kernels take as `inp`: the columns, `slot`, `accepted`, `n`, the tick `now`."""
+        return self._view(*self.columns.values(), self.slot, self.accepted, np.int64(self.n), np.int64(now))
 
     def records(self) -> np.ndarray:
         """The used rows as `input_dtype` records (the journal's layout)."""

@@ -87,7 +87,8 @@ def move_velocity(
     """Live entities of slots [lo, end): `velocity_step`."""
     d = np.float32(dt)
     x0, y0, x1, y1 = bounds[0], bounds[1], bounds[2], bounds[3]
-    for i in range(lo, x.shape[0]):
+    x, y, vx, vy, alive = x[lo:], y[lo:], vx[lo:], vy[lo:], alive[lo:]  # views: a loop from 0 vectorizes
+    for i in range(x.shape[0]):
         if alive[i] != 0:
             x[i], y[i] = velocity_step(x[i], y[i], vx[i], vy[i], d, x0, y0, x1, y1)
 
@@ -110,7 +111,8 @@ def move_thrust(
     """Live entities of slots [lo, end): `thrust_step` with their held thrust (tx, ty)."""
     d, a, m = np.float32(dt), np.float32(accel), np.float32(max_speed)
     x0, y0, x1, y1 = bounds[0], bounds[1], bounds[2], bounds[3]
-    for i in range(lo, x.shape[0]):
+    x, y, vx, vy, tx, ty, alive = x[lo:], y[lo:], vx[lo:], vy[lo:], tx[lo:], ty[lo:], alive[lo:]
+    for i in range(x.shape[0]):
         if alive[i] != 0:
             x[i], y[i], vx[i], vy[i] = thrust_step(x[i], y[i], vx[i], vy[i], tx[i], ty[i], d, x0, y0, x1, y1, a, m)
 
@@ -130,7 +132,8 @@ def drift(
 ) -> None:
     """NPCs of slots [npc_lo, npc_hi) fly straight and bounce off the world's edges [0, w] × [0, h]."""
     d, w, h = np.float32(dt), np.float32(width), np.float32(height)
-    for i in range(npc_lo, npc_hi):
+    x, y, vx, vy, alive = x[npc_lo:npc_hi], y[npc_lo:npc_hi], vx[npc_lo:npc_hi], vy[npc_lo:npc_hi], alive[npc_lo:npc_hi]
+    for i in range(x.shape[0]):  # on views: a loop from 0 vectorizes
         if alive[i] == 0:
             continue
         nx, vx[i] = _reflect(x[i] + vx[i] * d, vx[i], w)

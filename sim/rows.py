@@ -41,11 +41,12 @@ class RowBuffer:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = int(capacity)
-        arrays = [np.zeros(self.capacity, dtype=dt) for _, dt in self.columns]
+        arrays: list[np.ndarray] = [np.zeros(self.capacity, dtype=dt) for _, dt in self.columns]
         for (name, _), arr in zip(self.columns, arrays, strict=True):
             setattr(self, name, arr)
         self.counts = np.zeros(2, dtype=np.int64)  # [n, overflow]; written by kernels
-        self.view: Any = tuple_class([n for n, _ in self.columns] + ["counts"])(*arrays, self.counts)
+        cls: Any = tuple_class([n for n, _ in self.columns] + ["counts"])
+        self.view: Any = cls(*arrays, self.counts)
 
     @property
     def n(self) -> int:

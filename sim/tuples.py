@@ -1,4 +1,4 @@
-"""Named tuples that kernels take (inputs, gates, event buffers, history rings), one class per
+"""Named tuples that kernels take (inputs, event buffers, history rings), one class per
 field list.
 
 Numba caches a compiled kernel under its argument types, and a named tuple's type names its class,
@@ -24,12 +24,12 @@ def tuple_class(fields: tuple[str, ...] | list[str]) -> type[tuple[Any, ...]]:
         if not f.isidentifier() or _SEP in f or f.startswith("_"):
             raise ValueError(f"kernel tuple field {f!r}: an identifier without '__' and not starting with '_'")
     name = _PREFIX + _SEP.join(fields)
-    cls = _classes.get(name)
-    if cls is None:
-        cls = collections.namedtuple(name, fields)  # type: ignore[misc]
-        cls.__module__ = __name__
-        _classes[name] = cls
-    return cls
+    hit = _classes.get(name)
+    if hit is None:
+        made: Any = collections.namedtuple(name, fields)  # type: ignore[misc]
+        made.__module__ = __name__
+        hit = _classes[name] = made
+    return hit
 
 
 def __getattr__(name: str) -> type[tuple[Any, ...]]:

@@ -1,20 +1,28 @@
-"""The input rules every game shares, as kernel helpers, and the default input system.
+"""The input rules every game shares, applied by the engine around the game's input system.
 
-A game's input system walks the batch and, per input, calls `admit` (live player, finite move,
-fresh seq, |move| <= 1, pacing: refused inputs get their EV_REFUSED and, where the refusal is
-evidence, a violation), then either `refuse` it for a reason of its own or `accept` it, which
-marks it accepted, records its seq and applies the game's move binding (sim/spec.py). An input is
-atomic: refused means no effect at all.
+Each tick the engine runs, over the whole batch in order:
 
-    for i in range(inp.n):
-        slot = admit(i, inp, gate, ev, vio)
-        if slot < 0:
-            continue
-        ...                                   # the game's own checks: refuse(i, inp, ev, reason)
-        accept(i, slot, inp, gate)
+1. `admit_inputs` — the shared rules: a live player, a finite move, a fresh seq (newer than its
+   last accepted one and than any input before it in this batch), |move| <= 1, pacing
+   (sim/pacing.py). An input they refuse gets its EV_REFUSED and, where the refusal is evidence,
+   a violation; the others are admitted: `inp.slot[i]` is their player's slot (else -1) and
+   `inp.accepted[i]` is 1.
+2. the game's input system (`Game.on_inputs`), which reads `inp.slot`, applies what it accepts
+   and `refuse`s what its own rules refuse:
 
-`gate` (bound by the engine) holds what these rules read and write: the entity table, `last_seq`,
-the pacing rows and limits, the batch's move columns and the move binding's target arrays.
+       for i in range(inp.n):
+           slot = inp.slot[i]
+           if slot < 0:
+               continue                  # refused by the shared rules
+           ...                           # the game's checks: refuse(i, inp, ev, reason); continue
+           ...                           # its effects
+
+3. `apply_inputs` — every input still accepted takes effect for the engine: its seq becomes the
+   player's last accepted one (what snapshots acknowledge) and the game's move binding applies it
+   (velocity = move × speed, or thrust = move).
+
+An input is atomic: refused by either side, nothing of it takes effect. The passes take plain
+arrays: a numba call with a tuple of arrays per input costs more than the rules themselves.
 """
 
 from __future__ import annotations
@@ -34,57 +42,87 @@ _ONE = np.float32(1.0)
 
 
 @njit(cache=True)
-def admit(i: Int, inp: Any, gate: Any, ev: Any, vio: Any) -> int:
-    """Slot of input i's player when the shared rules admit it, else -1 (refusal emitted)."""
-    eid = inp.eid[i]
-    slot = resolve(eid, gate.alive, gate.generation)
-    reason = 0
-    if slot < 0 or gate.is_player[slot] == 0:
-        reason = REF_DEAD
-    else:
-        mx = gate.mx[i]
-        my = gate.my[i]
-        if not (np.isfinite(mx) and np.isfinite(my)):
-            reason = REF_NONFINITE
-        elif inp.seq[i] <= gate.last_seq[slot]:
-            reason = REF_STALE_SEQ
-        elif mx * mx + my * my > _ONE:  # exactly in float32: no tolerance
-            reason = REF_RANGE
-            mag = np.sqrt(np.float64(mx) * np.float64(mx) + np.float64(my) * np.float64(my))
-            violate(vio, V_THRUST, eid, mag, 1.0)
+def admit_inputs(
+    n: Int,
+    now: Int,
+    eid: np.ndarray,
+    seq: np.ndarray,
+    client_tick: np.ndarray,
+    mx: np.ndarray,
+    my: np.ndarray,
+    slot_out: np.ndarray,
+    accepted: np.ndarray,
+    alive: np.ndarray,
+    generation: np.ndarray,
+    is_player: np.ndarray,
+    last_seq: np.ndarray,
+    seen_seq: np.ndarray,
+    seen_tick: np.ndarray,
+    pace: np.ndarray,
+    burst: Int,
+    margin: Int,
+    ev: Any,
+    vio: Any,
+) -> None:
+    """Pass 1: the shared rules over inputs [0, n) in order (`seen_*`: scratch of this pass, per slot)."""
+    for i in range(n):
+        e = eid[i]
+        slot = resolve(e, alive, generation)
+        reason = 0
+        if slot < 0 or is_player[slot] == 0:
+            reason = REF_DEAD
         else:
-            kind, value, limit = check_pace(slot, inp.client_tick[i], inp.now, gate.pace, gate.burst, gate.margin)
-            if kind != 0:
-                violate(vio, kind, eid, value, limit)
-                reason = REF_TOO_FAST
-    if reason != 0:
-        inp.accepted[i] = 0
-        emit(ev, EV_REFUSED, eid, i, reason)
-        return -1
-    return slot
+            x, y = mx[i], my[i]
+            newest = seen_seq[slot] if seen_tick[slot] == now else np.int64(last_seq[slot])
+            if not (np.isfinite(x) and np.isfinite(y)):
+                reason = REF_NONFINITE
+            elif np.int64(seq[i]) <= newest:
+                reason = REF_STALE_SEQ
+            elif x * x + y * y > _ONE:  # exactly in float32: no tolerance
+                reason = REF_RANGE
+                violate(vio, V_THRUST, e, np.sqrt(np.float64(x) * np.float64(x) + np.float64(y) * np.float64(y)), 1.0)
+            else:
+                kind, value, limit = check_pace(slot, client_tick[i], now, pace, burst, margin)
+                if kind != 0:
+                    violate(vio, kind, e, value, limit)
+                    reason = REF_TOO_FAST
+        if reason != 0:
+            slot_out[i] = -1
+            accepted[i] = 0
+            emit(ev, EV_REFUSED, e, i, reason)
+        else:
+            slot_out[i] = slot
+            accepted[i] = 1
+            seen_seq[slot] = seq[i]
+            seen_tick[slot] = now
+
+
+@njit(cache=True)
+def apply_inputs(
+    n: Int,
+    seq: np.ndarray,
+    mx: np.ndarray,
+    my: np.ndarray,
+    slot_in: np.ndarray,
+    accepted: np.ndarray,
+    last_seq: np.ndarray,
+    ix: np.ndarray,
+    iy: np.ndarray,
+    scale: np.float32,
+) -> None:
+    """Pass 3: accepted inputs, in order, record their seq and apply the move (ix = mx * scale)."""
+    for i in range(n):
+        if accepted[i] == 0:
+            continue
+        slot = slot_in[i]
+        last_seq[slot] = seq[i]
+        if scale != 0:
+            ix[slot] = mx[i] * scale
+            iy[slot] = my[i] * scale
 
 
 @njit(cache=True)
 def refuse(i: Int, inp: Any, ev: Any, reason: Int) -> None:
-    """Refuse input i for a game rule of its own (nothing of it takes effect)."""
+    """Refuse input i for a game rule of its own: nothing of it takes effect."""
     inp.accepted[i] = 0
     emit(ev, EV_REFUSED, inp.eid[i], i, reason)
-
-
-@njit(cache=True)
-def accept(i: Int, slot: Int, inp: Any, gate: Any) -> None:
-    """Input i takes effect: accepted, its seq recorded, its move applied."""
-    inp.accepted[i] = 1
-    gate.last_seq[slot] = inp.seq[i]
-    if gate.scale != 0:  # a move binding: velocity = in * speed, or thrust = in * 1
-        gate.ix[slot] = gate.mx[i] * gate.scale
-        gate.iy[slot] = gate.my[i] * gate.scale
-
-
-@njit(cache=True)
-def admit_all(inp: Any, gate: Any, ev: Any, vio: Any) -> None:
-    """The input system of a game with no rules of its own: the shared rules, then the move."""
-    for i in range(inp.n):
-        slot = admit(i, inp, gate, ev, vio)
-        if slot >= 0:
-            accept(i, slot, inp, gate)

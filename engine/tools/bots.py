@@ -142,7 +142,7 @@ class BotReport:
     interp_entities_mean: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
 async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotReport:
@@ -245,7 +245,7 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
             snap = c.latest
             view = _View(snap.tick, c.player, snap.entities) if snap is not None and c.decode else None
             values = brain.next_input(i, view)
-            seq = c.send_input(**values)
+            seq = c.send_fields(values)
             inputs_sent += 1
             if i in preds:
                 pred, clock = preds[i]

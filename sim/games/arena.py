@@ -27,8 +27,8 @@ from sim.events import REF_UNAFFORDABLE as REF_NO_AMMO
 from sim.game_api import Game
 from sim.history import hist_at, rewind_ok
 from sim.rng import rand_f64_01
-from sim.spec import Component, Draw, Fixed, Input, LagComp, Player, Style, Thrust, Whole
-from sim.validate import accept, admit, refuse
+from sim.spec import MOVE_PLAYERS, Component, Draw, Fixed, Input, LagComp, Player, Style, Thrust, Whole
+from sim.validate import refuse
 from sim.violations import V_ACTION_RATE, V_BAD_ACTION, V_IMPOSSIBLE_HIT, V_UNAFFORDABLE, violate
 
 SHIP, SHOT = 0, 1  # kind
@@ -42,21 +42,19 @@ _STREAM = 100  # rng stream of respawn points (sim/rng.py's streams are below 10
 
 
 @njit(cache=True)
-def fire(inp: Any, gate: Any, ev: Any, vio: Any, hist: Any, meta: np.ndarray, alive: np.ndarray,
+def fire(inp: Any, ev: Any, vio: Any, hist: Any, meta: np.ndarray, alive: np.ndarray,
          generation: np.ndarray, kind: np.ndarray, x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray,
          tx: np.ndarray, ty: np.ndarray, hp: np.ndarray, ammo: np.ndarray, ttl: np.ndarray, owner: np.ndarray,
          dead_until: np.ndarray, fire_tat: np.ndarray, score: np.ndarray, achievements: np.ndarray, player_lo: int,
          max_rewind: int, fire_period: int, shot_ticks: int, respawn_ticks: int) -> None:  # fmt: skip
-    """The input system: the shared rules, then FIRE's validators, hit claims and projectiles."""
+    """The input system (after the shared rules): FIRE's validators, hit claims and projectiles."""
     now = inp.now
     for i in range(inp.n):
-        slot = admit(i, inp, gate, ev, vio)
+        slot = inp.slot[i]
         if slot < 0:
             continue
         p, eid, act = slot - player_lo, inp.eid[i], inp.action[i]
-        if dead_until[p] > now:  # out until respawn: it cannot know yet, so its inputs count but do nothing
-            accept(i, slot, inp, gate)
-            tx[slot] = ty[slot] = 0.0
+        if dead_until[p] > now:  # out until respawn: it cannot know yet; its inputs do nothing (shots stops it)
             continue
         if act != 0 and act != FIRE:
             violate(vio, V_BAD_ACTION, eid, act, 0.0)
@@ -106,7 +104,6 @@ def fire(inp: Any, gate: Any, ev: Any, vio: Any, hist: Any, meta: np.ndarray, al
                     kind[s], owner[s], ttl[s], hp[s] = SHOT, eid, shot_ticks, 0
                     x[s], y[s] = x[slot], y[slot]
                     vx[s], vy[s] = np.float32(ux * SHOT_SPEED), np.float32(uy * SHOT_SPEED)
-        accept(i, slot, inp, gate)
 
 
 @njit(cache=True)
@@ -134,8 +131,9 @@ def hit(shooter: int, ts: int, now: int, ev: Any, generation: np.ndarray, vx: np
 def shots(now: int, alive: np.ndarray, generation: np.ndarray, x: np.ndarray, y: np.ndarray, vx: np.ndarray,
           vy: np.ndarray, tx: np.ndarray, ty: np.ndarray, hp: np.ndarray, ttl: np.ndarray, owner: np.ndarray,
           dead_until: np.ndarray, score: np.ndarray, achievements: np.ndarray, ammo: np.ndarray, ammo_at: np.ndarray,
-          ev: Any, player_lo: int, dt: np.float32, ammo_ticks: int, respawn_ticks: int, seed: np.uint64) -> None:  # fmt: skip
-    """Projectiles fly and hit; the dead respawn; ammo comes back."""
+          ev: Any, player_lo: int, dt: np.float32, ammo_ticks: int, respawn_ticks: int,
+          seed: np.uint64) -> None:  # fmt: skip
+    """Projectiles fly and hit; the dead stay put, then respawn; ammo comes back."""
     for s in range(player_lo):
         if alive[s] == 0:
             continue
@@ -144,20 +142,22 @@ def shots(now: int, alive: np.ndarray, generation: np.ndarray, x: np.ndarray, y:
         ttl[s] -= 1
         shooter = resolve(owner[s], alive, generation)
         for t in range(player_lo, alive.shape[0]):
-            if alive[t] and t != shooter and dead_until[t - player_lo] <= now and hp[t] > 0:
-                if (x[t] - x[s]) ** 2 + (y[t] - y[s]) ** 2 <= HIT_RADIUS * HIT_RADIUS:
-                    if shooter >= 0:
-                        hit(shooter, t, now, ev, generation, vx, vy, tx, ty, hp, dead_until, score, achievements,
-                            player_lo, respawn_ticks)  # fmt: skip
-                    ttl[s] = 0
-                    break
+            near = (x[t] - x[s]) ** 2 + (y[t] - y[s]) ** 2 <= HIT_RADIUS * HIT_RADIUS
+            if near and alive[t] and t != shooter and dead_until[t - player_lo] <= now and hp[t] > 0:
+                if shooter >= 0:
+                    hit(shooter, t, now, ev, generation, vx, vy, tx, ty, hp, dead_until, score, achievements,
+                        player_lo, respawn_ticks)  # fmt: skip
+                ttl[s] = 0
+                break
         if ttl[s] <= 0 or not (0 <= x[s] <= SIZE and 0 <= y[s] <= SIZE):
             alive[s] = 0
     for t in range(player_lo, alive.shape[0]):
         p = t - player_lo
         if alive[t] == 0:
             continue
-        if 0 < dead_until[p] <= now:
+        if dead_until[p] > now:
+            vx[t] = vy[t] = tx[t] = ty[t] = 0.0
+        elif dead_until[p] > 0:
             dead_until[p] = 0
             hp[t], ammo[t] = 100, MAX_AMMO
             x[t] = np.float32(SIZE * rand_f64_01(seed, _STREAM, now, 2 * t))
@@ -227,7 +227,7 @@ class Arena(Game):
     move = Thrust(("dx", "dy"), accel="accel", max_speed="speed")
     lag = LagComp("players", 0.35)
     on_inputs = fire
-    systems = (shots,)
+    systems = (shots, MOVE_PLAYERS)
     events = {EV_HIT: "hit", EV_KILL: "kill", EV_RESPAWN: "respawn"}
     actions = {FIRE: "fire"}
     draw = Draw("kind", {SHIP: Style("ship", "#e0603a", 14.0, "ship"), SHOT: Style("circle", "#ffffff", 3.0, "")})

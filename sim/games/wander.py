@@ -9,8 +9,6 @@ the engine's: the shared input rules, the velocity move, the NPC systems of sim/
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
 from sim.brain import BotView, Brain
@@ -52,7 +50,7 @@ class Wander(Game):
     systems = (bind(npc_turns, speed="npc_speed"), drift)
     draw = Draw(default=Style("circle", "#7fb27f", 2.0, "npc"), player=Style("ship", "#ffcc00", 4.0, "you"))
     brain = WanderBrain
-    warm_config: Mapping[str, int] = {"npcs": 8, "max_players": 4}
+    warm_config = {"npcs": 8, "max_players": 4}
 
     def on_create(self, world: World) -> None:
         lo, hi, s, a = self.npc_lo, self.npc_hi, world.seed, world.arrays

@@ -69,7 +69,7 @@ from sim.games.startales.constants import (
     SCAN_RANGE,
     VISIT_RADIUS,
 )
-from sim.games.startales.inputs import apply_inputs
+from sim.games.startales.inputs import take_actions
 from sim.games.startales.rules import books, rules
 from sim.movement import drift
 from sim.npc import headings_to_velocity, npc_turns
@@ -179,7 +179,7 @@ class Startales(Game):
     relevant = ("kind", KIND_PLANET)  # the map players navigate by
     move = Thrust(("dx", "dy"), accel="max_accel", max_speed="max_speed")
     lag = LagComp("npcs", MAX_REWIND_SECONDS)
-    on_inputs = apply_inputs
+    on_inputs = take_actions
     systems = (bind(npc_turns, speed="drone_speed"), drift, MOVE_PLAYERS, rules, books)
     events = {EV_BUILT: "built", EV_SCANNED: "scanned", EV_TRANSFER: "transfer", EV_RECEIVED: "received"}
     actions = {1: "harvest", 2: "build", 3: "stop", 4: "scan", 5: "gift", 6: "claim"}
@@ -195,7 +195,7 @@ class Startales(Game):
     brain = StartalesBrain
     resources = ("bal_metal", "bal_crystal")
     durable = ("buildings", "achievements", "txn_last")
-    warm_config: Mapping[str, int] = {"planets": 4, "drones": 8, "max_players": 4}
+    warm_config = {"planets": 4, "drones": 8, "max_players": 4}
 
     def derive(self, cfg: Mapping[str, int]) -> Mapping[str, Any]:
         hv_period = max(1, round(HARVEST_REQ_PERIOD_S * cfg["tick_rate"]))

@@ -3,7 +3,7 @@
 An input is atomic: refused means no effect at all (no thrust, no seq update). Validators raise
 violation events (sim/violations.py) where a refusal is evidence of cheating rather than of lag:
 
-- shared (sim/validate.py `admit`): thrust beyond range, input rate, time discrepancy;
+- shared (sim/validate.py, before this kernel): thrust beyond range, input rate, time discrepancy;
 - HARVEST far from any planet (beyond HARVEST_RANGE + HARVEST_SLACK), or requested faster than
   one per HARVEST_REQ_PERIOD_S with a burst of HARVEST_REQ_BURST;
 - BUILD or GIFT beyond the balance;
@@ -57,7 +57,7 @@ from sim.games.startales.constants import (
 )
 from sim.history import hist_at, rewind_ok
 from sim.scalars import Int
-from sim.validate import accept, admit, refuse
+from sim.validate import refuse
 from sim.violations import (
     V_BAD_ACTION,
     V_FORGED_CLAIM,
@@ -125,21 +125,21 @@ def _harvest_target(
 
 
 @njit(cache=True)
-def apply_inputs(
-    inp: Any, gate: Any, ev: Any, vio: Any, hist: Any, x: np.ndarray, y: np.ndarray, kind: np.ndarray,
+def take_actions(
+    inp: Any, ev: Any, vio: Any, hist: Any, x: np.ndarray, y: np.ndarray, kind: np.ndarray,
     alive: np.ndarray, generation: np.ndarray, is_player: np.ndarray, planet_deposit: np.ndarray,
     bal_metal: np.ndarray, bal_crystal: np.ndarray, bal_dirty: np.ndarray, buildings: np.ndarray,
     achievements: np.ndarray, harvest_target: np.ndarray, hv_tat: np.ndarray, txn_last: np.ndarray,
     txn_to: np.ndarray, txn_res: np.ndarray, txn_amount: np.ndarray, txn_dups: np.ndarray, ledger: np.ndarray,
     scans: np.ndarray, player_lo: Int, max_rewind: Int, hv_period: Int, hv_burst: Int,
 ) -> None:  # fmt: skip
-    """Validate and apply the tick's inputs in batch order (the game's input system)."""
+    """Validate and apply the tick's actions in batch order (the game's input system)."""
     now = inp.now
     deposit = planet_deposit
     for i in range(inp.n):
-        slot = admit(i, inp, gate, ev, vio)
+        slot = inp.slot[i]
         if slot < 0:
-            continue
+            continue  # refused by the shared rules
         eid = inp.eid[i]
         action = inp.action[i]
         p = slot - player_lo
@@ -206,7 +206,6 @@ def apply_inputs(
         if reason != 0:
             refuse(i, inp, ev, reason)
             continue
-        accept(i, slot, inp, gate)
         if action == ACTION_HARVEST:
             harvest_target[p] = target + 1
         elif action == ACTION_STOP:

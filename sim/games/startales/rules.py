@@ -35,7 +35,6 @@ from sim.games.startales.constants import (
     RES_METAL,
     VISIT_RADIUS,
 )
-from sim.scalars import Int
 from sim.violations import V_LEDGER, V_NEGATIVE, V_SPEED, violate
 
 _HR2 = np.float32(HARVEST_RANGE * HARVEST_RANGE)
@@ -66,7 +65,7 @@ def rules(
     last_x: np.ndarray,
     last_y: np.ndarray,
     ev: Any,
-    player_lo: Int,
+    player_lo: int,
 ) -> None:
     """Per player after movement: distance, visits, harvest, achievements, balance events."""
     deposit = planet_deposit
@@ -149,7 +148,7 @@ def books(
     bal_crystal: np.ndarray,
     ledger: np.ndarray,
     vio: Any,
-    player_lo: Int,
+    player_lo: int,
 ) -> None:
     """State validators after the rules: ship speeds, balances never negative, conservation."""
     deposit = planet_deposit
