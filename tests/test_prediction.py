@@ -78,7 +78,7 @@ class Sim:
         self.up = Link(latency, loss_up, jitter, rng)
         self.down = Link(latency, loss_down, jitter, rng)
         self.latency, self.send_every, self.input_every = latency, send_every, input_every
-        c = self.game.constants()
+        c = self.game.welcome_constants()
         self.pred = ShipPredictor(game_name, c)
         self.clock = TickClock(int(c["tick_rate"])) if use_clock else None
         self.seq = 0
@@ -179,7 +179,7 @@ def test_reordered_snapshots_and_acks_converge(game: str) -> None:
 
 def test_stale_snapshot_and_lost_snapshot_direct() -> None:
     game = make_game("startales", CONFIGS["startales"])
-    p = ShipPredictor("startales", game.constants())
+    p = ShipPredictor("startales", game.welcome_constants())
     p.on_snapshot(10, 0, 100.0, 100.0, 0.0, 0.0)
     p.send(1, 1.0, 0.0, 11)
     p.send(2, 0.0, 1.0, 14)

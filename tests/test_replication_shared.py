@@ -6,7 +6,7 @@ import numpy as np
 
 from netcode.replication.decoder import ReplicationDecoder
 from netcode.replication.replicator import Replicator
-from netcode.replication.schema import wander_schema
+from tests.worlds import wander_schema
 
 DT = np.dtype([("id", "<u4"), ("x", "<f4"), ("y", "<f4"), ("vx", "<f4"), ("vy", "<f4"), ("hp", "u1")])
 

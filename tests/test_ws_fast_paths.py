@@ -12,13 +12,14 @@ import msgpack
 import pytest
 
 from netcode.client import ArbiterClient
-from netcode.client_session import encode_thrust
+from netcode.client_session import encode_fields, fields_from_spec
 from netcode.protocol import ErrorCode, encode_input
 from netcode.replication.frames import decode_delta_frame, encode_delta_frame, peek_delta_tick
 from netcode.session import InputEvent, ServerSession, SessionState
 from netcode.ws_client import WsClientConnection
 from netcode.ws_frames import OP_BINARY, OP_CLOSE, OP_TEXT, FrameReader, client_frame, frame_header, server_frame
 from netcode.ws_server import WsServerConnection
+from sim.games.startales.game import Startales
 from tests.serverutil import running_server, url, wait_for
 
 UPGRADE = (
@@ -167,7 +168,11 @@ def test_client_frames_use_fresh_keys_and_unmask() -> None:
     assert len(keys) > 2900
 
 
-def test_encode_thrust_is_encode_input_byte_for_byte() -> None:
+def test_encode_fields_is_encode_input_byte_for_byte() -> None:
+    """The hand-built input frame equals msgpack's for any spec's fields: floats always (float32),
+    integers when not 0."""
+    spec = {"inputs": [["dx", "f32", -1, 1], ["dy", "f32", -1, 1], ["a", "i32", 0, 255], ["tx", "u32", 0, 2**32 - 1]]}
+    fields = fields_from_spec(spec)
     rng = random.Random(7)
     ints = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1]
     acks = [None, 0, 127, 128, 65536, 2**32, 2**40, 2**64 - 1]
@@ -177,12 +182,13 @@ def test_encode_thrust_is_encode_input_byte_for_byte() -> None:
         ct = rng.choice(ints) if rng.random() < 0.5 else rng.randrange(2**32)
         dx = rng.choice(floats) if rng.random() < 0.3 else rng.uniform(-1.5, 1.5)
         dy = rng.choice(floats) if rng.random() < 0.3 else rng.uniform(-1.5, 1.5)
+        values: dict[str, float | int] = {"dx": dx, "dy": dy, "a": rng.choice([0, 0, 3]), "tx": rng.choice([0, 2**32 - 1])}
         ack = rng.choice(acks)
-        fast = encode_thrust(seq, ct, dx, dy, ack)
-        assert fast == encode_input(seq, ct, dx, dy, 0, 0, ack)
-    assert encode_thrust(1, 1, 3.5e38, 0.0, None) is None  # beyond float32: the general encoder
-    assert encode_thrust(1, 1, 1, 0.0, None) is None  # an int thrust
-    assert encode_thrust(-1, 1, 0.0, 0.0, None) is None
+        fast = encode_fields(seq, ct, fields, values, ack)
+        assert fast == encode_input(seq, ct, {k: v for k, v in values.items() if v or k in ("dx", "dy")}, ack)
+    assert encode_fields(1, 1, fields, {"dx": 3.5e38}, None) is None  # beyond float32: the general encoder
+    assert encode_fields(-1, 1, fields, {}, None) is None
+    assert encode_fields(1, 1, fields, {"a": -3}, None) is None  # a negative int: the general encoder
 
 
 def test_peek_delta_tick_matches_the_decoder() -> None:
@@ -195,15 +201,15 @@ def test_peek_delta_tick_matches_the_decoder() -> None:
 
 
 def test_session_fast_path_takes_the_snapshot_ack() -> None:
-    s = ServerSession()
+    s = ServerSession(inputs=Startales.inputs)
     s.state = SessionState.ACTIVE
-    (ev,) = s.receive(encode_input(7, 3, 0.25, -0.5, 0, 0, 900), 1.0)
+    (ev,) = s.receive(encode_input(7, 3, {"dx": 0.25, "dy": -0.5}, 900), 1.0)
     assert isinstance(ev, InputEvent)
-    assert (ev.seq, ev.client_tick, ev.dx, ev.dy, ev.ack) == (7, 3, 0.25, -0.5, 900)
+    assert (ev.seq, ev.client_tick, ev.values, ev.ack) == (7, 3, (0.25, -0.5, 0, 0, 0, 0, 0), 900)
     assert s.last_ack_tick == 900 and s.last_input_seq == 7
-    s.receive(encode_input(8, 3, 0.25, -0.5, 0, 0, 800), 1.1)  # an older ack does not go back
+    s.receive(encode_input(8, 3, {"dx": 0.25, "dy": -0.5}, 800), 1.1)  # an older ack does not go back
     assert s.last_ack_tick == 900
-    (ev,) = s.receive(encode_input(9, 3, 0.0, 0.0, 0, 0, 2**64 - 1), 1.2)
+    (ev,) = s.receive(encode_input(9, 3, {"dx": 0.0, "dy": 0.0}, 2**64 - 1), 1.2)
     assert ev.ack == 2**64 - 1 and s.last_ack_tick == 2**64 - 1
     assert s.offences == 0
     # Anything else with six keys takes the checked path and gets its precise error.
@@ -218,14 +224,14 @@ def test_session_fast_path_takes_the_snapshot_ack() -> None:
     assert s.offences == len(bad)
     assert [msgpack.unpackb(f)["code"] for f in s.data_to_send()] == [ErrorCode.BAD_FIELD] * len(bad)
     (ev,) = s.receive(msgpack.packb({"t": "in", "s": 20, "ct": 0, "dx": 0.1, "dy": 0.0, "a": 1}), 3.0)
-    assert ev.action == 1 and ev.ack is None
+    assert ev.values[2] == 1 and ev.ack is None
 
 
 async def test_a_client_claiming_any_ack_is_served_from_scratch() -> None:
     async with running_server(game="wander", game_config={"npcs": 20}) as server:
         liar = await ArbiterClient.connect(url(server), "liar")
         honest = await ArbiterClient.connect(url(server), "honest")
-        liar.send_raw(encode_input(1, 0, 0.1, 0.0, 0, 0, 2**64 - 1))
+        liar.send_raw(encode_input(1, 0, {"dx": 0.1, "dy": 0.0}, 2**64 - 1))
         await wait_for(lambda: server.clients and all(c.session.last_input_seq >= 1 for c in server.clients.values()
                                                       if c.name == "liar"))  # fmt: skip
         seen = liar.snapshots, honest.snapshots
