@@ -30,8 +30,8 @@ def _play(campaign: Campaign, ticks: int, seed: int = 3) -> None:
         for e in eids:
             if rng.random() < 0.5:
                 seqs[e] += 1
-                campaign.submit(e, seqs[e], t, float(rng.uniform(-0.7, 0.7)), float(rng.uniform(-0.7, 0.7)),
-                                int(rng.integers(0, 3)), 0)  # fmt: skip
+                values = (float(rng.uniform(-0.7, 0.7)), float(rng.uniform(-0.7, 0.7)), int(rng.integers(0, 3)), 0)
+                campaign.submit(e, seqs[e], t, values)
         if t == ticks // 2:
             campaign.leave(eids[0])
             eids = eids[1:]

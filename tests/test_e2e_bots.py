@@ -13,11 +13,12 @@ async def test_fifty_bots_get_snapshots_at_the_send_rate_and_move(game: str, tmp
     server = start_server(["--game", game, "--seed", "7", "--data-dir", str(tmp_path)])
     try:
         report = await run_bots(
-            BotConfig(url=server.url, game=game, count=50, duration=4.0, full_decoders=50, ping_every=0.5)
+            BotConfig(url=server.url, count=50, duration=4.0, full_decoders=50, ping_every=0.5)
         )
         stats = server.stats()
     finally:
         code = server.stop()
+    assert report.game == game  # learned from the server (/info), with the game's own brain
     assert report.connected == 50 and report.connect_failures == 0
     # Every bot, not just the average, receives snapshots at (nearly) the 20 Hz send rate.
     assert report.snapshots_per_bot_s_min >= 0.85 * 20, report

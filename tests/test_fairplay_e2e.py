@@ -71,7 +71,7 @@ async def test_honest_bots_behind_a_jittery_link_are_never_flagged() -> None:
         purl = f"ws://127.0.0.1:{proxy.port}/"
         try:
             bots = asyncio.create_task(
-                run_bots(BotConfig(url=purl, game="startales", count=12, duration=18.0, dwell_s=1.5, seed=7))
+                run_bots(BotConfig(url=purl, count=12, duration=18.0, brain_options={"dwell_s": 1.5}, seed=7))
             )
             gift = await honest_transfer_with_retries(server, purl)
             report = await bots
@@ -83,7 +83,7 @@ async def test_honest_bots_behind_a_jittery_link_are_never_flagged() -> None:
         assert len(referee.policy) == 0
         assert report.connected == 12 and report.connect_failures == 0, report
         assert report.closed_early == 0 and report.errors_seen == 0, report
-        assert report.built > 0 and report.achievements > 0, report
+        assert report.brain["built"] > 0 and report.brain["achievements"] > 0, report
         assert gift["applied"] == 1 and gift["duplicates"] == 2, gift
 
 
@@ -99,7 +99,7 @@ async def honest_transfer_with_retries(server: GameServer, purl: str) -> dict[st
         giver.send_input(0.0, 0.0, ACTION_STOP, 0)
         await wait_for(lambda: pv(server, giver.player, "harvest_target") == 0, 5)
         gift = (0.0, 0.0, ACTION_GIFT, scan_arg(taker.player))
-        args = {"arg2": 0, "arg3": 25, "txn": 7}
+        args = {"g2": 0, "g3": 25, "tx": 7}
         giver.send_input(*gift, **args)
         await asyncio.sleep(0.05)  # the client's retry timer: the confirmation takes a round trip (~0.3 s)
         giver.send_input(*gift, **args)
