@@ -98,6 +98,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{READY_PREFIX} ws://{cfg.host}:{server.port}/ pid={os.getpid()}", flush=True)
         await server.run()
 
+    from engine.recovery import RecoveryError
+    from persistence.campaign_store import CampaignLockedError
+    from persistence.journal_codec import JournalFormatError
+    from sim.spec import ConfigError
+
+    try:
+        return _run_serve(main, args)
+    except (ConfigError, JournalFormatError, CampaignLockedError, RecoveryError) as exc:
+        print(f"arbiter serve: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_serve(main: Callable[[], Any], args: argparse.Namespace) -> int:
     profile_to = os.environ.get("ARBITER_PROFILE")
     if profile_to:
         # Where does the time go: a cProfile of the whole serve run, written at shutdown.

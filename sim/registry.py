@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 
 from sim.game_api import Game
+from sim.spec import ConfigError
 
 GROUP = "arbiter.games"
 _registered: dict[str, type[Game]] = {}
@@ -31,7 +32,7 @@ def game_class(name: str) -> type[Game]:
         if not (isinstance(cls, type) and issubclass(cls, Game)):
             raise TypeError(f"entry point {GROUP}:{name} is {cls!r}, not a Game subclass")
         return cls
-    raise ValueError(f"unknown game {name!r}; known: {', '.join(game_names()) or 'none'}")
+    raise ConfigError(f"unknown game {name!r}; known: {', '.join(game_names()) or 'none'}")
 
 
 def make_game(name: str, config: Mapping[str, object] | None = None) -> Game:
