@@ -14,7 +14,6 @@ import json
 import logging
 import operator
 import os
-import queue
 import re
 import sqlite3
 import threading
@@ -27,6 +26,7 @@ from typing import Final, Literal, NamedTuple, SupportsIndex
 
 import numpy as np
 
+from persistence.batch_writer import BatchWriter
 from persistence.journal_codec import JournalCorruptError, TickRecord, campaign_layout, decode_tick
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 
 _JOURNAL: Final = 0
 _SNAPSHOT: Final = 1
-_STOP: Final = 2
 # (kind, seq, tick, payload, state_hash)
 _Item = tuple[int, int, int, bytes, str | None]
 
@@ -228,14 +227,10 @@ class CampaignStore:
         last_snap = self._db.execute("SELECT MAX(tick) FROM snapshots").fetchone()[0]
         # Enqueue side, guarded by _lock.
         self._lock = threading.Lock()
-        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
         self._seq = 0
         self._next_tick: int | None = None if last is None else last + 1
         self._pending_snapshots = 0
         self._closed = False
-        # Commit side, guarded by _cond.
-        self._cond = threading.Condition()
-        self._committed_seq = 0
         self._abandon = False
         # Plain ints/floats: written by one thread, read anywhere (single stores are atomic in CPython).
         self.committed_tick: int = -1 if last is None else last
@@ -250,11 +245,10 @@ class CampaignStore:
         self.write_errors = 0
         self.last_error: str | None = None
 
-        self._thread = threading.Thread(target=self._run, name=f"store-writer:{self.path.parent.name}")
-        # Daemon: a forgotten close() must not hang interpreter exit; unflushed data is then lost
-        # exactly as in a crash, which recovery already handles.
-        self._thread.daemon = True
-        self._thread.start()
+        # A forgotten close() loses what was not flushed exactly as a crash does: recovery handles it.
+        self._writer: BatchWriter[_Item] = BatchWriter(
+            f"store-writer:{self.path.parent.name}", self._commit, capacity=queue_size, batch=batch_size
+        )
 
     @classmethod
     def open(
@@ -361,9 +355,7 @@ class CampaignStore:
             self._check_open()
             if self._next_tick is not None and tick != self._next_tick:
                 raise ValueError(f"journal tick {tick} out of order: expected {self._next_tick}")
-            try:
-                self._queue.put_nowait((_JOURNAL, self._seq + 1, tick, data, text_hash))
-            except queue.Full:
+            if not self._writer.put((_JOURNAL, self._seq + 1, tick, data, text_hash)):
                 self.backpressure_refusals += 1
                 return False
             self._seq += 1
@@ -389,9 +381,7 @@ class CampaignStore:
             if self._pending_snapshots >= self._max_pending_snapshots:
                 self.dropped_snapshots += 1
                 return False
-            try:
-                self._queue.put_nowait((_SNAPSHOT, self._seq + 1, tick, data, text_hash))
-            except queue.Full:
+            if not self._writer.put((_SNAPSHOT, self._seq + 1, tick, data, text_hash)):
                 self.dropped_snapshots += 1
                 return False
             self._seq += 1
@@ -401,7 +391,7 @@ class CampaignStore:
 
     def _note_enqueued(self) -> None:
         self.queued += 1
-        depth = self._queue.qsize()
+        depth = self._writer.pending
         if depth > self.max_queue_depth:
             self.max_queue_depth = depth
 
@@ -411,14 +401,11 @@ class CampaignStore:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return self._writer.pending
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything enqueued before this call is committed; False on timeout."""
-        with self._lock:
-            target = self._seq
-        with self._cond:
-            return self._cond.wait_for(lambda: self._committed_seq >= target, timeout)
+        return self._writer.flush(timeout)
 
     def close(self, timeout: float = 10.0) -> bool:
         """Flush, stop the writer and close the database. Returns False if the flush timed out."""
@@ -431,10 +418,8 @@ class CampaignStore:
             # Let a writer stuck retrying a failing disk give up, or join() below would wait forever.
             self._abandon = True
             log.error("campaign store %s closed with %d items uncommitted", self.path, self.queue_depth)
-        with contextlib.suppress(queue.Full):
-            self._queue.put((_STOP, 0, 0, b"", None), timeout=timeout)
-        self._thread.join(timeout)
-        if not self._thread.is_alive():
+        self._writer.close(timeout)
+        if self._writer.stopped:
             self._wdb.close()
         self._db.close()
         os.close(self._lock_fd)
@@ -447,20 +432,6 @@ class CampaignStore:
         self.close()
 
     # ------------------------------------------------------------ writer side
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < self._batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            work = [item for item in batch if item[0] != _STOP]
-            if work and not self._commit(work):
-                return
-            if len(work) != len(batch):
-                return
 
     def _commit(self, items: list[_Item]) -> bool:
         journal_rows = [(tick, data, h) for kind, _, tick, data, h in items if kind == _JOURNAL]
@@ -508,11 +479,7 @@ class CampaignStore:
             except Exception:
                 # The callback belongs to the caller; its bug must not stop the journal.
                 log.exception("on_commit callback failed")
-        # Released last, so that a returned flush() implies on_commit has seen these ticks.
-        with self._cond:
-            self._committed_seq = max(item[1] for item in items)
-            self._cond.notify_all()
-        return True
+        return True  # flush() returns after this: on_commit has seen these ticks
 
     def _write(
         self,
@@ -638,6 +605,5 @@ class CampaignStore:
         last = self._db.execute("SELECT MAX(tick) FROM journal").fetchone()[0]
         with self._lock:
             self._next_tick = None if last is None else last + 1
-        with self._cond:
-            self.committed_tick = -1 if last is None else last
+        self.committed_tick = -1 if last is None else last
         return None if last is None else int(last)
