@@ -376,7 +376,7 @@ def detect_protocol() -> list[dict[str, Any]]:
 
     run("message_flood", V_FLOOD, flood_step)
 
-    def offence_step(payload: bytes, code: ErrorCode) -> Callable[[float], bool]:
+    def offence_step(payload: bytes, code: ErrorCode) -> Callable[[float], tuple[bool, bool]]:
         def step(t: float) -> tuple[bool, bool]:
             s = _session(t)
             events = s.receive(payload, t)

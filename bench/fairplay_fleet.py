@@ -95,7 +95,7 @@ class HonestFleet:
 
     def decide(self, now: int) -> None:
         """Every bot whose 20 Hz slot is now: look (stale), decide, send (into the up link)."""
-        who = np.nonzero((now % 3) == self.phase)[0]
+        who = np.flatnonzero(self.phase == now % 3)
         if who.size == 0:
             return
         rng = self.rng

@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,9 +102,11 @@ def bench_move(name: str, n: int, reps: int) -> dict[str, object]:
     s = _move_state(n)
     f = np.float32
     lo, dt, bounds = n - n // 100, f(1 / 60), np.array([0, 0, 4000, 4000], dtype=f)
-    drift_args = (s["x"], s["y"], s["vx"], s["vy"], s["alive"], 0, lo, dt, f(4000), f(4000))
+    drift_args: tuple[Any, ...] = (s["x"], s["y"], s["vx"], s["vy"], s["alive"], 0, lo, dt, f(4000), f(4000))
+    move: Any
+    move_ref: Any
     if name == "wander_move":
-        move_args: tuple[object, ...] = (s["x"], s["y"], s["vx"], s["vy"], s["alive"], lo, dt, bounds)
+        move_args: tuple[Any, ...] = (s["x"], s["y"], s["vx"], s["vy"], s["alive"], lo, dt, bounds)
         move, move_ref = move_velocity, move_velocity_ref
     else:
         move_args = (s["x"], s["y"], s["vx"], s["vy"], s["tx"], s["ty"], s["alive"], lo, dt, bounds, f(200), f(300))
@@ -114,8 +117,8 @@ def bench_move(name: str, n: int, reps: int) -> dict[str, object]:
         move(*move_args)
 
     def ref() -> None:
-        drift_ref(*drift_args)  # type: ignore[arg-type]
-        move_ref(*move_args)  # type: ignore[arg-type]
+        drift_ref(*drift_args)
+        move_ref(*move_args)
 
     nb = _time(fast, reps)
     npy = _time(ref, reps)

@@ -28,9 +28,9 @@ def drift_ref(
     alive: np.ndarray,
     npc_lo: int,
     npc_hi: int,
-    dt: float,
-    width: float,
-    height: float,
+    dt: float | np.floating,
+    width: float | np.floating,
+    height: float | np.floating,
 ) -> None:
     d, w, h = np.float32(dt), np.float32(width), np.float32(height)
     s = slice(npc_lo, npc_hi)
@@ -50,7 +50,7 @@ def move_velocity_ref(
     vy: np.ndarray,
     alive: np.ndarray,
     lo: int,
-    dt: float,
+    dt: float | np.floating,
     bounds: np.ndarray,
 ) -> None:
     d = np.float32(dt)
@@ -69,10 +69,10 @@ def move_thrust_ref(
     ty: np.ndarray,
     alive: np.ndarray,
     lo: int,
-    dt: float,
+    dt: float | np.floating,
     bounds: np.ndarray,
-    accel: float,
-    max_speed: float,
+    accel: float | np.floating,
+    max_speed: float | np.floating,
 ) -> None:
     d, a, m = np.float32(dt), np.float32(accel), np.float32(max_speed)
     s = slice(lo, None)

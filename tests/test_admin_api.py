@@ -14,9 +14,9 @@ import pytest
 
 from engine.security.admin import MAX_BODY_BYTES, AdminServer, start_admin
 from engine.security.auth import KeyRing, TokenIssuer, TokenVerifier
+from tests.tokens import Tokens
 
-RING = KeyRing.single("a" * 40)
-OTHER = KeyRing.single("b" * 40)
+RING, OTHER = Tokens().ring, Tokens().other  # tests/tokens.py
 CAMPAIGN = "camp"
 
 

@@ -20,7 +20,7 @@ import asyncpg
 import msgpack
 import pytest
 
-from engine.security.auth import AuthCode, KeyRing, TokenIssuer, TokenVerifier
+from engine.security.auth import AuthCode, TokenIssuer, TokenVerifier
 from engine.security.fairplay.conn_limit import ConnLimitConfig
 from engine.security.fairplay.kinds import V_BAD_TOKEN, V_TOKEN_REPLAY
 from engine.security.fairplay.referee import FairPlayConfig
@@ -56,6 +56,7 @@ from tests.pgutil import dsn as pg_dsn
 from tests.pgutil import fresh_database
 from tests.serverutil import running_server, url, wait_for
 from tests.tcp_proxy import TcpProxy
+from tests.tokens import Tokens
 
 # -- 1a. honest players ---------------------------------------------------------------------------------
 # Small and dense (planets of both resources ~100-150 u apart): every bot gets to harvest both and
@@ -122,8 +123,7 @@ async def honest_transfer_with_retries(server: GameServer, purl: str) -> dict[st
 
 
 # -- tokens and connection floods, scored against the address -----------------------------------------
-RING = KeyRing.single("k" * 40)
-OTHER_RING = KeyRing.single("o" * 40)
+RING, OTHER_RING = Tokens().ring, Tokens().other  # tests/tokens.py
 CAMP = "fp-e2e"
 
 
@@ -143,7 +143,8 @@ async def test_bad_and_replayed_tokens_are_refused_and_scored_against_the_addres
             (issuer.issue("eve", "another-campaign"), AuthCode.TOKEN_WRONG_CAMPAIGN),
             (good, AuthCode.TOKEN_REPLAYED),
         ]
-        for token, code in cases:
+        for token, refusal in cases:
+            code = int(refusal)
             got: list[bytes] = []
             conn = await ws_connect(url(server), got.append)
             conn.send(encode_hello("eve", token))
@@ -161,7 +162,7 @@ async def test_bad_and_replayed_tokens_are_refused_and_scored_against_the_addres
         deadline = loop.time() + 10
         forged = TokenIssuer(OTHER_RING)
         while True:
-            got: list[bytes] = []
+            got.clear()
             conn = await ws_connect(url(server), got.append)
             conn.send(encode_hello("eve", forged.issue("eve", CAMP)))
             code, _ = await asyncio.wait_for(conn.closed, 5)
@@ -172,7 +173,7 @@ async def test_bad_and_replayed_tokens_are_refused_and_scored_against_the_addres
             assert code == CloseCode.UNAUTHORIZED
             assert loop.time() < deadline, dict(referee.decisions)
         assert referee.decisions["ban"] == 1
-        got = []
+        got.clear()
         conn = await ws_connect(url(server), got.append)  # refused at connect, before any hello
         code, _ = await asyncio.wait_for(conn.closed, 5)
         assert code == CloseCode.BANNED and msgpack.unpackb(got[0])["code"] == ErrorCode.BANNED

@@ -135,7 +135,7 @@ def test_input_flood_beyond_one_per_tick_is_flagged() -> None:
     e2 = s2.join()
     s2.step(120)
     for _ in range(40):
-        s2.send(e2, 0.1, 0.0)
+        s2.put(e2, 0.1, 0.0)
     s2.step()
     assert s2.violations == []
 

@@ -105,7 +105,7 @@ def test_bad_declarations_are_refused_with_a_reason() -> None:
 
     class NoVelocity(Laps):
         name = "novel"
-        components = (Component("x", "f4"), Component("y", "f4"))
+        components = (Component("x", "f4"), Component("y", "f4"))  # type: ignore[assignment]
 
     with pytest.raises(ValueError, match="needs components"):
         NoVelocity()
@@ -113,7 +113,7 @@ def test_bad_declarations_are_refused_with_a_reason() -> None:
     class Typo(Laps):
         name = "typo"
 
-        systems = (njit(lambda x, widht: None),)
+        systems = (njit(lambda x, widht: None),)  # type: ignore[assignment]
 
     with pytest.raises(ValueError, match="'widht'"):
         Typo().step(*_batch(Typo()))
@@ -129,8 +129,8 @@ def test_the_built_in_games_are_entry_points_and_the_cli_offers_them() -> None:
     register(Laps)
     assert {"startales", "wander", "arena"} <= set(game_names())
     assert game_class("arena").__module__ == "sim.games.arena"
-    serve = next(a for a in build_parser()._subparsers._group_actions[0].choices["serve"]._actions  # type: ignore[union-attr]
-                 if a.dest == "game")  # fmt: skip
+    sub: Any = build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
+    serve = next(a for a in sub.choices["serve"]._actions if a.dest == "game")
     assert {"startales", "wander", "arena", "laps"} <= set(serve.choices or ())
     with pytest.raises(ValueError, match="unknown game 'chess'; known: "):
         game_class("chess")

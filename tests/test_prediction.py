@@ -9,6 +9,7 @@ lost. An input sent in iteration T therefore first applies in the step producing
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,7 +93,8 @@ class Sim(Driver):
     def iteration(self, send_inputs: bool) -> None:
         T = self.T
         # server
-        for seq, ct, dx, dy in self.up.deliver(T):  # type: ignore[misc]
+        up: list[Any] = self.up.deliver(T)
+        for seq, ct, dx, dy in up:
             self.send(self.eid, seq, ct, dx, dy)
         self.step()
         a = self.world.arrays
@@ -103,7 +105,8 @@ class Sim(Driver):
             state = (float(a["x"][s]), float(a["y"][s]), float(a["vx"][s]), float(a["vy"][s]))
             self.down.send(T, (k, int(a["last_seq"][s]), state))
         # client
-        for k_snap, ack, (x, y, vx, vy) in self.down.deliver(T):  # type: ignore[misc]
+        down: list[Any] = self.down.deliver(T)
+        for k_snap, ack, (x, y, vx, vy) in down:
             if self.clock is not None:
                 self.clock.observe(k_snap, (T + 1) / 60.0)  # the caller's clock, in seconds
             err = self.pred.on_snapshot(k_snap, ack, x, y, vx, vy)

@@ -238,7 +238,7 @@ def test_snapshot_with_zero_entities() -> None:
 
 def test_events_ping_pong_error_bye_round_trip() -> None:
     srv, cli, _ = _joined()
-    srv.send_events(510, [(1, 3, 0), (2, 1, 250), (np.int32(4), np.int64(2), 0)])
+    srv.send_events(510, [(1, 3, 0), (2, 1, 250), (np.int32(4), np.int64(2), 0)])  # type: ignore[list-item]
     (ev,) = srv.receive(cli.ping(10.0), 10.0)
     assert ev == PingEvent(10.0)
     srv.pong(ev.client_time, 123456.5, 510)
@@ -275,7 +275,7 @@ def test_plain_input_frame_is_small() -> None:
 
 
 def test_welcome_is_plain_msgpack() -> None:
-    m = msgpack.unpackb(encode_welcome(7, 1, 60, 20, "wander", {"k": np.float32(0.5)}, REC))
+    m = msgpack.unpackb(encode_welcome(7, 1, 60, 20, "wander", {"k": np.float32(0.5)}, REC))  # type: ignore[dict-item]
     assert m == {
         "t": "welcome",
         "v": 1,

@@ -25,7 +25,7 @@ def test_same_ack_same_bytes_and_every_client_reconstructs_the_world() -> None:
         recs["x"] = np.clip(recs["x"] + rng.normal(0, 1, n), 0, 1000)
         rep.begin_send(tick, recs)
         rep.set_viewers(np.arange(clients), np.zeros(clients, dtype=np.int64))
-        bodies = {}
+        bodies: dict[int, set[bytes]] = {}
         for c in range(clients):
             p = rep.encode_for(c, acks[c])
             bodies.setdefault(p.baseline, set()).add(p.body)

@@ -68,8 +68,10 @@ def test_ints_are_accepted_for_floats() -> None:
 def test_absent_game_fields_are_their_default_and_unknown_keys_are_ignored() -> None:
     s = _active()
     (ev,) = s.receive(_inp(dy=_DROP, a=3, g=-7, g2=2, g3=250, tx=2**32 - 1, future=1), 0.0)
+    assert isinstance(ev, InputEvent)
     assert ev.values == (0.0, 0.0, 3, -7, 2, 250, 2**32 - 1)
     (ev,) = s.receive(msgpack.packb({"t": "in", "s": 2, "ct": 0}), 0.0)
+    assert isinstance(ev, InputEvent)
     assert ev.values == (0.0, 0.0, 0, 0, 0, 0, 0)
     assert s.offences == 0
 
@@ -79,6 +81,7 @@ def test_each_game_checks_its_own_fields() -> None:
     s.receive(encode_hello("bob"), 0.0)
     s.accept(1, 0, 60, 20, "g", {}, REC)
     (ev,) = s.receive(msgpack.packb({"t": "in", "s": 1, "ct": 0, "power": 1.5, "dx": 9.0}), 0.0)
+    assert isinstance(ev, InputEvent)
     assert ev.values == (1.5, 1)  # "mode" absent: its lowest legal value; "dx" is not this game's
     for bad in ({"power": 2.5}, {"power": -0.1}, {"mode": 0}, {"mode": 4}, {"mode": 1.0}):
         assert s.receive(msgpack.packb({"t": "in", "s": 2, "ct": 0, **bad}), 0.0) == []

@@ -6,6 +6,7 @@ import sqlite3
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def raw_db(store: CampaignStore) -> sqlite3.Connection:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> CampaignStore:
+def store(tmp_path: Path) -> Iterator[CampaignStore]:
     s = open_store(tmp_path, "camp-1")
     yield s
     s.close()
@@ -79,7 +80,7 @@ def test_layout_and_pragmas(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         open_store(tmp_path, "../escape")
     with pytest.raises(ValueError):
-        open_store(tmp_path, "x", durability="off")  # type: ignore[arg-type]
+        open_store(tmp_path, "x", durability="off")
 
 
 def test_journal_round_trip_in_tick_order(store: CampaignStore) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from persistence.campaign_store import CampaignStore
 from persistence.journal_codec import encode_tick
 from tests.worlds import open_store
 from tests.worlds import startales_inputs as make_inputs

@@ -24,7 +24,6 @@ from sim.entities import SLOT_MASK
 from sim.game_api import Game
 from sim.registry import make_game
 
-
 STARTALES_LAYOUT = make_game("startales").input_batch(1).dtype
 
 
