@@ -46,9 +46,14 @@ class Brain:
         move = spec.get("move", {})
         self.move_keys: list[str] = list(move.get("in", [])) if move.get("rule", "none") != "none" else []
         # Python's generator: a few scalar draws per input cost less than numpy's per-call overhead.
+        self.rng = rng
         self.rand = random.Random(int(rng.integers(2**63)))
         self.heading = [self.rand.uniform(0.0, 2 * math.pi) for _ in range(n)]
         self.counts: dict[str, int] = {}
+        self.start(n)
+
+    def start(self, n: int) -> None:
+        """A game brain's per-bot state for `n` bots (the welcome's `world`, `options` are set)."""
 
     def on_events(self, i: int, events: list[tuple[int, int, int]]) -> None:
         """The events bot i received since its last input (kind, a, b)."""

@@ -175,9 +175,7 @@ class ArenaBrain(Brain):
 
     decode_all = True
 
-    def __init__(self, n: int, rng: np.random.Generator, world: Mapping[str, Any], spec: Mapping[str, Any],
-                 options: Mapping[str, Any] | None = None) -> None:  # fmt: skip
-        super().__init__(n, rng, world, spec, options)
+    def start(self, n: int) -> None:
         self.last_shot = [-(10**9)] * n
         self.counts = {"shots": 0, "claims": 0}
 

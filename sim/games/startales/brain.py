@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
@@ -44,17 +42,9 @@ class StartalesBrain(Brain):
 
     decode_all = True
 
-    def __init__(
-        self,
-        n: int,
-        rng: np.random.Generator,
-        world: Mapping[str, Any],
-        spec: Mapping[str, Any],
-        options: Mapping[str, Any] | None = None,
-    ) -> None:
+    def start(self, n: int) -> None:
         """Option `dwell_s`: seconds at a planet before flying on (default 10)."""
-        super().__init__(n, rng, world, spec, options)
-        self.rng = rng
+        world = self.world
         self.dwell_ticks = int(float(self.options.get("dwell_s", 10.0)) * float(world.get("tick_rate", 60)))
         self.target = np.full(n, -1, dtype=np.int64)
         self.harvesting = np.zeros(n, dtype=bool)
