@@ -54,7 +54,8 @@ def _parse_kv(items: Sequence[str]) -> dict[str, object]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from engine.server import GameServer, ServerConfig
+    from engine.relocation import RestoreError, ShipConfig
+    from engine.server import ServerConfig, open_server
 
     cfg = ServerConfig(
         game=args.game,
@@ -75,7 +76,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fairplay=_fairplay_config(args),
         admin_port=None if args.admin_port < 0 else args.admin_port,
         admin_host=args.admin_host,
+        ship=ShipConfig(interval_s=args.ship_every, snapshot_every_s=args.ship_snapshot_every, ack=args.ack_after),
+        drain_timeout=args.drain_timeout,
     )
+    if args.ack_after == "pg" and not (cfg.pg_dsn and cfg.data_dir):
+        print("arbiter serve: --ack-after pg needs --pg (or $ARBITER_PG_DSN) and a --data-dir", file=sys.stderr)
+        return 2
     if args.max_players:
         cfg.game_config = {**dict(cfg.game_config), "max_players": args.max_players}
 
@@ -92,12 +98,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.0005)
 
     async def main() -> None:
-        server = GameServer(cfg, verifier=verifier)
+        server = await open_server(cfg, verifier)
         await server.start()
         server.install_signal_handlers()
         print(f"{READY_PREFIX} ws://{cfg.host}:{server.port}/ pid={os.getpid()}", flush=True)
         await server.run()
 
+    try:
+        return _run_serve(main, args)
+    except RestoreError as exc:  # a campaign to restore while PostgreSQL is unreachable
+        print(f"arbiter serve: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_serve(main: Callable[[], Any], args: argparse.Namespace) -> int:
     profile_to = os.environ.get("ARBITER_PROFILE")
     if profile_to:
         # Where does the time go: a cProfile of the whole serve run, written at shutdown.
@@ -203,6 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ip-conn-burst", type=int, default=100)
     f.add_argument("--ip-max-open", type=int, default=0, help="open connections per IP (0: no limit)")
     f.add_argument("--ip-limit-loopback", action="store_true", help="apply the per-IP limits to 127.0.0.1 too")
+    r = s.add_argument_group("relocation through PostgreSQL (docs/relocation.md; needs --pg and a --data-dir)")
+    r.add_argument("--ship-every", type=float, default=1.0, metavar="S",
+                   help="ship the journal to PostgreSQL every S seconds (0: no shipping, no relocation)")
+    r.add_argument("--ship-snapshot-every", type=float, default=30.0, metavar="S",
+                   help="ship the newest world snapshot every S seconds")
+    r.add_argument("--ack-after", default="disk", choices=("disk", "pg"),
+                   help="pg: acknowledge an input only once PostgreSQL has it (survives losing the machine)")
+    r.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
+                   help="at SIGTERM, how long PostgreSQL may take to receive the final journal")  # fmt: skip
     s.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("bots", help="run N bot players against a server")

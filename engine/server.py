@@ -26,6 +26,7 @@ from engine.clients import Client, flush_session
 from engine.journal import Journal
 from engine.progress import ProgressSync
 from engine.recovery import RecoveryReport, open_campaign
+from engine.relocation import ShipConfig, Shipper, restore_from_pg
 from engine.security import token_replay
 from engine.security.admin import AdminServer, start_admin
 from engine.security.auth import AuthError, TokenVerifier
@@ -36,6 +37,7 @@ from engine.snapshots import SnapshotSender
 from engine.stats import TickStats
 from engine.ticker import FixedStep
 from netcode.protocol import (
+    BYE_RELOCATE,
     MAX_HELLO_FRAME,
     PROTOCOL_VERSION,
     CloseCode,
@@ -84,6 +86,8 @@ class ServerConfig:
     fairplay: FairPlayConfig = field(default_factory=FairPlayConfig)  # docs/fairplay.md
     admin_port: int | None = None  # the admin API's port (None: off; 0: any free port)
     admin_host: str = "127.0.0.1"
+    ship: ShipConfig = field(default_factory=ShipConfig)  # relocation through PostgreSQL (docs/relocation.md)
+    drain_timeout: float = 10.0  # at shutdown, how long PostgreSQL may take to receive the final journal
 
 
 class GameServer:
@@ -122,6 +126,10 @@ class GameServer:
                 self._overflow = SqliteOverflow(Path(cfg.data_dir) / cfg.campaign / "pg_overflow.sqlite")
             self.progress = ProgressSync(PgWriteBehind(cfg.pg_dsn, overflow=self._overflow), self.campaign)
             self.progress.prime()
+        # Shipping must be wired before the first tick (it may gate acknowledgements).
+        self.shipper: Shipper | None = None
+        if cfg.pg_dsn and self.journal is not None and cfg.ship.enabled:
+            self.shipper = Shipper(cfg.pg_dsn, cfg.campaign, self.journal, cfg.ship)
         self._tasks: set[asyncio.Task[None]] = set()
         self.fairplay = ServerFairPlay(self, cfg.fairplay, open_store(cfg.data_dir, cfg.campaign, cfg.pg_dsn))
         self.admin: AdminServer | None = None
@@ -170,6 +178,8 @@ class GameServer:
                     loop.call_soon_threadsafe(journal.on_commit, tick)
 
             journal.store.on_commit = committed
+        if self.shipper is not None:
+            self.shipper.start()  # returns at once; records wait on disk while PostgreSQL is away
         self._server = await self._loop.create_server(
             # A hello may carry a 4 KiB token, so the transport's frame limit is the hello's.
             connection_factory(self, max(self.cfg.max_frame, MAX_HELLO_FRAME)),
@@ -212,11 +222,14 @@ class GameServer:
                 loop.add_signal_handler(sig, self.request_stop)
 
     async def _shutdown(self) -> None:
+        """Drain: stop accepting, seal the campaign (final snapshot, locally and to PostgreSQL), then
+        tell players to reconnect (`bye` "relocate") while their ships are still in that snapshot."""
         self._accepting = False
         if self._server is not None:
             self._server.close()
+        sealed = await self._seal()
         for client in list(self.clients.values()):
-            client.session.send_bye("server shutting down", CloseCode.GOING_AWAY)
+            client.session.send_bye(BYE_RELOCATE if sealed else "server shutting down", CloseCode.GOING_AWAY)
             flush_session(client)
             client.conn.close(CloseCode.GOING_AWAY, "server shutting down")
         loop = asyncio.get_running_loop()
@@ -235,13 +248,19 @@ class GameServer:
         if self.admin is not None:
             await self.admin.close()
         await self.fairplay.referee.close()
-        if self.journal is not None:
-            # Final snapshot and flush; a blocking wait is fine here, the tick has stopped.
-            ok = await asyncio.to_thread(self.journal.close)
-            if not ok:
-                log.error("campaign store did not flush completely at shutdown")
         self._stopped.set()
         log.info("campaign %s stopped at tick %d", self.cfg.campaign, self.campaign.tick_count)
+
+    async def _seal(self) -> bool:
+        """Final snapshot and flush (the tick has stopped, so a blocking wait in a thread is fine),
+        then the journal's tail and that snapshot to PostgreSQL. True when the campaign is durable."""
+        if self.journal is None:
+            return False
+        if not await asyncio.to_thread(self.journal.close):
+            log.error("campaign store did not flush completely at shutdown")
+        if self.shipper is not None and await self.shipper.drain(self.cfg.drain_timeout):
+            log.info("campaign %s sealed in PostgreSQL at tick %d", self.cfg.campaign, self.shipper.shipped_tick)
+        return True
 
     # -- the tick ---------------------------------------------------------------------------------
     async def _tick_loop(self) -> None:
@@ -508,6 +527,8 @@ class GameServer:
         if self.progress is not None:
             d["pg"] = {k: v for k, v in self.progress.pg.stats().items() if isinstance(v, int | float | str | bool)}
             d["pg"]["ledger_rows"] = self.progress.ledger_rows
+        if self.shipper is not None:
+            d["ship"] = self.shipper.stats()
         j = self.journal
         if j is not None:
             st = j.store
@@ -532,8 +553,16 @@ def _restorable(progress: dict[str, Any] | None) -> dict[str, object] | None:
     return {k: progress[k] for k in ("resources", "buildings", "achievements", "txn_last") if k in progress}
 
 
+async def open_server(cfg: ServerConfig, verifier: TokenVerifier | None = None) -> GameServer:
+    """A GameServer for `cfg`; with PostgreSQL, the campaign is first restored from there when this
+    machine has no current copy of it (engine/relocation.py). Raises RestoreError when it cannot tell."""
+    if cfg.pg_dsn and cfg.data_dir and cfg.ship.enabled:
+        await restore_from_pg(cfg.pg_dsn, cfg.data_dir, cfg.campaign, cfg.ship)
+    return GameServer(cfg, verifier=verifier)
+
+
 async def serve(cfg: ServerConfig) -> GameServer:
-    server = GameServer(cfg)
+    server = await open_server(cfg)
     await server.start()
     server.install_signal_handlers()
     await server.run()

@@ -95,6 +95,9 @@ T_ERROR: Final = "err"
 T_PING: Final = "ping"
 T_PONG: Final = "pong"
 T_BYE: Final = "bye"
+# A bye with this reason: the campaign goes on (after a drain, on another server or this one
+# restarted); the client should reconnect, to the same URL or where the hub says (docs/protocol.md).
+BYE_RELOCATE: Final = "relocate"
 
 # Event kinds produced by the sim (sim/events.py); repeated here so clients need not import sim.
 EV_ACHIEVEMENT: Final = 1
