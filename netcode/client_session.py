@@ -170,7 +170,9 @@ class ClientSession:
     ) -> bytes:
         """Encode the next input; `client_tick` defaults to the newest server tick seen (the server
         checks that this clock does not run ahead of real time: docs/fairplay.md)."""
-        self.seq = seq = (self.seq + 1) & UINT32_MAX
+        # Never at or below what the server has applied: a client resuming a ship whose inputs came
+        # from an earlier connection (another process, a lost session) continues after them.
+        self.seq = seq = (max(self.seq, self.last_ack_seq) + 1) & UINT32_MAX
         ct = self.last_tick & UINT32_MAX if client_tick is None else client_tick
         if ack is None and self.decoder is not None and self.decoder.ack:
             ack = self.decoder.ack  # the newest delta snapshot we hold: the server's next baseline

@@ -3,7 +3,8 @@
     arbiter replay DATA_DIR_OR_FILE [--verify] [--from-tick T] [--to-tick T] [--export out.jsonl]
                    [--violations] [--json]
 
-From the genesis (the seed) by default, or from the newest snapshot at or before `--from-tick`.
+From the genesis (the seed) by default (for a campaign restored from PostgreSQL, whose kept history
+starts at a shipped snapshot: from that snapshot), or from the newest snapshot at or before `--from-tick`.
 `--verify` checks every state hash recorded in the journal and every snapshot met on the way;
 on the first mismatch it prints the tick and exits with status 1. `--violations` lists what the
 validators flag on the way (they are sim kernels, so a replay raises exactly the violations the live
@@ -70,7 +71,10 @@ def run_replay(
         if not meta:
             raise RecoveryError(f"{path}: no campaign metadata")
         campaign = Campaign(meta["game"], meta["seed"], meta["config"], campaign_id)
-        start = restore_snapshot(campaign, store, max_tick=from_tick) if from_tick is not None else 0
+        if from_tick is not None:
+            start = restore_snapshot(campaign, store, max_tick=from_tick)
+        else:
+            start = _history_start(campaign, store)
         snapshots = {t: None for t in store.snapshot_ticks()}
         snap_hashes: dict[int, str] = {}
         if verify:
@@ -146,6 +150,23 @@ def run_replay(
         "first_diverging_tick": first_bad,
         **({"violations": flagged} if violations else {}),
     }
+
+
+def _history_start(campaign: Campaign, store: CampaignStore) -> int:
+    """Where the kept history starts: the genesis, or for a campaign restored from PostgreSQL (whose
+    journal starts after a shipped snapshot, docs/relocation.md) that snapshot."""
+    bounds = store.journal_bounds()
+    first = bounds[0] if bounds is not None else None
+    if first is not None and first <= 1:
+        return 0
+    newest = store.snapshot_ticks()
+    if first is None and (not newest or newest[-1] == 0):
+        return 0
+    want = first - 1 if first is not None else newest[-1]
+    start = restore_snapshot(campaign, store, max_tick=want)
+    if start != want:
+        raise RecoveryError(f"the journal starts at tick {want + 1} but there is no intact snapshot of tick {want}")
+    return start
 
 
 def _tick_of(msg: str) -> int | None:
