@@ -24,6 +24,7 @@ import psutil
 from engine.campaign import Campaign
 from engine.clients import Client, flush_session
 from engine.journal import Journal
+from engine.metrics import metrics_handler, process_metrics
 from engine.progress import ProgressSync
 from engine.recovery import RecoveryReport, open_campaign
 from engine.relocation import ShipConfig, Shipper, restore_from_pg
@@ -86,6 +87,7 @@ class ServerConfig:
     fairplay: FairPlayConfig = field(default_factory=FairPlayConfig)  # docs/fairplay.md
     admin_port: int | None = None  # the admin API's port (None: off; 0: any free port)
     admin_host: str = "127.0.0.1"
+    metrics_on_game_port: bool = False  # /metrics on the public game port too (default: admin listener only)
     ship: ShipConfig = field(default_factory=ShipConfig)  # relocation through PostgreSQL (docs/relocation.md)
     drain_timeout: float = 10.0  # at shutdown, how long PostgreSQL may take to receive the final journal
 
@@ -164,9 +166,10 @@ class GameServer:
             n = token_replay.load(self._replay_file, self.verifier.replay, time.time())
             if n:
                 log.info("%d join tokens still live from before the restart stay used", n)
+        process_metrics().campaigns.add(self)
         if self.cfg.admin_port is not None:
             self.admin = await start_admin(AdminAdapter(self.fairplay), self.verifier, self.cfg.admin_host,
-                                           self.cfg.admin_port)  # fmt: skip
+                                           self.cfg.admin_port, open_get={"/metrics": metrics_handler})  # fmt: skip
             log.info("admin API on %s", self.admin.url)
         if self.progress is not None:
             await self.progress.pg.start()  # returns at once; connects and migrates in the background
@@ -248,6 +251,7 @@ class GameServer:
         if self.admin is not None:
             await self.admin.close()
         await self.fairplay.referee.close()
+        process_metrics().campaigns.remove(self)
         self._stopped.set()
         log.info("campaign %s stopped at tick %d", self.cfg.campaign, self.campaign.tick_count)
 
@@ -369,6 +373,9 @@ class GameServer:
             return (200 if ok else 503), "application/json", json.dumps(body).encode()
         if route == "/stats":
             return 200, "application/json", json.dumps(self.stats_dict()).encode()
+        if route == "/metrics" and self.cfg.metrics_on_game_port:
+            text, ctype = process_metrics().exposition()
+            return 200, ctype, text
         if route in ("/", "/ws"):
             return None if self._accepting else (503, "text/plain", b"shutting down\n")
         return 404, "text/plain", b"not found\n"
@@ -423,6 +430,7 @@ class GameServer:
         if client is None:
             return
         self.fairplay.connection_closed(client)
+        self.stats.connection_closed(conn.bytes_in, conn.bytes_out, client.session.dropped)
         self.sender.remove(client)
         if client.eid >= 0:
             self.by_eid.pop(client.eid, None)
