@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from engine.agones import AgonesLink, link_server
 from engine.campaign import Campaign
 from engine.clients import Client, flush_session
 from engine.journal import Journal
@@ -135,6 +136,7 @@ class GameServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self.fairplay = ServerFairPlay(self, cfg.fairplay, open_store(cfg.data_dir, cfg.campaign, cfg.pg_dsn))
         self.admin: AdminServer | None = None
+        self.agones: AgonesLink | None = None
         # Join-token ids survive a restart (engine/security/token_replay.py); "" = in-memory campaign.
         self._replay_file = Path(cfg.data_dir) / cfg.campaign / token_replay.FILE_NAME if cfg.data_dir else None
         self._replay_dirty = False
@@ -193,6 +195,7 @@ class GameServer:
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         self._accepting = True
+        self.agones = await link_server(self)  # None unless running under Agones
         if self.verifier is None:
             log.warning("join tokens are off (no ARBITER_JWT_SECRET/KEYS/KEYFILE): any hello may play")
         log.info(
@@ -252,6 +255,8 @@ class GameServer:
             await self.admin.close()
         await self.fairplay.referee.close()
         process_metrics().campaigns.remove(self)
+        if self.agones is not None:
+            await self.agones.stop()  # the drain is done: Agones may now delete the pod
         self._stopped.set()
         log.info("campaign %s stopped at tick %d", self.cfg.campaign, self.campaign.tick_count)
 
