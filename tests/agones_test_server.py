@@ -40,7 +40,8 @@ class AgonesTestServer:
                             "labels": dict(self.labels), "annotations": dict(self.annotations)},
             "status": {
                 "state": self.state, "address": "127.0.0.1", "ports": [{"name": "default", "port": 7777}],
-                "lists": {n: {"capacity": str(v["capacity"]), "values": list(v["values"])} for n, v in self.lists.items()},
+                "lists": {n: {"capacity": str(v["capacity"]), "values": list(v["values"])}
+                          for n, v in self.lists.items()},
             },
         }  # fmt: skip
 

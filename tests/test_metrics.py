@@ -82,14 +82,15 @@ async def test_metrics_parse_and_move_with_play() -> None:
 
 
 async def test_journal_and_shipping_figures(tmp_path: Path) -> None:
-    async with fresh_database() as db:
-        async with running_server(game="wander", game_config={"npcs": 5}, campaign="m2", admin_port=0,
-                                  data_dir=str(tmp_path), pg_dsn=dsn(db), ship=ShipConfig(interval_s=0.1)) as server:  # fmt: skip
-            assert server.shipper is not None
-            await wait_for(lambda: server.shipper is not None and server.shipper.shipped_tick > 10, timeout=10)
-            m = await _scrape(server)
-            assert _get(m, "arbiter_pg_connected", campaign="m2", writer="ship") == 1
-            assert _get(m, "arbiter_pg_ship_bytes_total", campaign="m2") > 0
-            assert _get(m, "arbiter_pg_ship_fenced", campaign="m2") == 0
-            assert ("arbiter_journal_commit_lag_ticks", (("campaign", "m2"),)) in m
-            assert ("arbiter_pg_writebehind_queue_depth", (("campaign", "m2"), ("writer", "progress"))) in m
+    ship = ShipConfig(interval_s=0.1)
+    async with fresh_database() as db, running_server(game="wander", game_config={"npcs": 5}, campaign="m2",
+                                                      admin_port=0, data_dir=str(tmp_path), pg_dsn=dsn(db),
+                                                      ship=ship) as server:  # fmt: skip
+        assert server.shipper is not None
+        await wait_for(lambda: server.shipper is not None and server.shipper.shipped_tick > 10, timeout=10)
+        m = await _scrape(server)
+        assert _get(m, "arbiter_pg_connected", campaign="m2", writer="ship") == 1
+        assert _get(m, "arbiter_pg_ship_bytes_total", campaign="m2") > 0
+        assert _get(m, "arbiter_pg_ship_fenced", campaign="m2") == 0
+        assert ("arbiter_journal_commit_lag_ticks", (("campaign", "m2"),)) in m
+        assert ("arbiter_pg_writebehind_queue_depth", (("campaign", "m2"), ("writer", "progress"))) in m

@@ -140,7 +140,7 @@ async def test_a_drained_campaign_restores_elsewhere_with_the_same_state(tmp_pat
         assert server.shipper is not None and server.shipper.shipped_tick == server.campaign.tick_count
         report = await restore_from_pg(dsn(db), str(tmp_path / "b"), "moved")
         assert report.restored
-        campaign, store, rec = open_campaign(tmp_path / "b", "moved", "startales", 1, {})
+        campaign, store, _ = open_campaign(tmp_path / "b", "moved", "startales", 1, {})
         try:
             assert campaign.state_hash() == final
             assert campaign.accounts == {"ada": c.player}  # sealed before the bye: the ship stays
