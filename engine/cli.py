@@ -76,6 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fairplay=_fairplay_config(args),
         admin_port=None if args.admin_port < 0 else args.admin_port,
         admin_host=args.admin_host,
+        metrics_on_game_port=args.metrics_on_game_port,
         ship=ShipConfig(interval_s=args.ship_every, snapshot_every_s=args.ship_snapshot_every, ack=args.ack_after),
         drain_timeout=args.drain_timeout,
     )
@@ -209,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="observe: score and audit, never kick or ban")  # fmt: skip
     f.add_argument("--admin-port", type=int, default=-1, help="admin API port (-1: off, 0: any free port)")
     f.add_argument("--admin-host", default="127.0.0.1")
+    f.add_argument("--metrics-on-game-port", action="store_true",
+                   help="serve /metrics on the public game port too (default: the admin listener only)")  # fmt: skip
     f.add_argument("--warn-at", type=float, default=10.0)
     f.add_argument("--kick-at", type=float, default=30.0)
     f.add_argument("--ban-at", type=float, default=60.0)
