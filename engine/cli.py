@@ -222,11 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ip-limit-loopback", action="store_true", help="apply the per-IP limits to 127.0.0.1 too")
     r = s.add_argument_group("relocation through PostgreSQL (docs/relocation.md; needs --pg and a --data-dir)")
     r.add_argument("--ship-every", type=float, default=1.0, metavar="S",
-                   help="ship the journal to PostgreSQL every S seconds (0: no shipping, no relocation)")
+                   help="ship the journal to PostgreSQL every S seconds (0: no shipping, no relocation)")  # fmt: skip
     r.add_argument("--ship-snapshot-every", type=float, default=30.0, metavar="S",
-                   help="ship the newest world snapshot every S seconds")
+                   help="ship the newest world snapshot every S seconds")  # fmt: skip
     r.add_argument("--ack-after", default="disk", choices=("disk", "pg"),
-                   help="pg: acknowledge an input only once PostgreSQL has it (survives losing the machine)")
+                   help="pg: acknowledge an input only once PostgreSQL has it (survives machine loss)")  # fmt: skip
     r.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
                    help="at SIGTERM, how long PostgreSQL may take to receive the final journal")  # fmt: skip
     s.set_defaults(func=cmd_serve)

@@ -164,19 +164,21 @@ class Shipper:
     """
 
     def __init__(self, dsn: str, campaign_id: str, journal: Journal, cfg: ShipConfig, *,
-                 owner: str | None = None) -> None:  # fmt: skip
+                 owner: str | None = None, pool: LazyPool | None = None) -> None:  # fmt: skip
+        """`pool`: a pool shared with other campaigns of the process (left open by `close`); by
+        default the shipper makes its own (at most 2 connections)."""
         self.cfg = cfg
         self.campaign_id = campaign_id
         self.journal = journal
         self.owner = owner or server_identity()
         self._store = ShipStore(cfg.schema)
-        self._pool = LazyPool(dsn, None, cfg.schema, max_size=2, connect_timeout=5.0,
-                              application_name="arbiter-ship")  # fmt: skip
+        self._own_pool = pool is None
+        self._pool = pool or LazyPool(dsn, None, cfg.schema, max_size=2, connect_timeout=5.0,
+                                      application_name="arbiter-ship")  # fmt: skip
         self._path = journal.store.path
         self._reader: StoreReader | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
         self._stopping = False
         self._rng = random.Random()
         self.claim: Claim | None = None
@@ -233,7 +235,8 @@ class Shipper:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._pool.close()
+        if self._own_pool:
+            await self._pool.close()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -416,4 +419,3 @@ class Shipper:
             "last_error": self.last_error,
             "ack": self.cfg.ack,
         }
-

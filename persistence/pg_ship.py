@@ -124,9 +124,7 @@ class ShipStore:
             f"INSERT INTO {s}.shipped_journal (campaign_id, first_tick, last_tick, records, data) "
             "VALUES ($1, $2, $3, $4, $5)"
         )
-        self._advance = (
-            f"UPDATE {s}.shipped_campaigns SET journal_tick = $2, updated_at = now() WHERE campaign_id = $1"
-        )
+        self._advance = f"UPDATE {s}.shipped_campaigns SET journal_tick = $2, updated_at = now() WHERE campaign_id = $1"
         self._snapshot = (
             f"INSERT INTO {s}.shipped_snapshots (campaign_id, tick, state_hash, blob, crc) VALUES ($1, $2, $3, $4, $5) "
             "ON CONFLICT (campaign_id, tick) DO NOTHING"
