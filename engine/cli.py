@@ -77,7 +77,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin_port=None if args.admin_port < 0 else args.admin_port,
         admin_host=args.admin_host,
         metrics_on_game_port=args.metrics_on_game_port,
-        ship=ShipConfig(interval_s=args.ship_every, snapshot_every_s=args.ship_snapshot_every, ack=args.ack_after),
+        ship=ShipConfig(interval_s=args.ship_every, snapshot_every_s=args.ship_snapshot_every, ack=args.ack_after,
+                        restore_timeout_s=args.restore_timeout),  # fmt: skip
         drain_timeout=args.drain_timeout,
     )
     if args.ack_after == "pg" and not (cfg.pg_dsn and cfg.data_dir):
@@ -227,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ship the newest world snapshot every S seconds")  # fmt: skip
     r.add_argument("--ack-after", default="disk", choices=("disk", "pg"),
                    help="pg: acknowledge an input only once PostgreSQL has it (survives machine loss)")  # fmt: skip
+    r.add_argument("--restore-timeout", type=float, default=15.0, metavar="S",
+                   help="with no local data, how long to wait for PostgreSQL before giving up")  # fmt: skip
     r.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
                    help="at SIGTERM, how long PostgreSQL may take to receive the final journal")  # fmt: skip
     s.set_defaults(func=cmd_serve)

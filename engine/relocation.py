@@ -132,7 +132,10 @@ async def restore_from_pg(dsn: str, data_dir: str, campaign_id: str, cfg: ShipCo
             newer = (local_epoch is not None and local_epoch < epoch) or journal_tick > local_tick
             if not newer:
                 return RestoreReport(False, "local copy is current")
-        shipped = await store.fetch(conn_pool, campaign_id)
+        try:
+            shipped = await store.fetch(conn_pool, campaign_id)
+        except ValueError as exc:
+            raise RestoreError(f"PostgreSQL's copy of campaign {campaign_id} cannot be restored: {exc}") from exc
         if shipped is None:
             return RestoreReport(False, "not in PostgreSQL")
         for why in shipped.skipped_snapshots:

@@ -238,3 +238,14 @@ async def test_drain_says_relocate_and_loses_no_acknowledged_input(tmp_path: Pat
             a.kill()
             if b is not None:
                 b.stop()
+
+
+def test_no_local_data_and_no_postgres_is_a_clear_error(tmp_path: Path) -> None:
+    """Starting empty while PostgreSQL may hold the campaign would fork its history: refuse, one line."""
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--port", "0", "--data-dir", str(tmp_path),
+                        "--campaign", "lost", "--pg", "postgresql://postgres@127.0.0.1:9/none", "--restore-timeout",
+                        "0.3"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("arbiter serve: campaign lost has no local data") and "Traceback" not in r.stderr
+    assert not (tmp_path / "lost").exists()
