@@ -77,8 +77,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin_port=None if args.admin_port < 0 else args.admin_port,
         admin_host=args.admin_host,
         metrics_on_game_port=args.metrics_on_game_port,
-        ship=ShipConfig(interval_s=args.ship_every, snapshot_every_s=args.ship_snapshot_every, ack=args.ack_after,
-                        restore_timeout_s=args.restore_timeout),  # fmt: skip
+        ship=ShipConfig(
+            interval_s=args.ship_every,
+            snapshot_every_s=args.ship_snapshot_every,
+            ack=args.ack_after,
+            restore_timeout_s=args.restore_timeout,
+        ),
         drain_timeout=args.drain_timeout,
     )
     if args.ack_after == "pg" and not (cfg.pg_dsn and cfg.data_dir):
