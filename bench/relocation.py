@@ -33,19 +33,11 @@ from typing import Any
 import asyncpg
 
 from engine.tools.launcher import ServerProcess, start_server
-from netcode.client import ArbiterClient, Reconnect
+from netcode.client import ArbiterClient, FixedLocator, Reconnect
 
 RESULTS = Path(__file__).resolve().parent / "results" / "relocation.json"
 PG = "postgresql://postgres@127.0.0.1:5432/"
 INPUT_RATE = 20.0
-
-
-class _Where:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    async def locate(self) -> tuple[str, str]:
-        return self.url, ""
 
 
 async def _trial(tmp: Path, db: str, ack: str, clients_n: int, play_s: float, seed: int) -> dict[str, Any]:
@@ -55,7 +47,7 @@ async def _trial(tmp: Path, db: str, ack: str, clients_n: int, play_s: float, se
               "--pg", PG + db, "--ack-after", ack]  # fmt: skip
     a = start_server([*common, "--data-dir", str(tmp / "a")])
     b: ServerProcess | None = None
-    where = _Where(a.url)
+    where = FixedLocator(a.url)
     rc = Reconnect(where, timeout=120.0)
     clients = [await ArbiterClient.connect(a.url, f"p{i}", reconnect=rc) for i in range(clients_n)]
     loop = asyncio.get_running_loop()

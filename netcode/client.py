@@ -53,7 +53,8 @@ class Locator(Protocol):
 
 @dataclass(slots=True)
 class FixedLocator:
-    """Rejoin at the same URL (a restarted server, or a load balancer in front of the hosts)."""
+    """Rejoin at `url` (a restarted server, a load balancer in front of the hosts); whoever knows
+    where the campaign went may repoint `url`."""
 
     url: str
     token_factory: Callable[[], str] | None = None

@@ -16,23 +16,13 @@ import asyncpg
 from engine.recovery import open_campaign
 from engine.relocation import ShipConfig, restore_from_pg
 from engine.tools.launcher import ServerProcess, start_server
-from netcode.client import ArbiterClient, Reconnect
+from netcode.client import ArbiterClient, FixedLocator, Reconnect
 from persistence.campaign_store import DB_FILENAME, StoreReader
 from persistence.pg_migrations import migrate
 from persistence.pg_ship import FencedError, ShipStore, encode_segment
 from tests.pgutil import PG_HOST, PG_PORT, dsn, fresh_database
 from tests.serverutil import running_server, wait_for
 from tests.tcp_proxy import TcpProxy
-
-
-class MovingLocator:
-    """Where the campaign is now: the test points it at the server that took over."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    async def locate(self) -> tuple[str, str]:
-        return self.url, ""  # join tokens are off in these tests
 
 
 async def _play(clients: list[ArbiterClient], seconds: float, rng: random.Random) -> None:
@@ -150,7 +140,7 @@ async def test_a_drained_campaign_restores_elsewhere_with_the_same_state(tmp_pat
         assert not (await restore_from_pg(dsn(db), str(tmp_path / "b"), "moved")).restored
 
 
-async def _connect_all(url: str, n: int, locator: MovingLocator) -> list[ArbiterClient]:
+async def _connect_all(url: str, n: int, locator: FixedLocator) -> list[ArbiterClient]:
     rc = Reconnect(locator, timeout=90.0)
     return [await ArbiterClient.connect(url, f"pilot{i}", reconnect=rc) for i in range(n)]
 
@@ -179,7 +169,7 @@ async def test_kill_9_and_disk_loss_relocates_to_another_server(tmp_path: Path) 
         b: ServerProcess | None = None
         clients: list[ArbiterClient] = []
         try:
-            locator = MovingLocator(a.url)
+            locator = FixedLocator(a.url)  # the test points it at the server that takes over
             clients = await _connect_all(a.url, 5, locator)
             players = {c.name: c.player for c in clients}
             await _play(clients, 1.5, random.Random(11))
@@ -217,7 +207,7 @@ async def test_drain_says_relocate_and_loses_no_acknowledged_input(tmp_path: Pat
         b: ServerProcess | None = None
         clients: list[ArbiterClient] = []
         try:
-            locator = MovingLocator(a.url)
+            locator = FixedLocator(a.url)
             clients = await _connect_all(a.url, 4, locator)
             players = {c.name: c.player for c in clients}
             await _play(clients, 1.0, random.Random(3))
