@@ -33,8 +33,10 @@ from engine.security.fairplay.referee import FairPlayConfig
 from engine.security.fairplay.server_hooks import AdminAdapter, ServerFairPlay, open_store, peer_ip
 from engine.security.fairplay.signals import TimingStats
 from engine.snapshots import SnapshotSender
+from engine.spectate import Spectators
 from engine.stats import TickStats
 from engine.ticker import FixedStep
+from engine.web_routes import WebRoutes
 from netcode.protocol import (
     MAX_HELLO_FRAME,
     PROTOCOL_VERSION,
@@ -43,7 +45,7 @@ from netcode.protocol import (
     dtype_to_wire,
 )
 from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, SessionState
-from netcode.ws_server import WsServerConnection, connection_factory
+from netcode.ws_server import HttpAnswer, WsServerConnection, connection_factory
 from persistence.pg_overflow import SqliteOverflow
 from persistence.pg_writer import PgWriteBehind
 
@@ -84,6 +86,8 @@ class ServerConfig:
     fairplay: FairPlayConfig = field(default_factory=FairPlayConfig)  # docs/fairplay.md
     admin_port: int | None = None  # the admin API's port (None: off; 0: any free port)
     admin_host: str = "127.0.0.1"
+    hub_url: str = ""  # the hub the /play page logs in through ("" = guests and pasted tokens)
+    watch_public: bool = False  # /watch without an admin token (docs/web.md)
 
 
 class GameServer:
@@ -145,6 +149,8 @@ class GameServer:
         self._proc = psutil.Process()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port = cfg.port
+        self.spectators = Spectators(self)
+        self.web = WebRoutes.for_server(self)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -213,6 +219,7 @@ class GameServer:
 
     async def _shutdown(self) -> None:
         self._accepting = False
+        self.spectators.stop()
         if self._server is not None:
             self._server.close()
         for client in list(self.clients.values()):
@@ -342,7 +349,7 @@ class GameServer:
                     conn.ping()
 
     # -- ConnectionHandler ------------------------------------------------------------------------
-    def http_request(self, path: str) -> tuple[int, str, bytes] | None:
+    def http_request(self, path: str) -> HttpAnswer | None:
         route = path.split("?", 1)[0]
         if route == "/health":
             ok = self._accepting and not self._stopping.is_set()
@@ -352,7 +359,7 @@ class GameServer:
             return 200, "application/json", json.dumps(self.stats_dict()).encode()
         if route in ("/", "/ws"):
             return None if self._accepting else (503, "text/plain", b"shutting down\n")
-        return 404, "text/plain", b"not found\n"
+        return self.web.answer(path)
 
     def on_open(self, conn: WsServerConnection) -> None:
         loop = self._loop or asyncio.get_running_loop()
@@ -382,6 +389,8 @@ class GameServer:
         errors_before = session.offences
         for ev in session.receive(payload if not is_text else payload.decode("utf-8", "replace"), now):
             if type(ev) is InputEvent:
+                if client.spectator:
+                    continue  # a spectator's inputs only carry its snapshot acks
                 if not self.campaign.submit(
                     client.eid, ev.seq, ev.client_tick, ev.dx, ev.dy, ev.action, ev.arg, ev.arg2, ev.arg3, ev.txn
                 ):
@@ -415,6 +424,9 @@ class GameServer:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _hello(self, client: Client, ev: HelloEvent) -> None:
+        if ev.watch:
+            self.spectators.admit(client, ev)
+            return
         if not self._accepting or self.campaign.full:
             client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
             return
@@ -469,16 +481,20 @@ class GameServer:
         self.sender.add(client)
         self.by_eid[eid] = client
         self.stats.joins += 1
-        game = campaign.game
+        self.welcome(client, eid, self.sender.rep_wire)
+
+    def welcome(self, client: Client, player: int, rep: dict[str, object] | None) -> None:
+        """Send the welcome: `player` is the client's entity (0 for a spectator)."""
+        game = self.campaign.game
         client.session.accept(
-            player=eid,
-            tick=campaign.tick_count,
+            player=player,
+            tick=self.campaign.tick_count,
             tick_rate=self.cfg.tick_rate,
             send_rate=self.cfg.send_rate,
             game=game.name,
             world=game.constants(),
             dtype=dtype_to_wire(game.record_dtype),
-            rep=self.sender.rep_wire,
+            rep=rep,
         )
 
     def stats_dict(self) -> dict[str, Any]:
