@@ -75,6 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fairplay=_fairplay_config(args),
         admin_port=None if args.admin_port < 0 else args.admin_port,
         admin_host=args.admin_host,
+        hub_url=args.hub_url,
+        watch_public=args.watch_public,
     )
     if args.max_players:
         cfg.game_config = {**dict(cfg.game_config), "max_players": args.max_players}
@@ -190,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-players", type=int, default=0)
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="game config")
     s.add_argument("--no-uvloop", action="store_true")
+    w = s.add_argument_group("browser pages (docs/web.md)")
+    w.add_argument("--hub-url", default=os.environ.get("ARBITER_HUB_URL", ""),
+                   help="the hub /play logs in through (default $ARBITER_HUB_URL; none: guests or pasted tokens)")  # fmt: skip
+    w.add_argument("--watch-public", action="store_true", help="/watch without an admin token")
     f = s.add_argument_group("fair play (docs/fairplay.md)")
     f.add_argument("--fairplay", default="enforce", choices=("enforce", "observe", "off"),
                    help="observe: score and audit, never kick or ban")  # fmt: skip

@@ -37,3 +37,17 @@ def _warm_kernels() -> None:
 
 
 from tests.pgutil import pg_database  # noqa: E402, F401  (the session PostgreSQL database, for every test file)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict[str, object]:
+    """pytest-playwright launches Debian's Chromium (Playwright's own download cannot work here)."""
+    from tests.browserutil import chromium_launch_args
+
+    return chromium_launch_args()
+
+
+@pytest.fixture(scope="session")
+def browser_context_args() -> dict[str, object]:
+    # The pages' CSP forbids eval, which Playwright's wait_for_function uses.
+    return {"bypass_csp": True, "viewport": {"width": 960, "height": 600}}
