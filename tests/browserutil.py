@@ -118,3 +118,20 @@ def new_page(browser: Any) -> Any:
     """A page in a context of its own; the pages' CSP forbids eval, which wait_for_function uses."""
     ctx = browser.new_context(bypass_csp=True, viewport={"width": 960, "height": 600})
     return ctx.new_page()
+
+
+class LoopThread:
+    """An event loop running on a thread of its own, for servers other than the game's."""
+
+    def __init__(self) -> None:
+        self.loop = uvloop.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
