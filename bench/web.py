@@ -4,7 +4,8 @@
 
 Rows `decode`: the SDK's `ClientSession.receive` of one quantized delta snapshot (wander schema,
 every entity moving each send, acked: the steady state of a player) with 50/200/1000 visible
-entities, median and p99 over blocks of 10 snapshots (the browser's clock is coarse), after a warm-up; `full` is the first (all entities enter).
+entities, median and p99 over blocks of 10 snapshots (the browser's clock is coarse), after a
+warm-up; `full` is the first (all entities enter).
 Rows `render`: `Renderer.draw` of 500 and 200 entities on a 1280×720 canvas, and the same with the
 raster forced (a 1-pixel read-back after each frame, so the software rasteriser's work counts).
 Row `frame200`: decode + render (forced) of 200 entities per frame; the target is ≤ 4 ms.
@@ -143,8 +144,9 @@ def run(sends: int, frames: int) -> list[dict[str, Any]]:
         for visible in (50, 200, 1000):
             fr = [base64.b64encode(f).decode() for f in delta_frames(visible, sends)]
             got = page.evaluate(DECODE_JS, {"frames": fr, "render": False})
-            rows.append({"row": "decode", "visible": visible, "full_ms": round(got["full"], 4),
-                         **stats(got["dec"], 2), "bytes_mean": round(float(np.mean([len(f) for f in fr[2:]])), 1)})  # fmt: skip
+            size = round(float(np.mean([len(f) for f in fr[2:]])), 1)
+            rows.append({"row": "decode", "visible": visible, "full_ms": round(got["full"], 4), **stats(got["dec"], 2),
+                         "bytes_mean": size})  # fmt: skip
         for n in (500, 200):
             got = page.evaluate(RENDER_JS, {"n": n, "frames": frames})
             rows.append({"row": "render", "entities": n, **stats(got["draw"], 2),

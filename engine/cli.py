@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-uvloop", action="store_true")
     w = s.add_argument_group("browser pages (docs/web.md)")
     w.add_argument("--hub-url", default=os.environ.get("ARBITER_HUB_URL", ""),
-                   help="the hub /play logs in through (default $ARBITER_HUB_URL; none: guests or pasted tokens)")  # fmt: skip
+                   help="the hub /play logs in through (default $ARBITER_HUB_URL; none: guests, tokens)")  # fmt: skip
     w.add_argument("--watch-public", action="store_true", help="/watch without an admin token")
     f = s.add_argument_group("fair play (docs/fairplay.md)")
     f.add_argument("--fairplay", default="enforce", choices=("enforce", "observe", "off"),

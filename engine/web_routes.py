@@ -72,27 +72,27 @@ def error(status: int, msg: str) -> Answer:
     return status, "text/plain; charset=utf-8", (msg + "\n").encode(), [("Cache-Control", "no-store")]
 
 
-class BadRequest(Exception):
+class BadRequestError(Exception):
     def __init__(self, status: int, msg: str) -> None:
         super().__init__(msg)
         self.answer = error(status, msg)
 
 
 def check_target(target: str) -> tuple[str, str]:
-    """(decoded path, raw query) of a request target, or BadRequest with the 4xx it deserves."""
+    """(decoded path, raw query) of a request target, or BadRequestError with the 4xx it deserves."""
     path, _, query = target.partition("?")
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
-        raise BadRequest(414, f"path longer than {MAX_PATH} bytes")
+        raise BadRequestError(414, f"path longer than {MAX_PATH} bytes")
     if len(query.encode("utf-8", "surrogatepass")) > MAX_QUERY:
-        raise BadRequest(414, f"query string longer than {MAX_QUERY} bytes")
+        raise BadRequestError(414, f"query string longer than {MAX_QUERY} bytes")
     try:
         decoded = unquote(path, errors="strict")
     except UnicodeDecodeError:
-        raise BadRequest(400, "bad percent-encoding in path") from None
+        raise BadRequestError(400, "bad percent-encoding in path") from None
     if not _SAFE_PATH.match(decoded):
-        raise BadRequest(400, "path has characters outside A-Z a-z 0-9 . _ - /")
+        raise BadRequestError(400, "path has characters outside A-Z a-z 0-9 . _ - /")
     if any(seg in ("..", ".") or seg.startswith(".") for seg in decoded.split("/")[1:]):
-        raise BadRequest(400, "path segments may not be '.', '..' or start with '.'")
+        raise BadRequestError(400, "path segments may not be '.', '..' or start with '.'")
     return decoded, query
 
 
@@ -124,7 +124,7 @@ class WebRoutes:
         """The answer to a GET of `target` (path and query) that is no other route's."""
         try:
             path, _ = check_target(target)
-        except BadRequest as bad:
+        except BadRequestError as bad:
             return bad.answer
         page = PAGES.get(path.rstrip("/") or "/")
         if page is not None:

@@ -197,7 +197,7 @@ class WsServerConnection(asyncio.Protocol):
         answer = self.handler.http_request(request.path)
         if answer is not None:
             status, ctype, body = answer[:3]
-            extra = list(answer[3]) if len(answer) > 3 else []  # type: ignore[misc]
+            extra = list(answer[3]) if len(answer) > 3 else []
             response = proto.reject(status, "")
             headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Connection", "close")]
             if not any(k.lower() == "cache-control" for k, _ in extra):

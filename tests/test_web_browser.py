@@ -36,7 +36,7 @@ def js(page: Page, expr: str) -> Any:
 
 def open_play(page: Page, srv: ThreadServer, name: str, token: str = "") -> int:
     page.goto(f"{srv.http}/play?name={name}&auto=1" + (f"#token={token}" if token else ""))
-    page.wait_for_function("window.arbiter && window.arbiter.client && window.arbiter.client.snapshots >= 3", timeout=15000)
+    page.wait_for_function("window.arbiter?.client?.snapshots >= 3", timeout=15000)
     player = int(js(page, "window.arbiter.client.player"))
     assert player > 0
     return player
@@ -58,7 +58,9 @@ def drawn_pixels(page: Page) -> dict[str, int]:
 
 
 def x_of(srv: ThreadServer, eid: int) -> float:
-    return float(srv.call(lambda: srv.server.campaign.player_value(eid, "x")))
+    x = srv.call(lambda: srv.server.campaign.player_value(eid, "x"))
+    assert x is not None
+    return float(x)
 
 
 def test_play_connects_a_key_moves_the_ship_and_the_canvas_draws(browser: Browser) -> None:

@@ -35,16 +35,18 @@ PROPERTY = settings(max_examples=12, deadline=None, suppress_health_check=[Healt
 DECODE_JS = """async (frames) => {
   const { ClientSession } = await import("/web/sdk/session.js");
   const s = new ClientSession();
-  const num = (x) => typeof x === "bigint" ? x.toString() : Number.isNaN(x) ? "NaN" : x === Infinity ? "inf" : x === -Infinity ? "-inf" : x;
+  const num = (x) => typeof x === "bigint" ? x.toString() : Number.isNaN(x) ? "NaN"
+    : x === Infinity ? "inf" : x === -Infinity ? "-inf" : x;
   return frames.map((b64) => {
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
     let evs;
     try { evs = s.receive(bytes, 100); } catch (e) { return [{ type: "raise", code: e.code ?? -1 }]; }
     return evs.map((e) => {
-      if (e.type !== "snapshot") return { type: e.type, code: e.code, msg: e.msg, tick: e.tick, player: e.player, events: e.events, rtt: e.rtt };
+      if (e.type !== "snapshot") return { type: e.type, code: e.code, msg: e.msg };
       const fields = {};
       for (const [k, v] of Object.entries(e.fields)) fields[k] = Array.from(v, num);
-      return { type: "snapshot", tick: e.tick, ack: e.ackSeq, ids: Array.from(e.ids), q: e.q ? Array.from(e.q) : null, fields };
+      const q = e.q ? Array.from(e.q) : null;
+      return { type: "snapshot", tick: e.tick, ack: e.ackSeq, ids: Array.from(e.ids), q, fields };
     });
   });
 }"""
@@ -79,8 +81,8 @@ def py_decode(frames: list[bytes]) -> list[list[dict[str, Any]]]:
     for f in frames:
         try:
             evs = s.receive(f, 100.0)
-        except ProtocolError as e:
-            out.append([{"type": "raise", "code": int(e.code)}])
+        except ProtocolError as err:
+            out.append([{"type": "raise", "code": int(err.code)}])
             continue
         row: list[dict[str, Any]] = []
         for e in evs:
@@ -122,11 +124,13 @@ def normalize(rows: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
 
 
 def random_schema(rng: np.random.Generator) -> ReplicationSchema:
-    fields: list[tuple[str, Quant]] = [("x", Quant("fixed", 0.0, 500.0, 1 / 16)), ("y", Quant("fixed", 0.0, 500.0, 1 / 32))]
+    fields: list[tuple[str, Quant]] = [("x", Quant("fixed", 0.0, 500.0, 1 / 16)),
+                                       ("y", Quant("fixed", 0.0, 500.0, 1 / 32))]  # fmt: skip
     for i in range(int(rng.integers(0, 4))):
         if rng.random() < 0.5:
             lo = float(rng.integers(-1000, 0))
-            fields.append((f"f{i}", Quant("fixed", lo, lo + float(rng.integers(1, 2000)), float(2.0 ** -rng.integers(0, 9)))))
+            step = float(2.0 ** -rng.integers(0, 9))
+            fields.append((f"f{i}", Quant("fixed", lo, lo + float(rng.integers(1, 2000)), step)))
         else:
             lo = int(rng.integers(-(2**31), 0))
             fields.append((f"k{i}", Quant("int", lo, lo + int(rng.integers(1, 2**31)))))
@@ -235,7 +239,8 @@ MOVES = {
     "wander": ({"tick_rate": 60, "width": 1000.0, "height": 1000.0, "player_speed": 5.0},
                {"rule": "velocity", "in": ["dx", "dy"], "speed": 5.0, "bounds": [0, 0, 1000, 1000]}),
     "startales": ({"tick_rate": 60, "width": 4000.0, "height": 4000.0, "max_accel": 200.0, "max_speed": 300.0},
-                  {"rule": "thrust", "in": ["dx", "dy"], "accel": 200.0, "max_speed": 300.0, "bounds": [0, 0, 4000, 4000]}),
+                  {"rule": "thrust", "in": ["dx", "dy"], "accel": 200.0, "max_speed": 300.0,
+                   "bounds": [0, 0, 4000, 4000]}),
 }  # fmt: skip
 
 

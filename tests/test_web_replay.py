@@ -45,7 +45,8 @@ def test_the_replay_viewer_steps_through_ticks(browser: Browser, tmp_path: Path)
             page.click("#next")
             page.wait_for_function(f"window.arbiter.drawnTick === {first + k * step}")
             assert page.inner_text("#tick").startswith(f"tick {first + k * step} ")
-            xs.append(page.evaluate(f"() => window.arbiter.frames.get({k}).fields.x[Array.from(window.arbiter.frames.get({k}).ids).indexOf({eid})]"))
+            xs.append(page.evaluate(f"() => {{ const f = window.arbiter.frames.get({k}); "
+                                    f"return f.fields.x[Array.from(f.ids).indexOf({eid})]; }}"))
         page.click("#prev")
         page.wait_for_function(f"window.arbiter.drawnTick === {first + 2 * step}")
         # The player ship moves right in the recording: its x grows frame by frame (when present).
@@ -53,7 +54,8 @@ def test_the_replay_viewer_steps_through_ticks(browser: Browser, tmp_path: Path)
         assert present == sorted(present)
         page.select_option("#speed", "16")
         page.click("#play")
-        page.wait_for_function("window.arbiter.drawnTick === window.arbiter.first + (window.arbiter.count - 1) * window.arbiter.step")
+        a = "window.arbiter"
+        page.wait_for_function(f"{a}.drawnTick === {a}.first + ({a}.count - 1) * {a}.step")
         assert not page.evaluate("() => window.arbiter.playing")  # stops at the end
         page.context.close()
     finally:

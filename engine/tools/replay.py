@@ -202,7 +202,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"arbiter replay: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"arbiter replay: cannot listen on {args.host}:{args.port} ({exc.strerror}); try --port 0", file=sys.stderr)
+        msg = f"cannot listen on {args.host}:{args.port} ({exc.strerror}); try --port 0"
+        print(f"arbiter replay: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass

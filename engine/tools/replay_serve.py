@@ -21,7 +21,7 @@ import msgpack
 
 from engine.campaign import Campaign, TickResult
 from engine.recovery import JournalScan, campaign_meta, replay_records, resolve_store_path, restore_snapshot
-from engine.web_routes import BadRequest, WebRoutes, check_target, error
+from engine.web_routes import BadRequestError, WebRoutes, check_target, error
 from netcode.protocol import dtype_to_wire
 from netcode.ws_server import HttpAnswer, WsServerConnection, connection_factory
 from persistence.campaign_store import CampaignStore
@@ -113,7 +113,7 @@ class ReplayHandler:
             return self.web.answer(path)
         try:
             route, query = check_target(path)
-        except BadRequest as bad:
+        except BadRequestError as bad:
             return bad.answer
         if route == prefix + "meta":
             return 200, MSGPACK, msgpack.packb(self.cursor.header()), [("Cache-Control", "no-store")]
