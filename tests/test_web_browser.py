@@ -127,6 +127,7 @@ def test_watch_refuses_without_a_token_and_shows_every_player_with_one(browser: 
         ids = [b.player for b in bots]
         page = new_page(browser)
         page.goto(f"{srv.http}/watch")
+        page.wait_for_selector("#login:not(.hidden)")  # the page is ready for a token
         page.click("button[type=submit]")  # no token
         page.wait_for_function("window.arbiter.refused !== null && window.arbiter.refused !== undefined")
         assert js(page, "window.arbiter.refused") == 10  # TOKEN_MISSING
@@ -136,11 +137,11 @@ def test_watch_refuses_without_a_token_and_shows_every_player_with_one(browser: 
         assert js(page, "window.arbiter.refused") == 18  # FORBIDDEN
         page.goto(f"{srv.http}/watch?as=admin#token={issuer.issue('root', 'default', role='admin')}")
         page.wait_for_function("window.arbiter.info && window.arbiter.info.players.length === 2", timeout=10000)
-        page.wait_for_function(f"{ids}.every((id) => Array.from(window.arbiter.client.latest.ids).includes(id))")
+        page.wait_for_function(f"{ids}.every((id) => Array.from(window.arbiter.client.latest?.ids ?? []).includes(id))")
         assert js(page, "window.arbiter.client.player") == 0  # a spectator has no ship
         assert len(srv.call(lambda: srv.server.by_eid)) == 2  # and is not a player
         page.wait_for_function("document.getElementById('players').innerText.includes('jon')", timeout=5000)
-        page.wait_for_timeout(300)
+        page.wait_for_function("window.arbiter.info.bytes_out_s > 0", timeout=5000)
         shot = DOCS / "web-watch.png" if os.environ.get("ARBITER_UPDATE_SCREENSHOT") else None
         page.screenshot(path=str(shot or Path(srv.cfg.data_dir or "/tmp") / "arbiter-web-watch.png"))
         for b in bots:

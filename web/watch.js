@@ -99,28 +99,40 @@ async function replay(id) {
   const welcome = session.parseWelcome({ v: 1, player: 0, tick: first, tick_rate: meta.tick_rate,
     send_rate: Math.max(1, Math.round(meta.tick_rate / step)), game: meta.game, world: meta.world, dtype: meta.dtype });
   const renderer = new Renderer(canvas, welcome);
-  const count = Math.floor((last - first) / step) + 1;
+  const count = Math.floor((last - first) / step) + 1; // until a short chunk says otherwise
   /** @type {Map<number, any>} frame index -> snapshot */
   const frames = new Map();
   const loading = new Set();
   const CHUNK = 120;
   const load = async (/** @type {number} */ index) => {
     const c = Math.floor(index / CHUNK) * CHUNK;
-    if (loading.has(c) || c >= count) return;
+    if (loading.has(c) || c >= state.count) return;
     loading.add(c);
-    const got = await get(`/frames?from=${first + c * step}&n=${Math.min(CHUNK, count - c)}&step=${step}`);
+    const n = Math.min(CHUNK, state.count - c);
+    let got;
+    try {
+      got = await get(`/frames?from=${first + c * step}&n=${n}&step=${step}`);
+    } catch (e) {
+      loading.delete(c); // asked again when the playhead needs it
+      console.error(e);
+      return;
+    }
     got.frames.forEach((/** @type {any} */ m, /** @type {number} */ i) => frames.set(c + i, session.snapshot(m)));
+    if (got.frames.length < n) { // the journal ends before the last snapshot's tick: so does the replay
+      state.count = c + got.frames.length;
+      seek.max = String(state.count - 1);
+    }
     renderer.names = new Map(got.players.map((/** @type {[number, string]} */ p) => [p[0], p[1]]));
   };
-  Object.assign(state, { meta, step, first, last, count, index: 0, tick: first, playing: false, speed: 1, frames });
   const seek = /** @type {HTMLInputElement} */ ($("seek"));
-  seek.max = String(count - 1);
+  Object.assign(state, { meta, step, first, last, count, index: 0, tick: first, playing: false, speed: 1, frames });
+  seek.max = String(state.count - 1);
   $("controls").classList.remove("hidden");
   $("hud").classList.remove("hidden");
   $("hud-title").textContent = `${meta.game} · replay of ${meta.campaign}`;
   $("hud-state").textContent = "replay";
   const show = (/** @type {number} */ i) => {
-    state.index = Math.max(0, Math.min(count - 1, i));
+    state.index = Math.max(0, Math.min(state.count - 1, i));
     state.tick = first + state.index * step;
     seek.value = String(state.index);
     $("tick").textContent = `tick ${state.tick} / ${last}`;
@@ -141,8 +153,9 @@ async function replay(id) {
     if (state.playing) {
       acc += ((now - lastT) / 1000) * meta.tick_rate * state.speed / step;
       const whole = Math.floor(acc);
-      if (whole > 0 && frames.has(state.index + whole)) { acc -= whole; show(state.index + whole); }
-      if (state.index >= count - 1) state.playing = false;
+      const to = Math.min(state.index + whole, state.count - 1);
+      if (whole > 0 && frames.has(to)) { acc -= whole; show(to); }
+      if (state.index >= state.count - 1) { state.playing = false; acc = 0; }
     }
     lastT = now;
     $("play").textContent = state.playing ? "⏸" : "▶";
