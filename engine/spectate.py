@@ -19,7 +19,7 @@ import msgpack
 
 from engine.clients import Client
 from engine.security.auth import AuthCode, AuthError
-from netcode.protocol import CloseCode, ErrorCode
+from netcode.protocol import T_SPECTATOR_INFO, CloseCode, ErrorCode
 from netcode.session import HelloEvent
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class Spectators:
         players = [[eid, c.name] for eid, c in list(srv.by_eid.items())[:MAX_LISTED_PLAYERS]]
         fp = srv.fairplay.referee.stats()
         frame: bytes = msgpack.packb({
-            "t": "st",
+            "t": T_SPECTATOR_INFO,
             "k": srv.campaign.tick_count,
             "tick_hz": s.get("tick_hz", 0.0),
             "tick_p99_ms": s.get("tick_p99_ms", 0.0),

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
+from typing import Any
 
-from netcode.client_session import Bye, ClientSession, Error, Events, Pong, Snapshot, Welcome
+from netcode.client_session import Bye, ClientSession, Error, Events, Info, Pong, Snapshot, Welcome
 from netcode.replication.frames import peek_delta_tick
 from netcode.ws_client import WsClientConnection, ws_connect
 
@@ -42,6 +43,7 @@ class ArbiterClient:
         self.errors: collections.deque[Error] = collections.deque(maxlen=keep_events)
         self.events: collections.deque[tuple[int, int, int]] = collections.deque(maxlen=keep_events)
         self.bye: Bye | None = None
+        self.info: dict[str, Any] | None = None  # spectators: the newest `st` figures
         self._count_ack = 0  # count-only clients: newest delta snapshot id received
         self.on_snapshot: Callable[[Snapshot], None] | None = None
         self._welcome_fut: asyncio.Future[Welcome] | None = None
@@ -60,7 +62,9 @@ class ArbiterClient:
         decode: bool = True,
         timeout: float = 10.0,
         rcvbuf: int | None = None,
+        watch: bool = False,
     ) -> ArbiterClient:
+        """`watch`: connect as a spectator (no ship; `info` holds the newest `st` figures)."""
         self = cls(decode=decode)
         # The future exists before the upgrade: a refusal (banned address, connection flood) may
         # arrive right behind the 101 and must fail this connect with its ServerError, not time out.
@@ -68,7 +72,7 @@ class ArbiterClient:
         self.conn = await ws_connect(url, self._on_message, self._on_close, timeout=timeout, rcvbuf=rcvbuf)
         if self._welcome_fut.done():
             self._welcome_fut.result()  # raises the refusal
-        self.conn.send(self.session.hello(name, token))
+        self.conn.send(self.session.hello(name, token, watch))
         self.welcome = await asyncio.wait_for(self._welcome_fut, timeout)
         if not decode and self.session.decoder is None:
             # Counting raw snapshots needs only their header: skip the entity bytes as they arrive.
@@ -177,6 +181,8 @@ class ArbiterClient:
                     self._welcome_fut.set_exception(ServerError(ev.code, ev.msg))
             elif isinstance(ev, Bye):
                 self.bye = ev
+            elif isinstance(ev, Info):
+                self.info = ev.figures
 
     def _on_close(self, code: int, reason: str) -> None:
         exc = ConnectionError(f"connection closed ({code} {reason})")

@@ -141,7 +141,8 @@ def test_watch_refuses_without_a_token_and_shows_every_player_with_one(browser: 
         assert js(page, "window.arbiter.client.player") == 0  # a spectator has no ship
         assert len(srv.call(lambda: srv.server.by_eid)) == 2  # and is not a player
         page.wait_for_function("document.getElementById('players').innerText.includes('jon')", timeout=5000)
-        page.wait_for_function("!['-', '0.0 KiB/s'].includes(document.getElementById('hud-out').textContent)", timeout=5000)
+        out = "document.getElementById('hud-out').textContent"
+        page.wait_for_function(f"!['-', '0.0 KiB/s'].includes({out})", timeout=5000)
         shot = DOCS / "web-watch.png" if os.environ.get("ARBITER_UPDATE_SCREENSHOT") else None
         page.screenshot(path=str(shot or Path(srv.cfg.data_dir or "/tmp") / "arbiter-web-watch.png"))
         for b in bots:
