@@ -84,6 +84,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             restore_timeout_s=args.restore_timeout,
         ),
         drain_timeout=args.drain_timeout,
+        hub_url=args.hub_url,
+        watch_public=args.watch_public,
     )
     if args.ack_after == "pg" and not (cfg.pg_dsn and cfg.data_dir):
         print("arbiter serve: --ack-after pg needs --pg (or $ARBITER_PG_DSN) and a --data-dir", file=sys.stderr)
@@ -210,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-players", type=int, default=0)
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="game config")
     s.add_argument("--no-uvloop", action="store_true")
+    w = s.add_argument_group("browser pages (docs/web.md)")
+    w.add_argument("--hub-url", default=os.environ.get("ARBITER_HUB_URL", ""),
+                   help="the hub /play logs in through (default $ARBITER_HUB_URL; none: guests, tokens)")  # fmt: skip
+    w.add_argument("--watch-public", action="store_true", help="/watch without an admin token")
     f = s.add_argument_group("fair play (docs/fairplay.md)")
     f.add_argument("--fairplay", default="enforce", choices=("enforce", "observe", "off"),
                    help="observe: score and audit, never kick or ban")  # fmt: skip

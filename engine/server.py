@@ -36,8 +36,10 @@ from engine.security.fairplay.referee import FairPlayConfig
 from engine.security.fairplay.server_hooks import AdminAdapter, ServerFairPlay, open_store, peer_ip
 from engine.security.fairplay.signals import TimingStats
 from engine.snapshots import SnapshotSender
+from engine.spectate import Spectators
 from engine.stats import TickStats
 from engine.ticker import FixedStep
+from engine.web_routes import WebRoutes
 from netcode.protocol import (
     BYE_RELOCATE,
     MAX_HELLO_FRAME,
@@ -47,7 +49,7 @@ from netcode.protocol import (
     dtype_to_wire,
 )
 from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, SessionState
-from netcode.ws_server import WsServerConnection, connection_factory
+from netcode.ws_server import HttpAnswer, WsServerConnection, connection_factory
 from persistence.pg_overflow import SqliteOverflow
 from persistence.pg_writer import PgWriteBehind
 
@@ -91,6 +93,8 @@ class ServerConfig:
     metrics_on_game_port: bool = False  # /metrics on the public game port too (default: admin listener only)
     ship: ShipConfig = field(default_factory=ShipConfig)  # relocation through PostgreSQL (docs/relocation.md)
     drain_timeout: float = 10.0  # at shutdown, how long PostgreSQL may take to receive the final journal
+    hub_url: str = ""  # the hub the /play page logs in through ("" = guests and pasted tokens)
+    watch_public: bool = False  # /watch without an admin token (docs/web.md)
 
 
 class GameServer:
@@ -157,6 +161,8 @@ class GameServer:
         self._proc = psutil.Process()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port = cfg.port
+        self.spectators = Spectators(self)
+        self.web = WebRoutes.for_server(self)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -231,6 +237,7 @@ class GameServer:
         """Drain: stop accepting, seal the campaign (final snapshot, locally and to PostgreSQL), then
         tell players to reconnect (`bye` "relocate") while their ships are still in that snapshot."""
         self._accepting = False
+        self.spectators.stop()
         if self._server is not None:
             self._server.close()
         sealed = await self._seal()
@@ -370,7 +377,7 @@ class GameServer:
                     conn.ping()
 
     # -- ConnectionHandler ------------------------------------------------------------------------
-    def http_request(self, path: str) -> tuple[int, str, bytes] | None:
+    def http_request(self, path: str) -> HttpAnswer | None:
         route = path.split("?", 1)[0]
         if route == "/health":
             ok = self._accepting and not self._stopping.is_set()
@@ -383,7 +390,7 @@ class GameServer:
             return 200, ctype, text
         if route in ("/", "/ws"):
             return None if self._accepting else (503, "text/plain", b"shutting down\n")
-        return 404, "text/plain", b"not found\n"
+        return self.web.answer(path)
 
     def on_open(self, conn: WsServerConnection) -> None:
         loop = self._loop or asyncio.get_running_loop()
@@ -413,6 +420,8 @@ class GameServer:
         errors_before = session.offences
         for ev in session.receive(payload if not is_text else payload.decode("utf-8", "replace"), now):
             if type(ev) is InputEvent:
+                if client.spectator:
+                    continue  # a spectator's inputs only carry its snapshot acks
                 if not self.campaign.submit(
                     client.eid, ev.seq, ev.client_tick, ev.dx, ev.dy, ev.action, ev.arg, ev.arg2, ev.arg3, ev.txn
                 ):
@@ -447,6 +456,9 @@ class GameServer:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _hello(self, client: Client, ev: HelloEvent) -> None:
+        if ev.watch:
+            self.spectators.admit(client, ev)
+            return
         if not self._accepting or self.campaign.full:
             client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
             return
@@ -501,16 +513,20 @@ class GameServer:
         self.sender.add(client)
         self.by_eid[eid] = client
         self.stats.joins += 1
-        game = campaign.game
+        self.welcome(client, eid, self.sender.rep_wire)
+
+    def welcome(self, client: Client, player: int, rep: dict[str, object] | None) -> None:
+        """Send the welcome: `player` is the client's entity (0 for a spectator)."""
+        game = self.campaign.game
         client.session.accept(
-            player=eid,
-            tick=campaign.tick_count,
+            player=player,
+            tick=self.campaign.tick_count,
             tick_rate=self.cfg.tick_rate,
             send_rate=self.cfg.send_rate,
             game=game.name,
             world=game.constants(),
             dtype=dtype_to_wire(game.record_dtype),
-            rep=self.sender.rep_wire,
+            rep=rep,
         )
 
     def stats_dict(self) -> dict[str, Any]:

@@ -24,9 +24,9 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from netcode.client_session import Bye, ClientSession, Error, Events, Pong, Snapshot, Welcome
+from netcode.client_session import Bye, ClientSession, Error, Events, Info, Pong, Snapshot, Welcome
 from netcode.protocol import BYE_RELOCATE
 from netcode.replication.frames import peek_delta_tick
 from netcode.ws_client import WsClientConnection, ws_connect
@@ -83,6 +83,7 @@ class ArbiterClient:
         self.errors: collections.deque[Error] = collections.deque(maxlen=keep_events)
         self.events: collections.deque[tuple[int, int, int]] = collections.deque(maxlen=keep_events)
         self.bye: Bye | None = None
+        self.info: dict[str, Any] | None = None  # spectators: the newest `st` figures
         self._count_ack = 0  # count-only clients: newest delta snapshot id received
         self.on_snapshot: Callable[[Snapshot], None] | None = None
         self._welcome_fut: asyncio.Future[Welcome] | None = None
@@ -90,6 +91,7 @@ class ArbiterClient:
         self._pong_waiters: list[asyncio.Future[float]] = []
         self._loop = asyncio.get_running_loop()
         self.name = ""
+        self.watch = False
         self.rcvbuf: int | None = None
         self.reconnect: Reconnect | None = None
         self.relocations = 0  # successful rejoins
@@ -111,9 +113,12 @@ class ArbiterClient:
         timeout: float = 10.0,
         rcvbuf: int | None = None,
         reconnect: Reconnect | None = None,
+        watch: bool = False,
     ) -> ArbiterClient:
+        """`watch`: connect as a spectator (no ship; `info` holds the newest `st` figures).
+        `reconnect`: rejoin by itself after a relocation (module docstring)."""
         self = cls(decode=decode)
-        self.name, self.rcvbuf, self.reconnect = name, rcvbuf, reconnect
+        self.name, self.rcvbuf, self.reconnect, self.watch = name, rcvbuf, reconnect, watch
         await self._join(url, token, timeout)
         return self
 
@@ -132,7 +137,7 @@ class ArbiterClient:
         try:
             if self._welcome_fut.done():
                 self._welcome_fut.result()  # raises the refusal
-            conn.send(self.session.hello(self.name, token))
+            conn.send(self.session.hello(self.name, token, self.watch))
             self.welcome = await asyncio.wait_for(self._welcome_fut, timeout)
         except BaseException:
             conn.abort()
@@ -254,6 +259,8 @@ class ArbiterClient:
                     self._welcome_fut.set_exception(ServerError(ev.code, ev.msg))
             elif isinstance(ev, Bye):
                 self.bye = ev
+            elif isinstance(ev, Info):
+                self.info = ev.figures
 
     def _on_close(self, code: int, reason: str) -> None:
         exc = ConnectionError(f"connection closed ({code} {reason})")

@@ -22,6 +22,7 @@ from netcode.protocol import (
     T_EVENTS,
     T_PONG,
     T_SNAPSHOT,
+    T_SPECTATOR_INFO,
     T_WELCOME,
     UINT32_MAX,
     UINT64_MAX,
@@ -84,7 +85,12 @@ class Bye:
     reason: str
 
 
-ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye
+@dataclass(frozen=True, slots=True)
+class Info:
+    figures: dict[str, Any]  # a spectator's once-a-second `st` frame (docs/web.md)
+
+
+ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye | Info
 
 _F32: Final = struct.Struct(">f")
 _BYTE: Final = [bytes((v,)) for v in range(256)]
@@ -153,8 +159,8 @@ class ClientSession:
 
     # ------------------------------------------------------------------ outbound
 
-    def hello(self, name: str, token: str = "") -> bytes:
-        return encode_hello(name, token)
+    def hello(self, name: str, token: str = "", watch: bool = False) -> bytes:
+        return encode_hello(name, token, watch=watch)
 
     def input(
         self,
@@ -219,6 +225,8 @@ class ClientSession:
         if t == T_BYE:
             self.closed = True
             return [Bye(req_str(m, "reason"))]
+        if t == T_SPECTATOR_INFO:
+            return [Info(m)]
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {t!r}")
 
     def _snapshot(self, m: dict[str, Any]) -> Snapshot:

@@ -185,10 +185,15 @@ def add_replay_parser(sub: Any) -> None:
     r.add_argument("--export", default=None, help="write per-tick summaries as JSON lines")
     r.add_argument("--violations", action="store_true", help="list the validators' violations on the way")
     r.add_argument("--json", action="store_true")
+    r.add_argument("--serve", action="store_true", help="play it in the browser: serve the replay viewer")
+    r.add_argument("--host", default="127.0.0.1", help="with --serve: address to listen on")
+    r.add_argument("--port", type=int, default=8780, help="with --serve: port (0: a free one)")
     r.set_defaults(func=cmd_replay)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.serve:
+        return _serve(args)
     out = open(args.export, "w") if args.export else None  # noqa: SIM115
     try:
         rep = run_replay(args.path, verify=args.verify, from_tick=args.from_tick, to_tick=args.to_tick, export=out,
@@ -204,4 +209,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not rep["ok"]:
         print(f"replay FAILED at tick {rep['first_diverging_tick']}: {rep['error']}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engine.tools.replay_serve import serve_replay
+
+    try:
+        asyncio.run(serve_replay(args.path, args.host, args.port))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # RuntimeError: locked by a live server, bad data
+        print(f"arbiter replay: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        msg = f"cannot listen on {args.host}:{args.port} ({exc.strerror}); try --port 0"
+        print(f"arbiter replay: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
     return 0
