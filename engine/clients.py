@@ -27,6 +27,7 @@ class Client:
     pending_events: list[tuple[int, int, int]] = field(default_factory=list)
     timing: TimingStats | None = None  # fair play's input-timing signal (None: off)
     latency: Latency = field(default_factory=Latency)  # RTT and rewind bound (lag-compensated games)
+    spectator: bool = False  # watches without a ship (engine/spectate.py)
 
 
 def flush_session(client: Client) -> None:

@@ -37,6 +37,7 @@ from netcode.protocol import (
     encode_events,
     encode_pong,
     encode_welcome,
+    opt_int,
     req_float,
     req_int,
     req_str,
@@ -57,6 +58,7 @@ class HelloEvent:
     name: str
     token: str
     version: int
+    watch: bool = False  # a spectator's hello ("watch": 1): no ship, the whole world (docs/web.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,8 +299,9 @@ class ServerSession:
             return []
         name = check_name(req_str(m, "name"))
         token = check_token(req_str(m, "token")) if "token" in m else ""
+        watch = opt_int(m, "watch", 0, 1, 0) == 1
         self._hello_seen = True
-        ev = HelloEvent(name, token, v)
+        ev = HelloEvent(name, token, v, watch)
         self.hello = ev
         return [ev]
 

@@ -57,9 +57,18 @@ class BotConfig:
     brain_options: Mapping[str, Any] = field(default_factory=dict)  # the game brain's own knobs
 
 
+def brain_for(game: str) -> type[Brain]:
+    """The game's own bot brain, or the generic one when it has none or is not installed here."""
+    try:
+        return game_class(game).brain or Brain
+    except (ValueError, TypeError):
+        log.info("game %r is not installed here: its bots use the generic brain", game)
+        return Brain
+
+
 @dataclass(slots=True)
-class _View:
-    """What a brain sees of one bot (sim/brain.py BotView)."""
+class BotView:
+    """What a brain sees of one bot (sim/brain.py's BotView protocol)."""
 
     tick: int
     player: int
@@ -150,12 +159,7 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
     rng = np.random.default_rng(cfg.seed)
     info = await asyncio.to_thread(server_info, cfg.url)
     campaign = cfg.campaign or str(info.get("campaign", "default"))
-    brain_cls: type[Brain] = Brain
-    if info.get("game"):
-        try:
-            brain_cls = game_class(str(info["game"])).brain or Brain
-        except (ValueError, TypeError):
-            log.info("game %r is not installed here: the bots use the generic brain", info["game"])
+    brain_cls = brain_for(str(info["game"])) if info.get("game") else Brain
     clients: list[ArbiterClient | None] = [None] * cfg.count
     refusals: Counter[str] = Counter()
     sem = asyncio.Semaphore(cfg.connect_concurrency)
@@ -181,10 +185,7 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
     world: dict[str, Any] = dict(welcome.world) if welcome else {}
     spec: dict[str, Any] = dict(welcome.spec) if welcome else {}
     if welcome is not None and not info.get("game"):  # a server without /info: the welcome names the game
-        try:
-            brain_cls = game_class(welcome.game).brain or Brain
-        except (ValueError, TypeError):
-            brain_cls = Brain
+        brain_cls = brain_for(welcome.game)
     brain = brain_cls(cfg.count, rng, world, spec, cfg.brain_options)
     decode_all = brain_cls.decode_all
     event_names = {int(k): str(v) for k, v in spec.get("events", {}).items()}
@@ -243,7 +244,7 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
                 events.update(e[0] for e in evs)
                 brain.on_events(i, evs)
             snap = c.latest
-            view = _View(snap.tick, c.player, snap.entities) if snap is not None and c.decode else None
+            view = BotView(snap.tick, c.player, snap.entities) if snap is not None and c.decode else None
             values = brain.next_input(i, view)
             seq = c.send_fields(values)
             inputs_sent += 1
