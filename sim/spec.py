@@ -171,7 +171,7 @@ class Draw:
     field: str | None = None
     styles: Mapping[int, Style] = dc_field(default_factory=dict)
     default: Style = Style()
-    player: Style = Style("ship", "#ffcc00", 8.0, "you")
+    player: Style = Style("ship", "#ffffff", 8.0, "you")
 
     def wire(self) -> dict[str, Any]:
         return {

@@ -48,7 +48,7 @@ class Wander(Game):
     view_radius = 100.0
     move = Velocity(("dx", "dy"), speed="player_speed")
     systems = (bind(npc_turns, speed="npc_speed"), drift)
-    draw = Draw(default=Style("circle", "#7fb27f", 2.0, "npc"), player=Style("ship", "#ffcc00", 4.0, "you"))
+    draw = Draw(default=Style("circle", "#7fb27f", 2.0, "npc"))
     brain = WanderBrain
     warm_config = {"npcs": 8, "max_players": 4}
 

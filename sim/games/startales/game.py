@@ -190,7 +190,7 @@ class Startales(Game):
             KIND_DRONE: Style("triangle", "#c0c0c0", 10.0, "drone"),
             KIND_SHIP: Style("ship", "#e0603a", 14.0, "ship"),
         },
-        player=Style("ship", "#ffcc00", 16.0, "you"),
+        player=Style("ship", "#ffffff", 16.0, "you"),
     )
     brain = StartalesBrain
     resources = ("bal_metal", "bal_crystal")
