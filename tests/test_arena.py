@@ -8,6 +8,7 @@ import pytest
 
 from engine.tools.bots import BotConfig, run_bots
 from netcode.client import ArbiterClient
+from sim.entities import SLOT_MASK
 from sim.events import EV_ACHIEVEMENT, EV_REFUSED, REF_OUT_OF_REACH, REF_REWIND
 from sim.games.arena import EV_HIT, EV_KILL, EV_RESPAWN, FIRE, MAX_AMMO, SHOT
 from sim.violations import V_ACTION_RATE, V_IMPOSSIBLE_HIT, V_UNAFFORDABLE
@@ -131,7 +132,7 @@ async def test_a_zero_latency_client_claiming_18_ticks_of_rewind_is_refused() ->
         assert 1 <= client.latency.bound < 18 < server.campaign.game.max_rewind
         a = server.campaign.world.arrays
         for eid, x in ((me.player, 100.0), (it.player, 200.0)):
-            s = eid & 0xFFFFF
+            s = eid & SLOT_MASK
             a["x"][s], a["y"][s], a["vx"][s], a["vy"][s] = x, 100.0, 0.0, 0.0
         t0 = server.campaign.tick_count
         await wait_for(lambda: server.campaign.tick_count >= t0 + 25, 5)  # the history holds them there
