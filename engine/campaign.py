@@ -159,7 +159,7 @@ class Campaign:
     def submit(self, eid: int, seq: int, client_tick: int, values: tuple[float | int, ...], bound: int = 0) -> bool:
         """File an input (the game's values in spec order; `bound`: its connection's rewind bound in
         ticks, 0 = none measured) for the next tick; False when the buffer is full (a flood)."""
-        return self.inputs.add(eid, seq, client_tick, *values, bound=bound)
+        return self.inputs.add_values(eid, seq, client_tick, values, bound)
 
     def last_seq(self, eid: int) -> int:
         return int(self._last_seq[eid & SLOT_MASK])

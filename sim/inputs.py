@@ -72,14 +72,24 @@ class InputBatch:
 
     def add(self, eid: int, seq: int, client_tick: int, *values: float | int, bound: int = 0) -> bool:
         """Append one input (game values in spec order; missing ones stay 0); False when full."""
+        return self.add_values(eid, seq, client_tick, values, bound)
+
+    def add_values(
+        self, eid: int, seq: int, client_tick: int, values: tuple[float | int, ...], bound: int = 0
+    ) -> bool:
+        """`add` with the values as one tuple (the server's path: what the session decoded)."""
         i = self.n
         if i >= self.capacity:
             return False
         self.eid[i] = eid
         self.seq[i] = seq
         self.client_tick[i] = client_tick
-        for col, v in zip(self._game, values, strict=False):
-            col[i] = v
+        game = self._game
+        k = 0
+        for v in values:  # (an index loop: zip() costs more than the stores)
+            if k < len(game):
+                game[k][i] = v
+            k += 1
         if bound:
             self.bound[i] = bound
         self.n = i + 1
