@@ -80,6 +80,8 @@ class ProgressSync:
                     achievements=p["achievements"],
                     last_x=p["x"],
                     last_y=p["y"],
+                    last_vx=p["vx"],
+                    last_vy=p["vy"],
                     txn_last=p["txn_last"],
                 )
             )
@@ -105,7 +107,7 @@ class ProgressSync:
 
 
 def player_progress(campaign: Campaign, eid: int) -> dict[str, Any]:
-    """Balances, buildings, achievements and position of a player ship, from the world arrays."""
+    """Balances, buildings, achievements, position and velocity of a player ship, from the world arrays."""
     at = campaign.player_value
     arrays = campaign.world.arrays
     resources = {str(r): int(at(eid, f) or 0) for r, f in enumerate(RESOURCE_FIELDS) if f in arrays}
@@ -116,4 +118,6 @@ def player_progress(campaign: Campaign, eid: int) -> dict[str, Any]:
         "txn_last": int(at(eid, "txn_last") or 0),
         "x": float(at(eid, "x") or 0.0),
         "y": float(at(eid, "y") or 0.0),
+        "vx": float(at(eid, "vx") or 0.0),
+        "vy": float(at(eid, "vy") or 0.0),
     }

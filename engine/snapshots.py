@@ -109,9 +109,9 @@ class SnapshotSender:
         journal = self.journal
         if journal is not None:
             ack_for = journal.ack_for
-            return [ack_for(c.eid) for c in clients]
+            return [max(0, ack_for(c.eid) - c.seq_base) for c in clients]
         last_seq = self.campaign.world.arrays["last_seq"]
-        return [int(last_seq[c.eid & 0xFFFFF]) for c in clients]
+        return [max(0, int(last_seq[c.eid & 0xFFFFF]) - c.seq_base) for c in clients]
 
     def _send_full(self, tick: int, order: list[Client]) -> set[int]:
         """Raw whole-world frames (protocol.md `s`); returns the ids of the clients written to."""

@@ -145,6 +145,14 @@ CREATE INDEX IF NOT EXISTS audit_log_ts_idx ON audit_log (ts);
 ALTER TABLE game_progress ADD COLUMN IF NOT EXISTS txn_last BIGINT NOT NULL DEFAULT 0;
 """,
     ),
+    Migration(
+        30,
+        "door: a returning ship keeps its saved velocity as well as its position",
+        """
+ALTER TABLE game_progress ADD COLUMN IF NOT EXISTS last_vx DOUBLE PRECISION;
+ALTER TABLE game_progress ADD COLUMN IF NOT EXISTS last_vy DOUBLE PRECISION;
+""",
+    ),
 )
 
 

@@ -18,7 +18,7 @@ from netcode.replication.frames import decode_delta_frame, encode_delta_frame, p
 from netcode.session import InputEvent, ServerSession, SessionState
 from netcode.ws_client import WsClientConnection
 from netcode.ws_frames import OP_BINARY, OP_CLOSE, OP_TEXT, FrameReader, client_frame, frame_header, server_frame
-from netcode.ws_server import WsServerConnection
+from netcode.ws_server import DoorLimits, WsServerConnection
 from tests.serverutil import running_server, url, wait_for
 
 UPGRADE = (
@@ -53,13 +53,28 @@ class FakeTransport:
     def can_write_eof(self) -> bool:
         return False
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
 
 class Recorder:
     def __init__(self) -> None:
         self.messages: list[tuple[bytes, bool]] = []
         self.closed = False
 
-    def http_request(self, path: str) -> None:
+    def on_connect(self, conn: WsServerConnection) -> bool:
+        return True
+
+    def on_error(self, conn: WsServerConnection, cause: str, exc: BaseException | None) -> None:
+        assert exc is None, exc
+
+    def http_request(self, path: str, headers: object = None, method: str = "GET") -> None:
         return None
 
     def on_open(self, conn: WsServerConnection) -> None:
@@ -74,7 +89,7 @@ class Recorder:
 
 def _server(max_size: int = 4096) -> tuple[WsServerConnection, Recorder, FakeTransport]:
     rec = Recorder()
-    conn = WsServerConnection(rec, max_size)  # type: ignore[arg-type]
+    conn = WsServerConnection(rec, DoorLimits(max_size=max_size, max_message=max_size), lambda: 0.0)  # type: ignore[arg-type]
     t = FakeTransport()
     conn.connection_made(t)  # type: ignore[arg-type]
     conn.data_received(UPGRADE)
@@ -155,7 +170,7 @@ async def test_client_reads_whole_split_and_truncated_frames_alike() -> None:
 
 
 def test_client_frames_use_fresh_keys_and_unmask() -> None:
-    reader = FrameReader(require_mask=True)
+    reader = FrameReader(masked=True)
     keys = set()
     for n in (0, 5, 125, 126, 70000):
         f = client_frame(OP_BINARY, b"z" * n)

@@ -119,19 +119,22 @@ class Referee:
         await self.store.close(timeout=2.0)
 
     # -- admission --------------------------------------------------------------------------------
-    def check_address(self, ip: str, now: float) -> tuple[str, BanRecord | None] | None:
-        """At a new connection: None to let it in, else (reason, the ban if it is one)."""
-        ban = self.bans.find(self._wall(), ip=ip)
-        if ban is not None:
-            return "banned", ban
+    def check_connection(self, ip: str, now: float) -> str | None:
+        """At TCP accept: None to let it in, else why it is refused (a connection flood)."""
         why = self.conn_limiter.allow(ip, now)
         if why is not None:
             self._observe(address_subject(ip), V_CONN_FLOOD, 1.0, float(self.cfg.conn.rate), -1, now)
-            return why, None
-        return None
+        return why
 
-    def connection_closed(self, ip: str) -> None:
-        self.conn_limiter.closed(ip)
+    def check_address_ban(self, ip: str) -> BanRecord | None:
+        """At the upgrade (the client can then be told why): the ban on this address, if any."""
+        return self.bans.find(self._wall(), ip=ip)
+
+    def connection_admitted(self, ip: str) -> None:
+        self.conn_limiter.admitted(ip)
+
+    def connection_closed(self, ip: str, admitted: bool) -> None:
+        self.conn_limiter.closed(ip, admitted)
 
     def check_hello(self, account: str, ip: str) -> BanRecord | None:
         ban = self.bans.find(self._wall(), account=account, ip=ip)

@@ -28,6 +28,7 @@ achievements, coalesced EV_BALANCE events) → the books (state validators, rule
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -229,7 +230,8 @@ class StartalesGame:
         """Give a fresh ship a returning player's durable progress (from PostgreSQL, via the journal).
 
         Keys: "resources" {"0": metal, "1": crystal}, "buildings", "achievements" (bitmask),
-        "txn_last" (the last transfer id applied, so a retry after a rejoin stays idempotent).
+        "txn_last" (the last transfer id applied, so a retry after a rejoin stays idempotent),
+        "pos" [x, y, vx, vy] (where the ship was and how it moved: a reconnect is no teleport).
         Negative or malformed values are ignored rather than trusted. Restored balances enter the
         books as imported.
         """
@@ -253,6 +255,15 @@ class StartalesGame:
         txn = progress.get("txn_last")
         if isinstance(txn, int) and 0 <= txn < 2**32:
             a["txn_last"][p] = txn
+        pos = progress.get("pos")
+        if isinstance(pos, list) and len(pos) == 4 and all(isinstance(v, float) and math.isfinite(v) for v in pos):
+            x, y = min(max(pos[0], 0.0), self.width), min(max(pos[1], 0.0), self.height)
+            vx, vy = pos[2], pos[3]
+            speed = math.hypot(vx, vy)
+            if speed > MAX_SPEED:  # never faster than the rules allow
+                vx, vy = vx * MAX_SPEED / speed, vy * MAX_SPEED / speed
+            a["x"][slot], a["y"][slot], a["vx"][slot], a["vy"][slot] = x, y, vx, vy
+            a["last_x"][p], a["last_y"][p] = a["x"][slot], a["y"][slot]  # no distance for the move
 
     def leave(self, world: World, eid: int) -> None:
         table = EntityTable(world)
