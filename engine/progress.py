@@ -28,6 +28,9 @@ class ProgressSync:
         self.campaign = campaign
         self._balance: dict[tuple[int, int], int] = {}
         self.ledger_rows = 0
+        # Ships that joined fresh because their progress could not be loaded (PostgreSQL down):
+        # nothing of theirs is written, so the progress PostgreSQL holds is never overwritten.
+        self.unsaved: set[int] = set()
 
     # -- tick path (synchronous, never blocks) ----------------------------------------------------
     def on_tick(self, result: TickResult) -> None:
@@ -37,7 +40,7 @@ class ProgressSync:
         owner = {e: k for k, e in campaign.accounts.items()}
         for eid, events in result.events.items():
             account = owner.get(eid)
-            if account is None:
+            if account is None or eid in self.unsaved:
                 continue
             built = any(kind == EV_BUILT for kind, _, _ in events)
             for kind, res, balance in events:
@@ -67,7 +70,7 @@ class ProgressSync:
         campaign = self.campaign
         n = 0
         for account, eid in sorted(campaign.accounts.items()):
-            if eids is not None and eid not in eids:
+            if (eids is not None and eid not in eids) or eid in self.unsaved:
                 continue
             p = player_progress(campaign, eid)
             self.pg.upsert_progress(
@@ -102,6 +105,7 @@ class ProgressSync:
             self._balance[(eid, int(res))] = amount
 
     def forget(self, eid: int) -> None:
+        self.unsaved.discard(eid)
         for res in range(len(RESOURCE_FIELDS)):
             self._balance.pop((eid, res), None)
 

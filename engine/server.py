@@ -529,14 +529,13 @@ class GameServer:
         if client is None or client.eid >= 0:
             return
         if client.conn.is_open and client.session.state is SessionState.AWAIT_HELLO:
-            if failed:
-                # Playing with a fresh ship would later overwrite the saved progress: refuse instead.
-                client.session.reject(ErrorCode.SERVER_FULL, "progress store unreachable; try again shortly",
-                                      CloseCode.TRY_LATER)  # fmt: skip
-            elif self.campaign.full:
+            if self.campaign.full:
                 client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
             else:
                 self._admit(client, restore)
+                if failed and self.progress is not None:
+                    # A fresh ship: saving it would overwrite the progress PostgreSQL holds.
+                    self.progress.unsaved.add(client.eid)
             flush_session(client)
             if client.session.close_code is not None:
                 client.conn.close(int(client.session.close_code), client.session.close_reason or "")

@@ -76,7 +76,6 @@ class CloseCode(IntEnum):
     TOO_MANY_CONNECTIONS = 4008  # connection flood from one address
     REPLACED = 4009  # a newer connection of the same account took this one's ship over
     ACCOUNT_IN_USE = 4010  # refused: the account already plays here (account_conflict = "refuse")
-    TRY_LATER = 1013  # the server cannot serve this hello now (progress store unreachable)
 
 
 class ProtocolError(Exception):
