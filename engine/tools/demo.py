@@ -72,7 +72,8 @@ async def run_demo(args: argparse.Namespace) -> int:
     duration = args.duration if args.duration > 0 else 10**9
     issuer = TokenIssuer(ring)
     # Every figure (fair play, memory) is behind an admin token (docs/security.md).
-    server.admin_token = issuer.issue("demo-admin", "demo", role="admin", ttl=min(86400, max(600, int(args.duration) + 600)))
+    admin_ttl = min(86400, max(600, int(args.duration) + 600))
+    server.admin_token = issuer.issue("demo-admin", "demo", role="admin", ttl=admin_ttl)
     cfg = BotConfig(
         url=server.url,
         game=args.game,
