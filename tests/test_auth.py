@@ -54,7 +54,7 @@ def ring() -> KeyRing:
     return KeyRing.single(SECRET)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """The verifier's time: PyJWT reads the wall clock for iat/nbf/exp, so its `datetime` is pinned
     to this clock (the replay cache reads it through the verifier's `clock`)."""
