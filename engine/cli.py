@@ -33,7 +33,7 @@ def _fairplay_config(args: argparse.Namespace) -> FairPlayConfig:
     policy = PolicyConfig(mode=args.fairplay, warn_at=args.warn_at, kick_at=args.kick_at, ban_at=args.ban_at,
                           ban_s=args.ban_seconds)  # fmt: skip
     conn = ConnLimitConfig(rate=args.ip_conn_rate, burst=args.ip_conn_burst, max_open=args.ip_max_open,
-                           loopback=args.ip_limit_loopback)  # fmt: skip
+                           max_unauth=args.ip_max_unauth, loopback=args.ip_limit_loopback)  # fmt: skip
     return FairPlayConfig(policy=policy, conn=conn)
 
 
@@ -75,6 +75,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fairplay=_fairplay_config(args),
         admin_port=None if args.admin_port < 0 else args.admin_port,
         admin_host=args.admin_host,
+        upgrade_timeout=args.upgrade_timeout,
+        handshake_timeout=args.hello_timeout,
+        max_connections=args.max_connections,
+        max_unauth=args.max_unauth,
+        account_conflict=args.account_conflict,
     )
     if args.max_players:
         cfg.game_config = {**dict(cfg.game_config), "max_players": args.max_players}
@@ -203,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ip-conn-burst", type=int, default=100)
     f.add_argument("--ip-max-open", type=int, default=0, help="open connections per IP (0: no limit)")
     f.add_argument("--ip-limit-loopback", action="store_true", help="apply the per-IP limits to 127.0.0.1 too")
+    f.add_argument("--ip-max-unauth", type=int, default=16, help="connections per IP not yet playing (0: no limit)")
+    g = s.add_argument_group("the door (docs/security.md)")
+    g.add_argument("--upgrade-timeout", type=float, default=5.0, help="seconds from TCP accept to the upgrade")
+    g.add_argument("--hello-timeout", type=float, default=5.0, help="seconds from the upgrade to the hello")
+    g.add_argument("--max-connections", type=int, default=4096, help="open connections, every phase")
+    g.add_argument("--max-unauth", type=int, default=1024, help="connections not yet playing, every address")
+    g.add_argument("--account-conflict", default="takeover", choices=("takeover", "refuse"),
+                   help="a second connection of a playing account takes its ship over, or is refused")
     s.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("bots", help="run N bot players against a server")

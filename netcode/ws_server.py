@@ -263,9 +263,10 @@ class WsServerConnection(asyncio.Protocol):
             self._http_answer(400, "text/plain", b"bad request\n", cause="http: malformed request")
             return
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
-        answer = self.handler.http_request(request.path, headers, getattr(request, "method", "GET"))
+        method = request.method
+        answer = self.handler.http_request(request.path, headers, method)
         if answer is not None:
-            self._http_answer(*answer)
+            self._http_answer(*answer, head_only=method == "HEAD")
             return
         response = proto.accept(request)
         if response.status_code != 101:
@@ -288,7 +289,7 @@ class WsServerConnection(asyncio.Protocol):
         if reader is not None:
             self._frames(reader, data)
 
-    def _http_answer(self, status: int, ctype: str, body: bytes, cause: str = "") -> None:
+    def _http_answer(self, status: int, ctype: str, body: bytes, cause: str = "", head_only: bool = False) -> None:
         """One HTTP response, then the socket is released (answers never keep the connection)."""
         if cause:
             self.handler.on_error(self, cause, None)
@@ -298,7 +299,7 @@ class WsServerConnection(asyncio.Protocol):
             "Connection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\n"
         )
         self.phase = PHASE_CLOSING
-        self._write(head.encode("latin-1") + body)
+        self._write(head.encode("latin-1") + (b"" if head_only else body))
         if self.transport is not None:
             self.transport.close()  # asyncio flushes the write buffer first
 
