@@ -83,7 +83,10 @@ async def ping_flood(port: int) -> asyncio.StreamWriter:
     return writer
 
 
-async def measure(server: ServerProcess, kind: Callable[[int], Awaitable[asyncio.StreamWriter]], n: int) -> dict[str, float]:
+Kind = Callable[[int], Awaitable[asyncio.StreamWriter]]
+
+
+async def measure(server: ServerProcess, kind: Kind, n: int) -> dict[str, float]:
     proc = psutil.Process(server.proc.pid)
     await asyncio.sleep(0.5)
     before = proc.memory_info().rss
@@ -95,7 +98,7 @@ async def measure(server: ServerProcess, kind: Callable[[int], Awaitable[asyncio
     await asyncio.sleep(0.5)
     held = proc.memory_info().rss
     peak = max(peak, held)
-    phases = server.http_json("/stats")["connections"]
+    phases = server.http_json("/stats")["connection_phases"]
     for w in writers:
         w.transport.abort()
     await asyncio.sleep(0.5)
@@ -114,8 +117,10 @@ async def run(n: int) -> dict[str, dict[str, float]]:
         # A fresh server per kind: memory freed by the previous kind would be reused, unseen by RSS.
         server = await asyncio.to_thread(
             start_server,
-            ["--game", "wander", "--data-dir", "", "--set", "npcs=100", "--upgrade-timeout", "120",
-             "--hello-timeout", "120", "--max-unauth", str(4 * n), "--max-connections", str(4 * n)],  # fmt: skip
+            [
+                *("--game", "wander", "--data-dir", "", "--set", "npcs=100", "--upgrade-timeout", "120"),
+                *("--hello-timeout", "120", "--max-unauth", str(4 * n), "--max-connections", str(4 * n)),
+            ],
         )
         try:
             rows[name] = await measure(server, kind, n)

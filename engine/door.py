@@ -29,7 +29,8 @@ log = logging.getLogger("arbiter.door")
 # What public /stats shows (a load balancer's and a player's figures); the rest needs an admin token.
 PUBLIC_STATS: Final = (
     "protocol_version", "game", "campaign", "tick", "tick_rate", "send_rate", "ticks", "tick_hz", "tick_p50_ms",
-    "tick_p99_ms", "send_p99_ms", "overruns", "ccu", "capacity", "connections", "sends", "snapshots_sent",
+    "tick_p99_ms", "send_p99_ms", "overruns", "ccu", "capacity", "connections", "connection_phases", "sends",
+    "snapshots_sent",
     "snapshots_skipped", "bytes_out", "inputs", "uptime_s",
 )  # fmt: skip
 
@@ -45,7 +46,7 @@ class Door:
     def accept(self, conn: WsServerConnection, now: float) -> bool:
         server = self.server
         cfg = server.cfg
-        if not server.accepting:
+        if not server._accepting:
             why: str | None = "door: shutting down"
         elif len(self.conns) >= cfg.max_connections:
             why = "door: max_connections reached"
@@ -87,25 +88,26 @@ class Door:
     def phases(self) -> dict[str, int]:
         """Open connections by phase: HTTP (before the upgrade), hello (upgraded, not playing), playing."""
         http = sum(1 for c in self.unauth if c.phase is PHASE_HTTP)
-        return {"http": http, "hello": len(self.unauth) - http, "playing": len(self.server.by_eid),
-                "total": len(self.conns)}  # fmt: skip
+        playing = len(self.conns) - len(self.unauth)  # players and spectators
+        return {"http": http, "hello": len(self.unauth) - http, "playing": playing}
 
     # -- /stats -----------------------------------------------------------------------------------
     def full_stats(self) -> dict[str, Any]:
         """Every figure (`/stats/full`, admin token)."""
         s = self.server
         d = s.stats.as_dict()
-        proc = s.proc
+        proc = s._proc
         with proc.oneshot():
             cpu = proc.cpu_times()
             rss = proc.memory_info().rss
         d.update(
             protocol_version=PROTOCOL_VERSION, game=s.cfg.game, campaign=s.cfg.campaign, tick=s.campaign.tick_count,
             tick_rate=s.cfg.tick_rate, send_rate=s.cfg.send_rate, ccu=len(s.by_eid),
-            capacity=s.campaign.game.max_players, connections=self.phases(), refused_connections=self.refused,
+            capacity=s.campaign.game.max_players, connections=len(self.conns), connection_phases=self.phases(),
+            refused_connections=self.refused,
             door_events=dict(self.log.total.most_common(20)), door_bugs=self.log.bugs,
-            overruns=s.ticker.late_ticks, dropped_ticks=s.ticker.dropped_ticks,
-            uptime_s=round(time.time() - s.started_wall, 3), cpu_s=round(cpu.user + cpu.system, 3),
+            overruns=s._ticker.late_ticks, dropped_ticks=s._ticker.dropped_ticks,
+            uptime_s=round(time.time() - s._started_wall, 3), cpu_s=round(cpu.user + cpu.system, 3),
             rss_mb=round(rss / 2**20, 1), pid=os.getpid(),
         )  # fmt: skip
         d["inputs"] = d["inputs_accepted"] + d["inputs_refused"]
@@ -113,6 +115,8 @@ class Door:
         if s.progress is not None:
             d["pg"] = {k: v for k, v in s.progress.pg.stats().items() if isinstance(v, int | float | str | bool)}
             d["pg"]["ledger_rows"] = s.progress.ledger_rows
+        if s.shipper is not None:
+            d["ship"] = s.shipper.stats()
         j = s.journal
         if j is not None:
             st = j.store
@@ -132,7 +136,7 @@ class Door:
             inputs=d["inputs_accepted"] + d["inputs_refused"], protocol_version=PROTOCOL_VERSION, game=s.cfg.game,
             campaign=s.cfg.campaign, tick=s.campaign.tick_count, tick_rate=s.cfg.tick_rate,
             send_rate=s.cfg.send_rate, ccu=len(s.by_eid), capacity=s.campaign.game.max_players,
-            connections=self.phases(), overruns=s.ticker.late_ticks,
-            uptime_s=round(time.time() - s.started_wall, 3),
+            connections=len(self.conns), connection_phases=self.phases(), overruns=s._ticker.late_ticks,
+            uptime_s=round(time.time() - s._started_wall, 3),
         )  # fmt: skip
         return {k: d[k] for k in PUBLIC_STATS}

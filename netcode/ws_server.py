@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 from typing import Protocol as TypingProtocol
@@ -80,6 +80,10 @@ class DoorLimits:
     control_flood: int = 200  # control frames over the budget before the connection fails (1008)
 
 
+# (status, content type, body[, extra headers]); a Cache-Control among the headers replaces the default.
+HttpAnswer = tuple[int, str, bytes] | tuple[int, str, bytes, Sequence[tuple[str, str]]]
+
+
 class ConnectionHandler(TypingProtocol):
     """What the application implements; every callback runs synchronously on the loop."""
 
@@ -89,8 +93,9 @@ class ConnectionHandler(TypingProtocol):
 
     def http_request(
         self, path: str, headers: Mapping[str, str] | None = None, method: str = "GET"
-    ) -> tuple[int, str, bytes] | None:
-        """Answer a plain HTTP request (status, content type, body), or None to upgrade `path`."""
+    ) -> HttpAnswer | None:
+        """Answer a plain HTTP request (`HttpAnswer`), or None to upgrade `path`. `headers` are the
+        request's, names in lower case; `method` is GET or HEAD (the body of a HEAD answer is not sent)."""
         ...
 
     def on_open(self, conn: WsServerConnection) -> None: ...
@@ -266,7 +271,8 @@ class WsServerConnection(asyncio.Protocol):
         method = request.method
         answer = self.handler.http_request(request.path, headers, method)
         if answer is not None:
-            self._http_answer(*answer, head_only=method == "HEAD")
+            extra = list(answer[3]) if len(answer) > 3 else []
+            self._http_answer(answer[0], answer[1], answer[2], head_only=method == "HEAD", extra=extra)
             return
         response = proto.accept(request)
         if response.status_code != 101:
@@ -289,15 +295,20 @@ class WsServerConnection(asyncio.Protocol):
         if reader is not None:
             self._frames(reader, data)
 
-    def _http_answer(self, status: int, ctype: str, body: bytes, cause: str = "", head_only: bool = False) -> None:
+    def _http_answer(
+        self, status: int, ctype: str, body: bytes, cause: str = "", head_only: bool = False,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> None:  # fmt: skip
         """One HTTP response, then the socket is released (answers never keep the connection)."""
         if cause:
             self.handler.on_error(self, cause, None)
         reason = _REASONS.get(status, "Error")
-        head = (
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\r\n"
-        )
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Connection", "close"),
+                   ("X-Content-Type-Options", "nosniff")]  # fmt: skip
+        if not any(k.lower() == "cache-control" for k, _ in extra):
+            headers.append(("Cache-Control", "no-store"))
+        lines = "".join(f"{k}: {v}\r\n" for k, v in [*headers, *extra] if "\r" not in v and "\n" not in v)
+        head = f"HTTP/1.1 {status} {reason}\r\n{lines}\r\n"
         self.phase = PHASE_CLOSING
         self._write(head.encode("latin-1") + (b"" if head_only else body))
         if self.transport is not None:
@@ -478,6 +489,10 @@ class WsServerConnection(asyncio.Protocol):
 
 _REASONS: Final = {
     200: "OK",
+    204: "No Content",
+    301: "Moved Permanently",
+    302: "Found",
+    304: "Not Modified",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",

@@ -249,7 +249,7 @@ async def test_trickled_and_silent_sockets_meet_their_deadlines(tmp_path: Path) 
         async def attack() -> None:
             kinds = [trickle, silent, silent_after_upgrade]
             await asyncio.gather(*(kinds[i % 3]() for i in range(hostile)))
-            phases = door.public_stats()["connections"]
+            phases = door.public_stats()["connection_phases"]
             assert phases["http"] <= 1 and phases["hello"] == 0, phases  # the /stats request itself
 
         async with RssWatch(door) as watch:
@@ -362,7 +362,7 @@ async def test_anonymous_stats_tell_no_secrets(tmp_path: Path) -> None:
             for secret in ("fairplay", "pid", "rss_mb", "cpu_s", "pg", "door_events", "protocol_errors",
                            "auth_refusals", "inputs_refused"):  # fmt: skip
                 assert secret not in public
-            assert public["ccu"] == 4 and public["connections"]["playing"] == 4
+            assert public["ccu"] == 4 and public["connection_phases"]["playing"] == 4
             assert (await asyncio.to_thread(_get, door.port, "/stats/full"))[0] == 401
             player = door.issuer.issue("someone", CAMPAIGN, ttl=600)
             assert (await asyncio.to_thread(_get, door.port, "/stats/full", player))[0] == 403

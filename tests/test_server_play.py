@@ -48,7 +48,7 @@ async def test_health_and_stats_on_the_same_port() -> None:
             assert key in stats
         assert stats["ccu"] == 1 and stats["bytes_out"] > 0
         # This request counts itself: one connection in the HTTP phase, one playing.
-        assert stats["connections"] == {"http": 1, "hello": 0, "playing": 1, "total": 2}
+        assert stats["connections"] == 2 and stats["connection_phases"] == {"http": 1, "hello": 0, "playing": 1}
         status, _ = await http_get(server, "/nope")
         assert status == 404
         await c.close()
