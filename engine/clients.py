@@ -21,9 +21,6 @@ class Client:
     group: int = 0  # which of the staggered send groups this client is served in
     rep_slot: int = -1  # this client's row in the replicator (delta snapshots)
     strikes: int = 0  # consecutive snapshots skipped because of the client's backlog
-    # Added to this connection's input seqs: a ship resumed or taken over keeps the sim's last_seq,
-    # while the new connection numbers its inputs from 1 (acks are sent back without it).
-    seq_base: int = 0
     last_rx_count: int = 0
     last_rx_time: float = 0.0
     pending_events: list[tuple[int, int, int]] = field(default_factory=list)

@@ -460,8 +460,9 @@ class GameServer:
             if type(ev) is InputEvent:
                 if client.spectator:
                     continue  # a spectator's inputs only carry its snapshot acks
-                if not self.campaign.submit(client.eid, ev.seq + client.seq_base, ev.client_tick, ev.dx, ev.dy,
-                                            ev.action, ev.arg, ev.arg2, ev.arg3, ev.txn):  # fmt: skip
+                if not self.campaign.submit(
+                    client.eid, ev.seq, ev.client_tick, ev.dx, ev.dy, ev.action, ev.arg, ev.arg2, ev.arg3, ev.txn
+                ):
                     self.stats.inputs_dropped += 1
                 if client.timing is not None:
                     self.fairplay.input_arrived(client, now)
@@ -551,10 +552,8 @@ class GameServer:
         if eid < 0:
             return
         self.sender.remove(old)
-        # The new connection numbers its inputs from 1: continue after the old one's.
-        base = max(self.campaign.last_seq(eid), old.seq_base + old.session.last_input_seq)
         self.campaign.players[eid] = name
-        self._seat(new, eid, base)
+        self._seat(new, eid)
         log.info("%s: a new connection took ship %d over", account, eid)
 
     async def _admit_with_progress(self, account: str) -> None:
@@ -592,12 +591,12 @@ class GameServer:
         if resumed:
             log.info("%s resumed entity %d", account, eid)
         self.stats.joins += 1
-        self._seat(client, eid, campaign.last_seq(eid) if resumed else 0)
+        self._seat(client, eid)
 
-    def _seat(self, client: Client, eid: int, seq_base: int) -> None:
-        """`client` now plays ship `eid`: the welcome, then snapshots."""
+    def _seat(self, client: Client, eid: int) -> None:
+        """`client` now plays ship `eid`: the welcome, then snapshots. Like a client coming back
+        after a relocation, it keeps counting input seqs from where the ship's were (protocol.md)."""
         client.eid = eid
-        client.seq_base = seq_base
         self.sender.add(client)
         self.by_eid[eid] = client
         self.welcome(client, eid, self.sender.rep_wire)

@@ -116,9 +116,9 @@ class SnapshotSender:
         journal = self.journal
         if journal is not None:
             ack_for = journal.ack_for
-            return [max(0, ack_for(c.eid) - c.seq_base) if c.eid >= 0 else 0 for c in clients]
+            return [ack_for(c.eid) if c.eid >= 0 else 0 for c in clients]
         last_seq = self.campaign.world.arrays["last_seq"]
-        return [max(0, int(last_seq[c.eid & 0xFFFFF]) - c.seq_base) if c.eid >= 0 else 0 for c in clients]
+        return [int(last_seq[c.eid & 0xFFFFF]) if c.eid >= 0 else 0 for c in clients]
 
     def _send_full(self, tick: int, order: list[Client]) -> set[int]:
         """Raw whole-world frames (protocol.md `s`); returns the ids of the clients written to."""
