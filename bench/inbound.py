@@ -46,14 +46,16 @@ UPGRADE = (
 
 
 class FakeTransport:
-    """Enough of an asyncio transport for a connection that is never backlogged."""
+    """Enough of an asyncio transport for a connection that is never backlogged; `out` keeps what
+    was written (tests/test_ws_fast_paths.py reads it)."""
 
     def __init__(self, n: int) -> None:
         self.peer = ("127.0.0.1", 10000 + n)
         self.closing = False
+        self.out = bytearray()
 
     def write(self, data: bytes) -> None:
-        pass
+        self.out += data
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -86,7 +88,7 @@ def _connection(server: GameServer, clock: Callable[[], float]) -> Any:
     limits_cls = getattr(ws_server, "DoorLimits", None)
     if limits_cls is not None:  # after the door hardening
         return ws_server.WsServerConnection(server, limits_cls(max_size=4096, max_message=4096), clock)
-    return ws_server.WsServerConnection(server, 4096)  # type: ignore[call-arg]  # before
+    return ws_server.WsServerConnection(server, 4096)  # type: ignore[call-arg, arg-type]  # before
 
 
 def _server_reader() -> FrameReader:

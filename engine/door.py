@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -63,6 +64,18 @@ class Door:
         self.conns[conn] = now
         self.unauth[conn] = now
         return True
+
+    def raise_fd_limit(self) -> None:
+        """Every connection is a file descriptor: lift the soft limit to fit `max_connections` (and
+        the stores' files), or say that it cannot; past it, accept() itself would fail."""
+        want = self.server.cfg.max_connections + 256
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            if new < want:
+                log.warning("open files limited to %d (ulimit -n); max_connections %d needs %d",
+                            new, self.server.cfg.max_connections, want)  # fmt: skip
 
     def admitted(self, conn: WsServerConnection) -> bool:
         """`conn` now plays; False if it already did."""

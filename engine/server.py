@@ -201,6 +201,7 @@ class GameServer:
         if self.shipper is not None:
             self.shipper.start()  # returns at once; records wait on disk while PostgreSQL is away
         cfg = self.cfg
+        self.door.raise_fd_limit()
         frame = max(cfg.max_frame, MAX_HELLO_FRAME)  # a hello may carry a 4 KiB token
         limits = DoorLimits(
             max_size=frame, max_message=frame, max_request_bytes=cfg.max_request_bytes,

@@ -11,6 +11,7 @@ import random
 import msgpack
 import pytest
 
+from bench.inbound import UPGRADE, FakeTransport
 from netcode.client import ArbiterClient
 from netcode.client_session import encode_thrust
 from netcode.protocol import ErrorCode, encode_input
@@ -20,47 +21,6 @@ from netcode.ws_client import WsClientConnection
 from netcode.ws_frames import OP_BINARY, OP_CLOSE, OP_TEXT, FrameReader, client_frame, frame_header, server_frame
 from netcode.ws_server import DoorLimits, WsServerConnection
 from tests.serverutil import running_server, url, wait_for
-
-UPGRADE = (
-    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 class Recorder:
@@ -89,8 +49,8 @@ class Recorder:
 
 def _server(max_size: int = 4096) -> tuple[WsServerConnection, Recorder, FakeTransport]:
     rec = Recorder()
-    conn = WsServerConnection(rec, DoorLimits(max_size=max_size, max_message=max_size), lambda: 0.0)  # type: ignore[arg-type]
-    t = FakeTransport()
+    conn = WsServerConnection(rec, DoorLimits(max_size=max_size, max_message=max_size), lambda: 0.0)
+    t = FakeTransport(0)
     conn.connection_made(t)  # type: ignore[arg-type]
     conn.data_received(UPGRADE)
     assert conn.is_open
@@ -145,7 +105,7 @@ def test_server_fast_path_waits_for_a_buffered_partial_frame() -> None:
 async def test_client_reads_whole_split_and_truncated_frames_alike() -> None:
     got: list[bytes] = []
     conn = WsClientConnection("x", "/", got.append)
-    t = FakeTransport()
+    t = FakeTransport(0)
     conn.connection_made(t)  # type: ignore[arg-type]
     key = conn._key
     from websockets.utils import accept_key
