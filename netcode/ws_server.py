@@ -310,9 +310,14 @@ class WsServerConnection(asyncio.Protocol):
         lines = "".join(f"{k}: {v}\r\n" for k, v in [*headers, *extra] if "\r" not in v and "\n" not in v)
         head = f"HTTP/1.1 {status} {reason}\r\n{lines}\r\n"
         self.phase = PHASE_CLOSING
-        self._write(head.encode("latin-1") + (b"" if head_only else body))
-        if self.transport is not None:
-            self.transport.close()  # asyncio flushes the write buffer first
+        t = self.transport
+        if t is not None and not t.is_closing():
+            # Not through _write's backlog bound: the handler sized this body, and it is the
+            # connection's only answer (a replay's frames may be megabytes).
+            data = head.encode("latin-1") + (b"" if head_only else body)
+            self.bytes_out += len(data)
+            t.write(data)
+            t.close()  # asyncio flushes the write buffer first
 
     # -- frames -----------------------------------------------------------------------------------
     def _frames(self, reader: FrameReader, data: bytes) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import asyncpg
 import msgpack
 import numpy as np
+import pytest
 
 from engine.security.auth import KeyRing, TokenIssuer, TokenVerifier
 from engine.server import GameServer
@@ -97,7 +99,14 @@ async def seed_progress(dsn: str, account: str, campaign: str, **kw: Any) -> Non
     assert await pg.stop(5)
 
 
-async def test_concurrent_hellos_of_one_account_make_one_ship_restored_once(pg_database: str) -> None:
+def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not bad, [r.getMessage() for r in bad]
+
+
+async def test_concurrent_hellos_of_one_account_make_one_ship_restored_once(
+    pg_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
     dsn, camp = pg_dsn(pg_database), f"door-{secrets.token_hex(3)}"
     saved = {"0": 500, "1": 70}
     await seed_progress(dsn, "dup", camp, resources=saved, last_x=300.0, last_y=400.0, last_vx=3.0, last_vy=-4.0)
@@ -130,6 +139,7 @@ async def test_concurrent_hellos_of_one_account_make_one_ship_restored_once(pg_d
             await wait_for(lambda: "dup" not in server.campaign.accounts)
         assert server.progress is not None and await server.progress.pg.flush(10)
         assert server.door.log.bugs == 0
+    no_tracebacks(caplog)
     conn = await asyncpg.connect(dsn)
     try:
         where = "WHERE account_id = 'dup' AND campaign_id = $1"
@@ -141,7 +151,9 @@ async def test_concurrent_hellos_of_one_account_make_one_ship_restored_once(pg_d
     assert txns == 0  # the restore is no transaction; nothing was harvested or given
 
 
-async def test_a_returning_ship_keeps_its_position_and_velocity(pg_database: str) -> None:
+async def test_a_returning_ship_keeps_its_position_and_velocity(
+    pg_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
     dsn, camp = pg_dsn(pg_database), f"door-{secrets.token_hex(3)}"
     async with running_server(game="startales", pg_dsn=dsn, campaign=camp) as server:
         async with honest_bots(server, "startales"):
@@ -169,9 +181,10 @@ async def test_a_returning_ship_keeps_its_position_and_velocity(pg_database: str
             assert again.conn is not None
             again.conn.close()
         assert server.door.log.bugs == 0
+    no_tracebacks(caplog)
 
 
-async def test_one_account_cannot_fill_the_campaign() -> None:
+async def test_one_account_cannot_fill_the_campaign(caplog: pytest.LogCaptureFixture) -> None:
     ring = KeyRing.generate()
     issuer = TokenIssuer(ring)
     verifier = TokenVerifier(ring, "fill")
@@ -196,3 +209,4 @@ async def test_one_account_cannot_fill_the_campaign() -> None:
                 assert p.conn is not None
                 p.conn.close()
         assert server.door.log.bugs == 0
+    no_tracebacks(caplog)
