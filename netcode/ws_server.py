@@ -250,9 +250,10 @@ class WsServerConnection(asyncio.Protocol):
     # -- HTTP -------------------------------------------------------------------------------------
     def _http(self, data: bytes) -> None:
         head = self._head
+        start = max(0, len(head) - 3)  # a trickled head is scanned once, not once per byte
         head += data
         lim = self.limits
-        end = head.find(_HEAD_END)
+        end = head.find(_HEAD_END, start)
         size = len(head) if end < 0 else end + 4
         if size > lim.max_request_bytes or head.count(b"\r\n", 0, size) > lim.max_headers + 1:
             self._http_answer(431, "text/plain", b"request header fields too large\n", cause="http: head too large")

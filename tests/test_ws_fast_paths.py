@@ -208,3 +208,15 @@ async def test_a_client_claiming_any_ack_is_served_from_scratch() -> None:
         assert not liar.errors and liar.is_open and honest.is_open
         await liar.close()
         await honest.close()
+
+
+def test_upgrade_request_fed_a_byte_at_a_time_opens() -> None:
+    rec = Recorder()
+    conn = WsServerConnection(rec, DoorLimits(), lambda: 0.0)
+    t = FakeTransport(0)
+    conn.connection_made(t)  # type: ignore[arg-type]
+    for i in range(len(UPGRADE)):
+        conn.data_received(UPGRADE[i : i + 1])
+    assert conn.is_open and t.out.startswith(b"HTTP/1.1 101")
+    conn.data_received(client_frame(OP_BINARY, b"after"))
+    assert rec.messages == [(b"after", False)]
