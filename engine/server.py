@@ -498,6 +498,9 @@ class GameServer:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _hello(self, client: Client, ev: HelloEvent) -> None:
+        if ev.watch:
+            self.spectators.admit(client, ev)
+            return
         if not self._accepting:
             client.session.reject(ErrorCode.SERVER_FULL, "server shutting down", CloseCode.GOING_AWAY)
             return
