@@ -9,7 +9,8 @@ Autobahn|Testsuite run in CI holds it to that (tests/test_autobahn.py):
 - RSV bits must be 0 (no extension is ever negotiated), opcodes must be known (1002);
 - control frames carry at most 125 bytes, are never fragmented, and may come between fragments;
 - fragmented messages are reassembled up to `max_message` bytes (1009 above it);
-- text must be valid UTF-8, checked fragment by fragment so a bad sequence fails at once (1007);
+- text must be valid UTF-8, checked as it arrives (even inside a frame) so a bad sequence fails at
+  once (1007);
 - a close frame's body is empty or a valid code plus UTF-8 reason (1002 / 1007);
 - a 64-bit length must have its top bit clear (1002); frames are masked one way only (1002).
 
@@ -183,6 +184,8 @@ class FrameReader:
         "_buf",
         "_frag",
         "_frag_op",
+        "_partial_done",
+        "_partial_utf8",
         "_skip",
         "_utf8",
         "closed",
@@ -199,6 +202,9 @@ class FrameReader:
         self._frag: bytearray | None = None
         self._frag_op = 0
         self._utf8: codecs.IncrementalDecoder | None = None
+        # A text frame still arriving: how many of its payload bytes are checked, and the check's state.
+        self._partial_done = 0
+        self._partial_utf8: codecs.IncrementalDecoder | None = None
         self.max_size = max_size
         self.max_message = max_size if max_message is None else max_message
         self.masked = masked
@@ -294,11 +300,18 @@ class FrameReader:
                 pos = end
                 continue
             if end > n:
+                if (opcode == OP_TEXT or (opcode == OP_CONT and self._utf8 is not None)) and not self._text_so_far(
+                    buf, pos + hdr, n, masked
+                ):
+                    return out
                 break
             payload = bytes(buf[pos + hdr : end])
             if masked:
                 payload = apply_mask(payload, bytes(buf[pos + hdr - 4 : pos + hdr]))
             pos = end
+            if self._partial_done:
+                self._partial_done = 0
+                self._partial_utf8 = None
             if opcode & 0x8:
                 if opcode == OP_CLOSE:
                     try:
@@ -317,6 +330,30 @@ class FrameReader:
         if pos:
             del buf[:pos]
         return out
+
+    def _text_so_far(self, buf: bytearray, start: int, n: int, masked: int) -> bool:
+        """Check the UTF-8 of a text frame that is still arriving, as far as it has come, so that
+        a bad sequence fails the connection at once (Autobahn 6.4.3/6.4.4); False after an error."""
+        done = self._partial_done
+        if n - start <= done:
+            return True
+        chunk = bytes(buf[start + done : n])
+        if masked:
+            key = bytes(buf[start - 4 : start])
+            r = done % 4
+            chunk = apply_mask(chunk, key[r:] + key[:r])
+        dec = self._partial_utf8
+        if dec is None:
+            dec = self._partial_utf8 = _Utf8Decoder()
+            if self._utf8 is not None:  # a fragment: go on from where the message's check stands
+                dec.setstate(self._utf8.getstate())
+        try:
+            dec.decode(chunk, final=False)
+        except UnicodeDecodeError:
+            self._fail(CLOSE_BAD_DATA, "text message is not UTF-8")
+            return False
+        self._partial_done = n - start
+        return True
 
     def _data_frame(self, opcode: int, fin: int, payload: bytes, out: list[tuple[int, bytes]]) -> bool:
         """File one data frame (a whole message or a fragment); False after an error."""

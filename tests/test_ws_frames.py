@@ -150,3 +150,23 @@ def test_frame_header_matches_every_length_form() -> None:
     assert frame_header(OP_BINARY, 5) == b"\x82\x05"
     assert frame_header(OP_BINARY, 126) == b"\x82\x7e\x00\x7e"
     assert frame_header(OP_TEXT, 70000, masked=True) == b"\x81\xff" + (70000).to_bytes(8, "big")
+
+
+def test_invalid_utf8_fails_before_its_frame_is_complete() -> None:
+    frame = client_frame(OP_TEXT, "κόσμε".encode() + b"\xf4\x90\x80\x80" + b"tail" * 50)
+    r = _server_reader()
+    assert r.feed(frame[:12]) == [] and r.error is None  # valid so far
+    assert r.feed(frame[12:20]) == [] and r.error is not None and r.error.code == 1007
+    ok = client_frame(OP_TEXT, "κόσμε héllo".encode())
+    r = _server_reader()
+    for i in range(len(ok)):  # a character split across reads is not an error
+        got = r.feed(ok[i : i + 1])
+    assert got == [(OP_TEXT, "κόσμε héllo".encode())] and r.error is None
+    # a fragment goes on from the message's state: its first byte completes a character
+    first, rest = "é".encode()[:1], "é".encode()[1:] + "x".encode() * 40
+    r = _server_reader()
+    r.feed(_raw(OP_TEXT, first))
+    cont = _raw(0x80 | OP_CONT, rest)
+    r.feed(cont[:10])
+    assert r.error is None
+    assert r.feed(cont[10:]) == [(OP_TEXT, first + rest)]
