@@ -70,7 +70,8 @@ async def honest_bots(
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})}
     )
-    await wait_for(lambda: sum(1 for c in server.clients.values() if c.name.startswith("bot")) == BOTS, timeout=60)
+    await wait_for(lambda: sum(1 for c in server.clients.values() if c.name.startswith("bot") and c.eid >= 0) == BOTS,
+                   timeout=60)  # fmt: skip
     out: list[dict[str, Any]] = []
     yield out
     stdout, stderr = await proc.communicate()
