@@ -163,7 +163,7 @@ def test_invalid_utf8_fails_before_its_frame_is_complete() -> None:
         got = r.feed(ok[i : i + 1])
     assert got == [(OP_TEXT, "κόσμε héllo".encode())] and r.error is None
     # a fragment goes on from the message's state: its first byte completes a character
-    first, rest = "é".encode()[:1], "é".encode()[1:] + "x".encode() * 40
+    first, rest = "é".encode()[:1], "é".encode()[1:] + b"x" * 40
     r = _server_reader()
     r.feed(_raw(OP_TEXT, first))
     cont = _raw(0x80 | OP_CONT, rest)

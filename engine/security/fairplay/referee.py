@@ -2,9 +2,10 @@
 
 The server calls it on the tick (`on_tick` with the sim's violations), from the sessions
 (`on_protocol`), at TCP accept (`check_connection`), at the upgrade (`check_address_ban`) and at
-the hello (`check_hello`). None of these await anything: a ban is enforced at once from memory and written to the store off the tick; an
-audit entry is a non-blocking enqueue. The enforcement itself (closing a socket, sending a warning)
-is the server's, behind the small `Enforcer` protocol, so this module knows no sockets.
+the hello (`check_hello`). None of these await anything: a ban is enforced at once from memory and
+written to the store off the tick; an audit entry is a non-blocking enqueue. The enforcement
+itself (closing a socket, sending a warning) is the server's, behind the small `Enforcer`
+protocol, so this module knows no sockets.
 """
 
 from __future__ import annotations
