@@ -62,7 +62,7 @@ class Peer:
 
 @asynccontextmanager
 async def honest_bots(
-    server: GameServer, game: str, env: dict[str, str] | None = None, campaign: str = "default", seconds: float = 6.0
+    server: GameServer, game: str, env: dict[str, str] | None = None, campaign: str = "default", seconds: float = 8.0
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """Honest bots in their own process for the duration of the block; their report after it."""
     cmd = [sys.executable, "-m", "engine.cli", "bots", "--url", url(server), "--game", game, "--count", str(BOTS),
