@@ -35,6 +35,7 @@ from engine.security.fairplay.signals import TimingStats
 from engine.snapshots import SnapshotSender
 from engine.stats import TickStats
 from engine.ticker import FixedStep
+from engine.webrtc.relay import WebRtcConfig, WebRtcRelay
 from netcode.protocol import (
     MAX_HELLO_FRAME,
     PROTOCOL_VERSION,
@@ -43,6 +44,7 @@ from netcode.protocol import (
     dtype_to_wire,
 )
 from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, SessionState
+from netcode.signaling import MAX_SIGNAL_FRAME, SIGNAL_EVENTS
 from netcode.ws_server import WsServerConnection, connection_factory
 from persistence.pg_overflow import SqliteOverflow
 from persistence.pg_writer import PgWriteBehind
@@ -84,6 +86,7 @@ class ServerConfig:
     fairplay: FairPlayConfig = field(default_factory=FairPlayConfig)  # docs/fairplay.md
     admin_port: int | None = None  # the admin API's port (None: off; 0: any free port)
     admin_host: str = "127.0.0.1"
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)  # docs/webrtc.md; workers=0: off
 
 
 class GameServer:
@@ -145,6 +148,7 @@ class GameServer:
         self._proc = psutil.Process()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port = cfg.port
+        self.rtc = WebRtcRelay(self, cfg.webrtc) if cfg.webrtc.workers > 0 else None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -170,9 +174,12 @@ class GameServer:
                     loop.call_soon_threadsafe(journal.on_commit, tick)
 
             journal.store.on_commit = committed
+        if self.rtc is not None:
+            await self.rtc.start()
         self._server = await self._loop.create_server(
-            # A hello may carry a 4 KiB token, so the transport's frame limit is the hello's.
-            connection_factory(self, max(self.cfg.max_frame, MAX_HELLO_FRAME)),
+            # A hello may carry a 4 KiB token, so the transport's frame limit is the hello's (with
+            # WebRTC, an offer's).
+            connection_factory(self, max(self.cfg.max_frame, MAX_HELLO_FRAME, self._signal_frame)),
             self.cfg.host,
             self.cfg.port,
             backlog=2048,
@@ -225,6 +232,8 @@ class GameServer:
             await asyncio.sleep(0.02)
         for client in list(self.clients.values()):
             client.conn.abort()
+        if self.rtc is not None:
+            await self.rtc.close()
         if self.progress is not None:
             self.progress.save()
             if not await self.progress.pg.stop(5.0):
@@ -366,6 +375,7 @@ class GameServer:
             burst=self.cfg.input_burst,
             handshake_timeout=self.cfg.handshake_timeout,
             opened_at=now,
+            max_signal_frame=self._signal_frame,
         )
         client = Client(conn, session, now, last_rx_time=now, ip=peer_ip(conn))
         if self.fairplay.timing:
@@ -392,6 +402,11 @@ class GameServer:
                 self._hello(client, ev)
             elif type(ev) is PingEvent:
                 session.pong(ev.client_time, now * 1000.0, self.campaign.tick_count)
+            elif isinstance(ev, SIGNAL_EVENTS):  # WebRTC (netcode/signaling.py, engine/webrtc/relay.py)
+                if self.rtc is not None:
+                    self.rtc.signal(client, ev)
+                else:
+                    session.notify(ErrorCode.RTC_UNAVAILABLE, "this server runs no WebRTC relay workers")
         if session.offences != errors_before:
             self.stats.protocol_errors += session.offences - errors_before
             self.fairplay.offence(client)
@@ -405,6 +420,8 @@ class GameServer:
             return
         self.fairplay.connection_closed(client)
         self.sender.remove(client)
+        if self.rtc is not None:
+            self.rtc.drop(client)
         if client.eid >= 0:
             self.by_eid.pop(client.eid, None)
             if self.progress is not None:
@@ -414,6 +431,10 @@ class GameServer:
             self.stats.leaves += 1
 
     # -- helpers ----------------------------------------------------------------------------------
+    @property
+    def _signal_frame(self) -> int:
+        return MAX_SIGNAL_FRAME if self.rtc is not None else 0
+
     def _hello(self, client: Client, ev: HelloEvent) -> None:
         if not self._accepting or self.campaign.full:
             client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
@@ -505,6 +526,8 @@ class GameServer:
             }
         )
         d["fairplay"] = self.fairplay.referee.stats()
+        if self.rtc is not None:
+            d["webrtc"] = self.rtc.stats()
         if self.progress is not None:
             d["pg"] = {k: v for k, v in self.progress.pg.stats().items() if isinstance(v, int | float | str | bool)}
             d["pg"]["ledger_rows"] = self.progress.ledger_rows

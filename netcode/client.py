@@ -13,11 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from netcode.client_session import Bye, ClientSession, Error, Events, Pong, Snapshot, Welcome
 from netcode.replication.frames import peek_delta_tick
+from netcode.signaling import (
+    RtcAnswer,
+    RtcState,
+    TurnServers,
+    VoiceSlots,
+    encode_block,
+    encode_talk,
+    encode_turn_request,
+)
 from netcode.ws_client import WsClientConnection, ws_connect
+
+if TYPE_CHECKING:
+    from aiortc import MediaStreamTrack
+
+    from netcode.rtc_client import RtcLink
 
 # Enough of a snapshot frame for peek_snapshot_tick: map header, tick, ack and the body's bin header.
 SNAPSHOT_PREFIX_BYTES = 48
@@ -48,6 +63,10 @@ class ArbiterClient:
         self._snap_waiters: list[asyncio.Future[Snapshot]] = []
         self._pong_waiters: list[asyncio.Future[float]] = []
         self._loop = asyncio.get_running_loop()
+        self.rtc: RtcLink | None = None  # the WebRTC path, once start_webrtc() was called
+        self.voice_slots: list[int] = []  # who speaks in each receiving audio section (0: nobody)
+        self.rtc_states: list[RtcState] = []
+        self._turn_waiters: list[asyncio.Future[TurnServers]] = []
 
     # -- connecting -------------------------------------------------------------------------------
     @classmethod
@@ -101,12 +120,56 @@ class ArbiterClient:
         that need them (startales' GIFT: resource, amount, transaction id)."""
         assert self.conn is not None
         ack = self._count_ack if self._count_ack else None
-        self.conn.send(self.session.input(dx, dy, action, arg, client_tick, ack, arg2, arg3, txn))
+        payload = self.session.input(dx, dy, action, arg, client_tick, ack, arg2, arg3, txn)
+        # Over WebRTC, thrust takes the unreliable channel (the next input supersedes a lost one);
+        # an action must arrive, so it takes the reliable one.
+        rtc = self.rtc
+        if rtc is None or not rtc.send(payload, reliable=bool(action or txn)):
+            self.conn.send(payload)
         return self.session.seq
 
     def send_raw(self, payload: bytes) -> None:
         assert self.conn is not None
         self.conn.send(payload)
+
+    # -- WebRTC (netcode/rtc_client.py, docs/webrtc.md) ---------------------------------------------
+    async def request_turn(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The server's ICE servers with fresh time-limited TURN credentials ([] without TURN)."""
+        assert self.conn is not None
+        fut: asyncio.Future[TurnServers] = self._loop.create_future()
+        self._turn_waiters.append(fut)
+        self.conn.send(encode_turn_request())
+        return (await asyncio.wait_for(fut, timeout)).servers
+
+    async def start_webrtc(
+        self,
+        ice: Sequence[dict[str, Any]] = (),
+        *,
+        relay_only: bool = False,
+        microphone: MediaStreamTrack | None = None,
+        voice_slots: int = 0,
+        timeout: float = 15.0,
+    ) -> RtcLink:
+        """Offer WebRTC; returns the link, `.up` when the data channels carry the game."""
+        from netcode.rtc_client import RtcLink
+
+        assert self.conn is not None
+        if self.rtc is not None:
+            await self.rtc.close()
+        self.rtc = RtcLink(self.conn.send, self._on_message, ice, relay_only=relay_only, microphone=microphone,
+                           voice_slots=voice_slots)  # fmt: skip
+        await self.rtc.start(timeout)
+        return self.rtc
+
+    def talk(self, on: bool) -> None:
+        """Push-to-talk: the server forwards this client's microphone only while on."""
+        assert self.conn is not None
+        self.conn.send(encode_talk(on))
+
+    def block(self, player: int, on: bool = True) -> None:
+        """Stop (or resume) hearing a player."""
+        assert self.conn is not None
+        self.conn.send(encode_block(player, on))
 
     async def ping(self, timeout: float = 5.0) -> float:
         """Round trip time in seconds, measured against the loop clock."""
@@ -122,6 +185,8 @@ class ArbiterClient:
         return await asyncio.wait_for(fut, timeout)
 
     async def close(self, timeout: float = 2.0) -> None:
+        if self.rtc is not None:
+            await self.rtc.close()
         if self.conn is None:
             return
         self.conn.close()
@@ -177,6 +242,18 @@ class ArbiterClient:
                     self._welcome_fut.set_exception(ServerError(ev.code, ev.msg))
             elif isinstance(ev, Bye):
                 self.bye = ev
+            elif isinstance(ev, RtcAnswer | RtcState):
+                if isinstance(ev, RtcState):
+                    self.rtc_states.append(ev)
+                if self.rtc is not None:
+                    self.rtc.on_signal(ev)
+            elif isinstance(ev, VoiceSlots):
+                self.voice_slots = ev.slots
+            elif isinstance(ev, TurnServers):
+                waiters_t, self._turn_waiters = self._turn_waiters, []
+                for wt in waiters_t:
+                    if not wt.done():
+                        wt.set_result(ev)
 
     def _on_close(self, code: int, reason: str) -> None:
         exc = ConnectionError(f"connection closed ({code} {reason})")

@@ -40,6 +40,8 @@ from netcode.protocol import (
 from netcode.replication.decoder import ReplicationDecoder
 from netcode.replication.frames import decode_delta_frame
 from netcode.replication.schema import schema_from_wire
+from netcode.signaling import SERVER_TYPES as SIGNAL_TYPES
+from netcode.signaling import ServerSignal, parse_server_signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,7 @@ class Bye:
     reason: str
 
 
-ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye
+ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye | ServerSignal
 
 _F32: Final = struct.Struct(">f")
 _BYTE: Final = [bytes((v,)) for v in range(256)]
@@ -217,6 +219,8 @@ class ClientSession:
         if t == T_BYE:
             self.closed = True
             return [Bye(req_str(m, "reason"))]
+        if t in SIGNAL_TYPES:
+            return [parse_server_signal(m)]
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {t!r}")
 
     def _snapshot(self, m: dict[str, Any]) -> Snapshot:

@@ -56,6 +56,9 @@ class ErrorCode(IntEnum):
     WARNED = 20  # fair play: inputs were refused as violations; the connection stays open
     BANNED = 21  # the account or address is banned (the message says until when)
     CONNECTION_REFUSED = 22  # too many connections from this address
+    RTC_UNAVAILABLE = 23  # WebRTC signaling while the server runs no relay workers (or none is up)
+    RTC_BAD_SIGNAL = 24  # a malformed offer or candidate (netcode/signaling.py)
+    RTC_LIMIT = 25  # too many offers, candidates or blocks
 
 
 class CloseCode(IntEnum):
