@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import av
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -77,6 +78,7 @@ class RtcLink:
                 self.pc.addTransceiver("audio", direction="recvonly")
         self.audio_tracks: list[MediaStreamTrack] = []
         self.audio_frames: list[int] = []  # frames received per receiving audio section
+        self.audio_peak: list[int] = []  # loudest sample (s16) of the newest frame, per section
         self.pc.on("track", self._track)
         self.up = False
         self.down_reason = ""
@@ -147,13 +149,17 @@ class RtcLink:
         i = len(self.audio_tracks)
         self.audio_tracks.append(track)
         self.audio_frames.append(0)
+        self.audio_peak.append(0)
         self._spawn(self._count(track, i))
 
     async def _count(self, track: MediaStreamTrack, i: int) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
-                await track.recv()
+                frame = await track.recv()
                 self.audio_frames[i] += 1
+                if isinstance(frame, av.AudioFrame):
+                    pcm = frame.to_ndarray()
+                    self.audio_peak[i] = int(abs(pcm).max()) if pcm.size else 0
 
     @property
     def audio_received(self) -> int:
