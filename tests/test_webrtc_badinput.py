@@ -125,8 +125,8 @@ async def test_garbage_at_the_workers_udp_port_does_not_hurt() -> None:
         rng = random.Random(3)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for i in range(3000):
-                kind = i % 3  # STUN-looking, DTLS-looking (content type 20-63) and random bytes
-                head = bytes([rng.randrange(0, 4)]) if kind == 0 else bytes([rng.randrange(20, 64)]) if kind == 1 else b""
+                # STUN-looking (first byte 0-3), DTLS-looking (content type 20-63) and random bytes
+                head = [bytes([rng.randrange(0, 4)]), bytes([rng.randrange(20, 64)]), b""][i % 3]
                 payload = head + os.urandom(rng.randrange(1, 1200))
                 for port in ports:
                     s.sendto(payload, ("127.0.0.1", port))
