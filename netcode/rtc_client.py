@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import av
+import numpy as np
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -158,8 +159,8 @@ class RtcLink:
                 frame = await track.recv()
                 self.audio_frames[i] += 1
                 if isinstance(frame, av.AudioFrame):
-                    pcm = frame.to_ndarray()
-                    self.audio_peak[i] = int(abs(pcm).max()) if pcm.size else 0
+                    pcm = np.abs(frame.to_ndarray())
+                    self.audio_peak[i] = int(pcm.max()) if pcm.size else 0
 
     @property
     def audio_received(self) -> int:
