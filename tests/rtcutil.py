@@ -62,13 +62,13 @@ class Tone(AudioStreamTrack):
         self.n = 0
 
     async def recv(self) -> av.AudioFrame:
-        silence = await super().recv()  # paces at real time
-        t = (np.arange(silence.samples) + self.n) / 48000.0
-        self.n += silence.samples
+        await super().recv()  # paces at real time, one frame per 20 ms (of 8 kHz silence)
+        t = (np.arange(960) + self.n) / 48000.0
         pcm = (np.sin(2 * np.pi * self.hz * t) * 8000).astype(np.int16).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = 48000
-        frame.pts = silence.pts
+        frame.pts = self.n
         frame.time_base = fractions.Fraction(1, 48000)
+        self.n += 960
         return frame
 
