@@ -54,20 +54,19 @@ OPUS_TB = fractions.Fraction(1, 48000)
 
 
 class ServerProc:
-    def __init__(self, *extra: str, workers: int = 1, env: dict[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "engine.cli", "--log-level", "WARNING", "serve", "--game", "wander", "--port",
-               "0", "--data-dir", "", "--fairplay", "off", "--webrtc-workers", str(workers), "--webrtc-ip",
-               "127.0.0.1", "--set", "npcs=200", "--max-players", "400", *extra]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     env={**os.environ, **(env or {})}, cwd=ROOT)  # fmt: skip
+    def __init__(self, *extra: str, workers: int = 1, host: str = "127.0.0.1", prefix: tuple[str, ...] = ()) -> None:
+        cmd = [*prefix, sys.executable, "-m", "engine.cli", "--log-level", "WARNING", "serve", "--game", "wander",
+               "--host", host, "--port", "0", "--data-dir", "", "--fairplay", "off", "--webrtc-workers", str(workers),
+               "--webrtc-ip", host, "--set", "npcs=200", "--max-players", "400", *extra]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
-        m = re.search(r"ws://127.0.0.1:(\d+)/", line)
+        m = re.search(r"ws://[0-9.]+:(\d+)/", line)
         if not m:
             self.proc.kill()
             raise RuntimeError(f"server did not start: {line!r}")
         self.port = int(m.group(1))
-        self.url = f"ws://127.0.0.1:{self.port}/"
+        self.url = f"ws://{host}:{self.port}/"
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=5) as r:
@@ -94,10 +93,80 @@ def worker0(stats: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- client processes
 
 
-def _loopback_ice() -> None:
+def _loopback_ice(ip: str = "127.0.0.1") -> None:
     import aioice.ice
 
-    aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
+    def host_addresses(use_ipv4: bool = True, use_ipv6: bool = True) -> list[str]:
+        return [ip]
+
+    aioice.ice.get_host_addresses = host_addresses
+
+
+class TunLink:
+    """Two network namespaces joined by a wire this process emulates: every IP packet between them
+    is delayed by `delay` seconds and lost with probability `loss`, each way. The kernels at both
+    ends see a real path (TCP measures the RTT, retransmits, ...); netem is not available here."""
+
+    def __init__(self, delay: float, loss: float, seed: int = 1) -> None:
+        import fcntl
+        import random
+        import struct
+        import threading
+
+        tag = os.getpid() % 100000
+        self.ns = (f"arb-srv-{tag}", f"arb-cli-{tag}")
+        self.ips = ("10.99.0.1", "10.99.0.2")
+        self.fds: list[int] = []
+        self.delay, self.loss, self.rng = delay, loss, random.Random(seed)
+        self.passed = self.dropped = 0
+        for i, ns in enumerate(self.ns):
+            dev = f"arbtun{tag}{i}"[:15]
+            fd = os.open("/dev/net/tun", os.O_RDWR)
+            fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", dev.encode(), 0x0001 | 0x1000))  # TUNSETIFF TUN|NO_PI
+            self.fds.append(fd)
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            subprocess.run(["ip", "link", "set", dev, "netns", ns], check=True)
+            for c in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{self.ips[i]}/24", "dev", dev],
+                      ["ip", "link", "set", dev, "up"]):  # fmt: skip
+                subprocess.run(["ip", "netns", "exec", ns, *c], check=True)
+        self._stop = False
+        self._thread = threading.Thread(target=self._wire, daemon=True)
+        self._thread.start()
+
+    def _wire(self) -> None:
+        import heapq
+        import select
+
+        a, b = self.fds
+        due: list[tuple[float, int, int, bytes]] = []
+        n = 0
+        while not self._stop:
+            timeout = max(0.0, due[0][0] - time.monotonic()) if due else 0.05
+            ready, _, _ = select.select([a, b], [], [], min(timeout, 0.05))
+            now = time.monotonic()
+            for fd in ready:
+                pkt = os.read(fd, 65536)
+                if self.rng.random() < self.loss:
+                    self.dropped += 1
+                    continue
+                self.passed += 1
+                n += 1
+                heapq.heappush(due, (now + self.delay, n, b if fd == a else a, pkt))
+            while due and due[0][0] <= time.monotonic():
+                _, _, out, pkt = heapq.heappop(due)
+                with contextlib.suppress(OSError):
+                    os.write(out, pkt)
+
+    def exec_prefix(self, side: int) -> tuple[str, ...]:
+        return ("ip", "netns", "exec", self.ns[side])
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        for fd in self.fds:
+            os.close(fd)
+        for ns in self.ns:
+            subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 class PreEncodedTone:
@@ -118,7 +187,7 @@ class PreEncodedTone:
                 enc.sample_rate = 48000
                 enc.layout = "stereo"
                 enc.format = "s16"
-                enc.open()  # type: ignore[no-untyped-call]
+                enc.open()
                 t = np.arange(960 * 50) / 48000.0
                 pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
                 self.packets: list[bytes] = []
@@ -316,18 +385,16 @@ def bench_capacity(ns: list[int], seconds: float) -> list[dict[str, Any]]:
     return rows
 
 
-async def _latency_inner(seconds: float) -> dict[str, Any]:
-    """Inside the (lossy) namespace: one WebSocket and one data-channel client, 20 Hz inputs each."""
+async def _latency_inner(url: str, ip: str, seconds: float) -> dict[str, Any]:
+    """In the client's namespace: one WebSocket and one data-channel client, 20 Hz inputs each."""
     from netcode.client import ArbiterClient
     from netcode.client_session import Snapshot
 
-    _loopback_ice()
-    # A send every tick (one send group): both clients' acks wait for the same sends.
-    server = ServerProc("--send-rate", "60")
+    _loopback_ice(ip)
     loop = asyncio.get_running_loop()
-    try:
-        ws = await ArbiterClient.connect(server.url, name="ws")
-        dc = await ArbiterClient.connect(server.url, name="dc")
+    if True:
+        ws = await ArbiterClient.connect(url, name="ws")
+        dc = await ArbiterClient.connect(url, name="dc")
         up = (await dc.start_webrtc(timeout=30.0)).up
         lat: dict[str, list[float]] = {"websocket": [], "datachannel": []}
         pending: dict[str, dict[int, float]] = {"websocket": {}, "datachannel": {}}
@@ -356,34 +423,33 @@ async def _latency_inner(seconds: float) -> dict[str, Any]:
         for kind, xs in lat.items():
             a = np.array(xs) * 1e3
             out[kind] = {"acked": len(xs), "p50_ms": round(float(np.percentile(a, 50)), 1),
-                         "p99_ms": round(float(np.percentile(a, 99)), 1), "max_ms": round(float(a.max()), 1)}  # fmt: skip
+                         "p99_ms": round(float(np.percentile(a, 99)), 1),
+                         "max_ms": round(float(a.max()), 1)}  # fmt: skip
         for c in (ws, dc):
             await c.close()
         return out
-    finally:
-        server.stop()
 
 
-def bench_latency(seconds: float) -> list[dict[str, Any]]:
-    if os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"):
-        return [{"skipped": "needs root, ip and nft (a network namespace with a lossy loopback)"}]
+def bench_latency(seconds: float, delay: float = 0.025) -> list[dict[str, Any]]:
+    if os.geteuid() != 0 or not shutil.which("ip") or not os.path.exists("/dev/net/tun"):
+        return [{"skipped": "needs root, iproute2 and /dev/net/tun (two namespaces and an emulated wire)"}]
     rows = []
     for loss in (0.0, 0.05):
-        ns = f"arbiter-bench-{os.getpid()}"
-        subprocess.run(["ip", "netns", "add", ns], check=True)
+        link = TunLink(delay, loss)
+        server = None
         try:
-            subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
-            if loss:
-                rules = ("table inet lossy {\n chain out {\n  type filter hook output priority 0;\n"
-                         f"  numgen random mod 1000 < {round(loss * 1000)} drop\n }}\n}}\n")  # fmt: skip
-                subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True, check=True)
-            cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "bench.webrtc", "--latency-inner", "--seconds",
-                   str(seconds)]  # fmt: skip
+            # A send every tick (one send group): both clients' acks wait for the same sends.
+            server = ServerProc("--send-rate", "60", host=link.ips[0], prefix=link.exec_prefix(0))
+            cmd = [*link.exec_prefix(1), sys.executable, "-m", "bench.webrtc", "--latency-inner", "--url", server.url,
+                   "--host-ip", link.ips[1], "--seconds", str(seconds)]  # fmt: skip
             res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
             lines = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
-            rows.append({"loss": loss, **(lines[-1] if lines else {"error": res.stderr[-300:]})})
+            rows.append({"loss": loss, "one_way_delay_ms": delay * 1e3, "wire_dropped": link.dropped,
+                         **(lines[-1] if lines else {"error": res.stderr[-300:]})})  # fmt: skip
         finally:
-            subprocess.run(["ip", "netns", "del", ns], check=False)
+            if server is not None:
+                server.stop()
+            link.close()
     return rows
 
 
@@ -407,7 +473,7 @@ def bench_voice(speakers: int, listeners: int, seconds: float) -> dict[str, Any]
             "speakers": speakers, "listeners": listeners, "up": ready, "streams_routed": streams,
             "packets_in_per_s": round((s1["voice_in"] - s0["voice_in"]) / seconds, 1),
             "packets_forwarded_per_s": round(fwd, 1),
-            "packets_received_by_listeners_per_s": round(sum(r.get("audio_packets", 0) for r in res) / seconds, 1),
+            "packets_received_by_listeners_per_s": round(sum(r.get("audio_packets", 0) for r in res) / seconds),
             "worker_cpu_core": round(cpu, 3),
             "worker_cpu_pct_per_stream": round(100 * cpu / max(1.0, fwd / 50), 3),
             "streams_per_worker_core_extrapolated": round((fwd / 50) / cpu) if cpu > 0 else None,
@@ -419,6 +485,7 @@ def bench_voice(speakers: int, listeners: int, seconds: float) -> dict[str, Any]
 async def _voice_inprocess(mode: str, subscribers: int, seconds: float) -> dict[str, Any]:
     """1 speaker → N subscribers through one forwarding peer, all in this process: `relay` is aiortc's
     MediaRelay (decode once, re-encode per subscriber), `pass` the worker's pass-through."""
+    import av
     from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
     from aiortc.contrib.media import MediaRelay
 
@@ -440,14 +507,16 @@ async def _voice_inprocess(mode: str, subscribers: int, seconds: float) -> dict[
     pcs += [a, s_in]
     a.addTrack(Tone())
     got: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
-    s_in.on("track", lambda t: got.done() or got.set_result(t))
+    s_in.on("track", lambda t: None if got.done() else got.set_result(t))
     await link(a, s_in)
     track = await got
     relay = MediaRelay()
+    tasks: list[asyncio.Future[None]] = []
     slots = []
     counts = [0] * subscribers
     for i in range(subscribers):
-        s_out, b = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        s_out = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        b = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pcs += [s_out, b]
         if mode == "pass":
             slot = SlotTrack(Counters())
@@ -456,7 +525,7 @@ async def _voice_inprocess(mode: str, subscribers: int, seconds: float) -> dict[
         else:
             s_out.addTrack(relay.subscribe(track))
         fut: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
-        b.on("track", lambda t, fut=fut: fut.done() or fut.set_result(t))
+        b.on("track", lambda t, fut=fut: None if fut.done() else fut.set_result(t))
         await link(s_out, b)
 
         async def count(fut: asyncio.Future[MediaStreamTrack] = fut, i: int = i) -> None:
@@ -466,17 +535,18 @@ async def _voice_inprocess(mode: str, subscribers: int, seconds: float) -> dict[
                     await t.recv()
                     counts[i] += 1
 
-        asyncio.ensure_future(count())
+        tasks.append(asyncio.ensure_future(count()))
 
     async def pump() -> None:
         with contextlib.suppress(Exception):
             while True:
                 p = await track.recv()
-                for s in slots:
-                    s.push(1, p)
+                if isinstance(p, av.Packet):
+                    for s in slots:
+                        s.push(1, p)
 
     if mode == "pass":
-        asyncio.ensure_future(pump())
+        tasks.append(asyncio.ensure_future(pump()))
     await asyncio.sleep(1.5)
     c0, n0 = time.process_time(), sum(counts)
     await asyncio.sleep(seconds)
@@ -519,6 +589,7 @@ def main() -> None:
     ap.add_argument("--base", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--t0", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--role", default="player", help=argparse.SUPPRESS)
+    ap.add_argument("--host-ip", default="127.0.0.1", help=argparse.SUPPRESS)
     args = ap.parse_args()
     import uvloop
 
@@ -526,7 +597,7 @@ def main() -> None:
         print(json.dumps(uvloop.run(_client_proc(args))), flush=True)
         return
     if args.latency_inner:
-        print(json.dumps(uvloop.run(_latency_inner(args.seconds))), flush=True)
+        print(json.dumps(uvloop.run(_latency_inner(args.url, args.host_ip, args.seconds))), flush=True)
         return
     if args.voice_inner:
         print(json.dumps(uvloop.run(_voice_inprocess(args.voice_inner, args.n, args.seconds))), flush=True)
