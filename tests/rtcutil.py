@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fractions
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -32,7 +33,10 @@ def coturn() -> Iterator[Coturn]:
     try:
         turn = Coturn.start(TURN_SECRET)
     except CoturnError as exc:
-        pytest.skip(str(exc))  # coturn is installed by .ci/run; skipping only where it cannot be
+        # .ci/run installs coturn: in CI (ARBITER_REQUIRE_SERVICES=1) a missing one is a failure.
+        if os.environ.get("ARBITER_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{exc} (ARBITER_REQUIRE_SERVICES=1)")
+        pytest.skip(str(exc))
     try:
         yield turn
     finally:
