@@ -74,7 +74,7 @@ class WebRtcConfig:
     voice_radius: float | None = None  # None: the game's view radius (AOI); 0: the whole world
     voice_every: float = 0.1  # seconds between voice routing passes
     worker_backlog: int = 512 * 1024  # bytes queued towards a worker beyond which it counts as stuck
-    stall_timeout: float = 1.0  # a worker silent (no heartbeat) or stuck this long is killed
+    stall_timeout: float = 2.0  # a worker silent (no heartbeat) or stuck this long is killed
     restart_delay: float = 1.0
     log_level: str = "WARNING"
 
