@@ -45,6 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.tun_link import TunLink
+from netcode.ice import use_host_addresses
+
 RESULTS = Path(__file__).resolve().parent / "results" / "webrtc.json"
 ROOT = Path(__file__).resolve().parent.parent
 OPUS_TB = fractions.Fraction(1, 48000)
@@ -91,82 +94,6 @@ def worker0(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- client processes
-
-
-def _loopback_ice(ip: str = "127.0.0.1") -> None:
-    import aioice.ice
-
-    def host_addresses(use_ipv4: bool = True, use_ipv6: bool = True) -> list[str]:
-        return [ip]
-
-    aioice.ice.get_host_addresses = host_addresses
-
-
-class TunLink:
-    """Two network namespaces joined by a wire this process emulates: every IP packet between them
-    is delayed by `delay` seconds and lost with probability `loss`, each way. The kernels at both
-    ends see a real path (TCP measures the RTT, retransmits, ...); netem is not available here."""
-
-    def __init__(self, delay: float, loss: float, seed: int = 1) -> None:
-        import fcntl
-        import random
-        import struct
-        import threading
-
-        tag = os.getpid() % 100000
-        self.ns = (f"arb-srv-{tag}", f"arb-cli-{tag}")
-        self.ips = ("10.99.0.1", "10.99.0.2")
-        self.fds: list[int] = []
-        self.delay, self.loss, self.rng = delay, loss, random.Random(seed)
-        self.passed = self.dropped = 0
-        for i, ns in enumerate(self.ns):
-            dev = f"arbtun{tag}{i}"[:15]
-            fd = os.open("/dev/net/tun", os.O_RDWR)
-            fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", dev.encode(), 0x0001 | 0x1000))  # TUNSETIFF TUN|NO_PI
-            self.fds.append(fd)
-            subprocess.run(["ip", "netns", "add", ns], check=True)
-            subprocess.run(["ip", "link", "set", dev, "netns", ns], check=True)
-            for c in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{self.ips[i]}/24", "dev", dev],
-                      ["ip", "link", "set", dev, "up"]):  # fmt: skip
-                subprocess.run(["ip", "netns", "exec", ns, *c], check=True)
-        self._stop = False
-        self._thread = threading.Thread(target=self._wire, daemon=True)
-        self._thread.start()
-
-    def _wire(self) -> None:
-        import heapq
-        import select
-
-        a, b = self.fds
-        due: list[tuple[float, int, int, bytes]] = []
-        n = 0
-        while not self._stop:
-            timeout = max(0.0, due[0][0] - time.monotonic()) if due else 0.05
-            ready, _, _ = select.select([a, b], [], [], min(timeout, 0.05))
-            now = time.monotonic()
-            for fd in ready:
-                pkt = os.read(fd, 65536)
-                if self.rng.random() < self.loss:
-                    self.dropped += 1
-                    continue
-                self.passed += 1
-                n += 1
-                heapq.heappush(due, (now + self.delay, n, b if fd == a else a, pkt))
-            while due and due[0][0] <= time.monotonic():
-                _, _, out, pkt = heapq.heappop(due)
-                with contextlib.suppress(OSError):
-                    os.write(out, pkt)
-
-    def exec_prefix(self, side: int) -> tuple[str, ...]:
-        return ("ip", "netns", "exec", self.ns[side])
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(2)
-        for fd in self.fds:
-            os.close(fd)
-        for ns in self.ns:
-            subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 class PreEncodedTone:
@@ -220,7 +147,7 @@ async def _client_proc(args: argparse.Namespace) -> dict[str, Any]:
     """One process of bench clients: connect, move to WebRTC, send inputs at 20 Hz, count."""
     from netcode.client import ArbiterClient
 
-    _loopback_ice()
+    use_host_addresses(["127.0.0.1"])
     if args.role in ("listener",):
         from engine.webrtc.worker import enable_passthrough
 
@@ -390,7 +317,7 @@ async def _latency_inner(url: str, ip: str, seconds: float) -> dict[str, Any]:
     from netcode.client import ArbiterClient
     from netcode.client_session import Snapshot
 
-    _loopback_ice(ip)
+    use_host_addresses([ip])
     loop = asyncio.get_running_loop()
     if True:
         ws = await ArbiterClient.connect(url, name="ws")
@@ -492,7 +419,7 @@ async def _voice_inprocess(mode: str, subscribers: int, seconds: float) -> dict[
     from engine.webrtc.worker import Counters, SlotTrack, enable_passthrough
     from tests.rtcutil import Tone
 
-    _loopback_ice()
+    use_host_addresses(["127.0.0.1"])
     if mode == "pass":
         enable_passthrough()
     pcs: list[RTCPeerConnection] = []

@@ -16,16 +16,18 @@ from aiortc.mediastreams import AudioStreamTrack
 from engine.server import GameServer
 from engine.webrtc.coturn import Coturn, CoturnError
 from engine.webrtc.relay import WebRtcConfig
+from netcode.ice import use_host_addresses
 from tests.serverutil import running_server
 
 TURN_SECRET = "arbiter-test-secret"
 
 
 def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Client peers in this process gather host candidates on 127.0.0.1 (aioice skips loopback)."""
+    """Client peers in this process gather host candidates on 127.0.0.1 (undone after the test)."""
     import aioice.ice
 
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"])
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
+    use_host_addresses(["127.0.0.1"])
 
 
 @contextlib.contextmanager

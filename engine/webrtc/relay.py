@@ -98,7 +98,8 @@ class WorkerLink(asyncio.Protocol):
         self.alive = False
         self.last_beat = 0.0
         self.over_since: float | None = None
-        self.stats: dict[str, Any] = {}
+        self.stats: dict[str, Any] = {}  # the worker's counters, from its newest heartbeat
+        self.beats = 0
         self.records_out = 0
         self.bytes_out = 0
         self.dropped = 0
@@ -349,6 +350,7 @@ class WebRtcRelay:
     def on_record(self, link: WorkerLink, kind: int, cid: int, payload: bytes) -> None:
         if kind == ipc.BEAT:
             link.last_beat = self.server.now()
+            link.beats += 1
             with contextlib.suppress(ValueError):
                 link.stats = json.loads(payload)
             return

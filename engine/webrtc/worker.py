@@ -51,6 +51,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
 from netcode import relay_ipc as ipc
+from netcode.ice import use_host_addresses
 
 log = logging.getLogger("arbiter.webrtc.worker")
 
@@ -429,16 +430,6 @@ async def run(fd: int) -> None:
     await asyncio.wait_for(worker.shutdown(), 5.0)
 
 
-def _restrict_host_addresses(ips: list[str]) -> None:
-    """Gather host candidates on these addresses only (aioice skips loopback on its own)."""
-    import aioice.ice
-
-    def host_addresses(use_ipv4: bool = True, use_ipv6: bool = True) -> list[str]:
-        return list(ips)
-
-    aioice.ice.get_host_addresses = host_addresses
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.webrtc.worker")
     p.add_argument("--fd", type=int, required=True, help="the Unix socket to the tick process")
@@ -452,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     enable_passthrough()
     if args.host_ip:
-        _restrict_host_addresses(args.host_ip)
+        use_host_addresses(args.host_ip)
     try:
         import uvloop
 
