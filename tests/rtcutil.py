@@ -31,9 +31,9 @@ def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @contextlib.contextmanager
-def coturn() -> Iterator[Coturn]:
+def coturn(loopback_peers: bool = True) -> Iterator[Coturn]:
     try:
-        turn = Coturn.start(TURN_SECRET)
+        turn = Coturn.start(TURN_SECRET, loopback_peers=loopback_peers)
     except CoturnError as exc:
         # .ci/run installs coturn: in CI (ARBITER_REQUIRE_SERVICES=1) a missing one is a failure.
         if os.environ.get("ARBITER_REQUIRE_SERVICES") == "1":

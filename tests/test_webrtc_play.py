@@ -125,3 +125,20 @@ async def test_stalled_worker_is_killed_and_clients_fall_back() -> None:
             if worker.proc.poll() is None:
                 os.kill(worker.proc.pid, signal.SIGKILL)
         await c.close()
+
+
+async def test_ice_that_cannot_connect_leaves_the_client_on_websocket() -> None:
+    # A TURN server that allocates relays but may not relay to the game server's address (coturn's
+    # default refusal of loopback peers): a relay-only client can never connect, like one behind a
+    # firewall whose TURN path is blocked.
+    with coturn(loopback_peers=False) as turn:
+        async with rtc_server(turn, rtc={"ice_timeout": 2.0}) as server:
+            c = await ArbiterClient.connect(url(server), name="ada")
+            rtc = await c.start_webrtc(await c.request_turn(), relay_only=True, timeout=15.0)
+            assert not rtc.up
+            assert c.rtc_states and c.rtc_states[-1].state == "down"
+            assert "did not connect" in rtc.down_reason or "failed" in rtc.down_reason, rtc.down_reason
+            seq, snaps = c.send_input(0.2, 0.2), c.snapshots
+            await wait_for(lambda: c.session.last_ack_seq >= seq and c.snapshots > snaps + 5, 5)
+            assert server.stats_dict()["webrtc"]["peers"] == 0
+            await c.close()

@@ -45,8 +45,15 @@ class Coturn:
 
     @classmethod
     def start(
-        cls, secret: str, host: str = "127.0.0.1", port: int = 0, realm: str = "arbiter", timeout: float = 10.0
+        cls,
+        secret: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        realm: str = "arbiter",
+        timeout: float = 10.0,
+        loopback_peers: bool = True,
     ) -> Coturn:
+        """`loopback_peers`: relay to 127.0.0.0/8 (coturn refuses by default; tests run there)."""
         exe = shutil.which("turnserver")
         if exe is None:
             raise CoturnError("coturn is not installed: apt-get install -y coturn")
@@ -57,8 +64,7 @@ class Coturn:
                 exe, "-n", f"--listening-ip={host}", f"--relay-ip={host}", f"--listening-port={p}",
                 "--use-auth-secret", f"--static-auth-secret={secret}", f"--realm={realm}",
                 "--no-cli", "--no-tls", "--no-dtls", "--no-tcp-relay", "--no-multicast-peers",
-                # Tests run everything on 127.0.0.1; coturn refuses loopback peers unless told.
-                *(["--allow-loopback-peers"] if host.startswith("127.") else []),
+                *(["--allow-loopback-peers"] if loopback_peers else []),
                 f"--pidfile={workdir}/turnserver.pid", f"--userdb={workdir}/turndb",
                 f"--log-file={workdir}/turn.log", "--simple-log",
             ]  # fmt: skip
