@@ -18,6 +18,9 @@ COPY sim ./sim
 COPY netcode ./netcode
 COPY persistence ./persistence
 COPY bench ./bench
+# The browser pages and SDK (/play, /watch, /web/): served from here, not from the installed package.
+COPY web ./web
+ENV ARBITER_WEB_DIR=/app/web
 RUN pip install . && chown -R arbiter:arbiter /app
 
 USER arbiter

@@ -45,6 +45,7 @@ class Client:
     last_rx_time: float = 0.0
     pending_events: list[tuple[int, int, int]] = field(default_factory=list)
     timing: TimingStats | None = None  # fair play's input-timing signal (None: off)
+    spectator: bool = False  # watches without a ship (engine/spectate.py)
     # Snapshots go to `unreliable`, the session's frames (events, errors, pongs) to `reliable`: both
     # are the WebSocket until the client's WebRTC data channels open (then the unordered and the
     # ordered channel), and again after they close.
