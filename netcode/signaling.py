@@ -46,6 +46,7 @@ MAX_MID: Final = 32
 MAX_CANDIDATES: Final = 32  # trickled candidates per offer; a browser sends ~2-8
 MAX_OFFERS: Final = 16  # per connection; a client that needs more reconnects
 MAX_BLOCKS: Final = 256
+MAX_TURN_REQUESTS: Final = 32  # per connection; a credential lasts its ttl (an hour by default)
 
 STATE_UP: Final = "up"  # both data channels are open: snapshots now travel over WebRTC
 STATE_DOWN: Final = "down"  # WebRTC is off for this client (reason says why); WebSocket carries all
@@ -193,13 +194,15 @@ def parse_signal(m: Mapping[str, Any]) -> SignalEvent:
 
 
 class SignalBudget:
-    """Per-connection counts of signaling (Sans-I/O): offers, candidates per offer, blocks."""
+    """Per-connection counts of signaling (Sans-I/O): offers, candidates per offer, TURN requests,
+    blocks."""
 
-    __slots__ = ("blocks", "candidates", "offers")
+    __slots__ = ("blocks", "candidates", "offers", "turns")
 
     def __init__(self) -> None:
         self.offers = 0
         self.candidates = 0
+        self.turns = 0
         self.blocks: set[int] = set()
 
     def check(self, ev: SignalEvent) -> SignalEvent:
@@ -215,6 +218,13 @@ class SignalBudget:
             if self.candidates >= MAX_CANDIDATES:
                 raise ProtocolError(ErrorCode.RTC_LIMIT, f"more than {MAX_CANDIDATES} candidates for one offer")
             self.candidates += 1
+        elif type(ev) is TurnRequest:
+            # Each answer is ~20 times the request's size: no amplification beyond a handful.
+            if self.turns >= MAX_TURN_REQUESTS:
+                raise ProtocolError(
+                    ErrorCode.RTC_LIMIT, f"more than {MAX_TURN_REQUESTS} TURN requests on one connection"
+                )
+            self.turns += 1
         elif type(ev) is VoiceControl and ev.block is not None:
             if ev.on:
                 if ev.block not in self.blocks and len(self.blocks) >= MAX_BLOCKS:

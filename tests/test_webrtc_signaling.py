@@ -23,9 +23,11 @@ from netcode.signaling import (
     MAX_CANDIDATES,
     MAX_OFFERS,
     MAX_SIGNAL_FRAME,
+    MAX_TURN_REQUESTS,
     RtcCandidate,
     RtcOffer,
     SignalBudget,
+    TurnRequest,
     VoiceControl,
     check_sdp,
     encode_block,
@@ -132,6 +134,11 @@ def test_budget_counts_offers_candidates_and_blocks() -> None:
         b.check(VoiceControl(None, 10**6, True))
     b.check(VoiceControl(None, 5, False))
     assert len(b.blocks) == MAX_BLOCKS - 1
+    for _ in range(MAX_TURN_REQUESTS):
+        b.check(TurnRequest())
+    with pytest.raises(ProtocolError) as exc:
+        b.check(TurnRequest())
+    assert exc.value.code == ErrorCode.RTC_LIMIT
     assert parse_signal(msgpack.unpackb(encode_talk(True))) == VoiceControl(True, None, True)
     assert parse_signal(msgpack.unpackb(encode_block(9, False))) == VoiceControl(None, 9, False)
 
