@@ -54,8 +54,8 @@ async def test_relay_only_through_coturn_under_loss_plays_and_prediction_converg
                 await wait_for(lambda: pred.initialized, 10)
                 fast0 = rtc.fast_in
                 thrust = [(0.8, 0.0), (0.0, 0.8), (-0.6, -0.6), (0.5, -0.5)]
-                for i in range(60):  # 3 s of inputs at 20 Hz over the lossy unreliable channel
-                    dx, dy = thrust[(i // 15) % len(thrust)]
+                for i in range(66):  # 3 s of inputs at 20 Hz over the lossy unreliable channel, then stop
+                    dx, dy = thrust[(i // 15) % len(thrust)] if i < 60 else (0.0, 0.0)
                     seq = c.send_input(dx, dy)
                     pred.send(seq, dx, dy, clock.input_tick(loop.time(), c.session.rtt or 0.05))
                     await asyncio.sleep(0.05)
