@@ -53,6 +53,18 @@ def _parse_kv(items: Sequence[str]) -> dict[str, object]:
     return out
 
 
+def _webrtc_config(args: argparse.Namespace) -> Any:
+    from engine.webrtc.relay import WebRtcConfig, turn_secret_from_env
+
+    if args.webrtc_workers < 0:
+        raise ValueError("--webrtc-workers must be 0 or more")
+    secret = turn_secret_from_env()
+    if args.turn_url and not secret:
+        raise ValueError("--turn-url needs the TURN secret in ARBITER_TURN_SECRET (coturn's static-auth-secret)")
+    return WebRtcConfig(workers=args.webrtc_workers, host_ips=tuple(args.webrtc_ip), turn_urls=tuple(args.turn_url),
+                        turn_secret=secret, turn_ttl=args.turn_ttl, voice_radius=args.voice_radius)  # fmt: skip
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.relocation import RestoreError, ShipConfig
     from engine.server import ServerConfig, open_server
@@ -94,6 +106,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if args.ack_after == "pg" and not (cfg.pg_dsn and cfg.data_dir):
         print("arbiter serve: --ack-after pg needs --pg (or $ARBITER_PG_DSN) and a --data-dir", file=sys.stderr)
+        return 2
+    try:
+        cfg.webrtc = _webrtc_config(args)
+    except ValueError as exc:
+        print(f"arbiter serve: {exc}", file=sys.stderr)
         return 2
     if args.max_players:
         cfg.game_config = {**dict(cfg.game_config), "max_players": args.max_players}
@@ -225,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fairplay", default="enforce", choices=("enforce", "observe", "off"),
                    help="observe: score and audit, never kick or ban")  # fmt: skip
     f.add_argument("--admin-port", type=int, default=-1, help="admin API port (-1: off, 0: any free port)")
+    w = s.add_argument_group("WebRTC (docs/webrtc.md)")
+    w.add_argument("--webrtc-workers", type=int, default=0, help="relay worker processes (0: WebSocket only)")
+    w.add_argument("--webrtc-ip", action="append", default=[], help="address for host candidates (repeatable)")
+    w.add_argument("--turn-url", action="append", default=[], help="turn:host:port?transport=udp (repeatable)")
+    w.add_argument("--turn-ttl", type=int, default=3600, help="seconds a TURN credential stays valid")
+    w.add_argument("--voice-radius", type=float, default=None, help="proximity voice radius (default: view)")
     f.add_argument("--admin-host", default="127.0.0.1")
     f.add_argument("--metrics-on-game-port", action="store_true",
                    help="serve /metrics on the public game port too (default: the admin listener only)")  # fmt: skip

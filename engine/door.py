@@ -130,6 +130,8 @@ class Door:
             d["pg"]["ledger_rows"] = s.progress.ledger_rows
         if s.shipper is not None:
             d["ship"] = s.shipper.stats()
+        if s.rtc is not None:
+            d["webrtc"] = s.rtc.stats()
         j = s.journal
         if j is not None:
             st = j.store

@@ -40,6 +40,7 @@ from engine.spectate import Spectators
 from engine.stats import TickStats
 from engine.ticker import FixedStep
 from engine.web_routes import WebRoutes
+from engine.webrtc.relay import WebRtcConfig, WebRtcRelay
 from netcode.protocol import (
     BYE_RELOCATE,
     MAX_HELLO_FRAME,
@@ -48,6 +49,7 @@ from netcode.protocol import (
     dtype_to_wire,
 )
 from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, SessionState
+from netcode.signaling import MAX_SIGNAL_FRAME, SIGNAL_EVENTS
 from netcode.ws_server import DoorLimits, HttpAnswer, WsServerConnection, connection_factory
 from persistence.pg_overflow import SqliteOverflow
 from persistence.pg_writer import PgWriteBehind
@@ -101,6 +103,7 @@ class ServerConfig:
     drain_timeout: float = 10.0  # at shutdown, how long PostgreSQL may take to receive the final journal
     hub_url: str = ""  # the hub the /play page logs in through ("" = guests and pasted tokens)
     watch_public: bool = False  # /watch without an admin token (docs/web.md)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)  # docs/webrtc.md; workers=0: off
 
 
 class GameServer:
@@ -172,6 +175,7 @@ class GameServer:
         self.port = cfg.port
         self.spectators = Spectators(self)
         self.web = WebRoutes.for_server(self)
+        self.rtc = WebRtcRelay(self, cfg.webrtc) if cfg.webrtc.workers > 0 else None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -200,9 +204,12 @@ class GameServer:
             journal.store.on_commit = committed
         if self.shipper is not None:
             self.shipper.start()  # returns at once; records wait on disk while PostgreSQL is away
+        if self.rtc is not None:
+            await self.rtc.start()
         cfg = self.cfg
         self.door.raise_fd_limit()
-        frame = max(cfg.max_frame, MAX_HELLO_FRAME)  # a hello may carry a 4 KiB token
+        # A hello may carry a 4 KiB token (with WebRTC, an offer may be larger still).
+        frame = max(cfg.max_frame, MAX_HELLO_FRAME, self._signal_frame)
         limits = DoorLimits(
             max_size=frame, max_message=frame, max_request_bytes=cfg.max_request_bytes,
             max_headers=cfg.max_headers, pause_reading_at=cfg.write_limit, max_backlog=cfg.max_backlog,
@@ -266,6 +273,8 @@ class GameServer:
             await asyncio.sleep(0.02)
         for client in list(self.clients.values()):
             client.conn.abort()
+        if self.rtc is not None:
+            await self.rtc.close()
         if self.progress is not None:
             self.progress.save()
             if not await self.progress.pg.stop(5.0):
@@ -443,6 +452,7 @@ class GameServer:
             burst=self.cfg.input_burst,
             handshake_timeout=self.cfg.handshake_timeout,
             opened_at=now,
+            max_signal_frame=self._signal_frame,
         )
         client = Client(conn, session, now, last_rx_time=now, ip=peer_ip(conn))
         if self.fairplay.timing:
@@ -471,6 +481,11 @@ class GameServer:
                 self._hello(client, ev)
             elif type(ev) is PingEvent:
                 session.pong(ev.client_time, now * 1000.0, self.campaign.tick_count)
+            elif isinstance(ev, SIGNAL_EVENTS):  # WebRTC (netcode/signaling.py, engine/webrtc/relay.py)
+                if self.rtc is not None:
+                    self.rtc.signal(client, ev)
+                else:
+                    session.notify(ErrorCode.RTC_UNAVAILABLE, "this server runs no WebRTC relay workers")
         if session.offences != errors_before:
             self.stats.protocol_errors += session.offences - errors_before
             self.fairplay.offence(client)
@@ -488,6 +503,8 @@ class GameServer:
         self.sender.remove(client)
         if self.by_account.get(client.account) is client:
             del self.by_account[client.account]
+        if self.rtc is not None:
+            self.rtc.drop(client)
         if client.eid >= 0:
             self.by_eid.pop(client.eid, None)
             if self.progress is not None:
@@ -497,6 +514,10 @@ class GameServer:
             self.stats.leaves += 1
 
     # -- helpers ----------------------------------------------------------------------------------
+    @property
+    def _signal_frame(self) -> int:
+        return MAX_SIGNAL_FRAME if self.rtc is not None else 0
+
     def _hello(self, client: Client, ev: HelloEvent) -> None:
         if ev.watch:
             self.spectators.admit(client, ev)

@@ -41,6 +41,8 @@ from netcode.protocol import (
 from netcode.replication.decoder import ReplicationDecoder
 from netcode.replication.frames import decode_delta_frame
 from netcode.replication.schema import schema_from_wire
+from netcode.signaling import SERVER_TYPES as SIGNAL_TYPES
+from netcode.signaling import ServerSignal, parse_server_signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,7 @@ class Info:
     figures: dict[str, Any]  # a spectator's once-a-second `st` frame (docs/web.md)
 
 
-ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye | Info
+ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye | Info | ServerSignal
 
 _F32: Final = struct.Struct(">f")
 _BYTE: Final = [bytes((v,)) for v in range(256)]
@@ -227,6 +229,8 @@ class ClientSession:
             return [Bye(req_str(m, "reason"))]
         if t == T_SPECTATOR_INFO:
             return [Info(m)]
+        if t in SIGNAL_TYPES:
+            return [parse_server_signal(m)]
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {t!r}")
 
     def _snapshot(self, m: dict[str, Any]) -> Snapshot:

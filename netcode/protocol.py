@@ -57,6 +57,9 @@ class ErrorCode(IntEnum):
     BANNED = 21  # the account or address is banned (the message says until when)
     CONNECTION_REFUSED = 22  # too many connections from this address
     ACCOUNT_IN_USE = 23  # the account already plays here and the server refuses a second connection
+    RTC_UNAVAILABLE = 24  # WebRTC signaling while the server runs no relay workers (or none is up)
+    RTC_BAD_SIGNAL = 25  # a malformed offer or candidate (netcode/signaling.py)
+    RTC_LIMIT = 26  # too many offers, candidates or blocks
 
 
 class CloseCode(IntEnum):
