@@ -105,17 +105,18 @@ class Campaign:
         journal's join record so that replay applies exactly the same state.
 
         An account whose ship is still in the world (after a crash, before it was reaped) gets the
-        same entity back. A second simultaneous connection of an online account gets its own ship.
+        same entity back, without `restore`. An account has one ship: joining an account that is
+        online is a caller's bug (the server serializes hellos per account and hands the ship over).
         """
         key = account or name
+        if JOIN_PAYLOAD_SEP in key:  # it would smuggle a restore payload into the journal record
+            raise ValueError("an account id may not contain NUL")
         eid = self.accounts.get(key)
-        if eid is not None and eid not in self.players:
+        if eid is not None:
+            if eid in self.players:
+                raise ValueError(f"account {key!r} is already playing entity {eid}")
             self.players[eid] = name
             return eid, True
-        if eid is not None:
-            key = f"{key}#{len(self.accounts)}"
-            while key in self.accounts:
-                key += "'"
         eid = int(self.game.join(self.world))
         record_key = key
         if restore:

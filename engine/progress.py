@@ -28,6 +28,9 @@ class ProgressSync:
         self.campaign = campaign
         self._balance: dict[tuple[int, int], int] = {}
         self.ledger_rows = 0
+        # Ships that joined fresh because their progress could not be loaded (PostgreSQL down):
+        # nothing of theirs is written, so the progress PostgreSQL holds is never overwritten.
+        self.unsaved: set[int] = set()
 
     # -- tick path (synchronous, never blocks) ----------------------------------------------------
     def on_tick(self, result: TickResult) -> None:
@@ -37,7 +40,7 @@ class ProgressSync:
         owner = {e: k for k, e in campaign.accounts.items()}
         for eid, events in result.events.items():
             account = owner.get(eid)
-            if account is None:
+            if account is None or eid in self.unsaved:
                 continue
             for kind, res, balance in events:
                 if kind != EV_BALANCE:
@@ -66,7 +69,7 @@ class ProgressSync:
         campaign = self.campaign
         n = 0
         for account, eid in sorted(campaign.accounts.items()):
-            if eids is not None and eid not in eids:
+            if (eids is not None and eid not in eids) or eid in self.unsaved:
                 continue
             p = player_progress(campaign, eid)
             self.pg.upsert_progress(
@@ -79,6 +82,8 @@ class ProgressSync:
                     achievements=int(p.get("achievements", 0)),
                     last_x=p.get("x"),
                     last_y=p.get("y"),
+                    last_vx=p.get("vx"),
+                    last_vy=p.get("vy"),
                     txn_last=int(p.get("txn_last", 0)),
                 )
             )
@@ -99,15 +104,16 @@ class ProgressSync:
             self._balance[(eid, int(res))] = amount
 
     def forget(self, eid: int) -> None:
+        self.unsaved.discard(eid)
         for res in range(len(self.campaign.game.resources)):
             self._balance.pop((eid, res), None)
 
 
 def player_progress(campaign: Campaign, eid: int) -> dict[str, Any]:
     """A player ship's durable progress (the game's `progress`: resources, durable fields) and its
-    position, from the world arrays."""
+    position and velocity, from the world arrays."""
     out = campaign.game.progress(campaign.world, eid & SLOT_MASK)
-    for f in ("x", "y"):
+    for f in ("x", "y", "vx", "vy"):
         v = campaign.player_value(eid, f)
         if v is not None:
             out[f] = float(v)

@@ -122,16 +122,15 @@ class SnapshotSender:
         """Raw whole-world frames (protocol.md `s`); returns the ids of the clients written to."""
         prep = PreparedSnapshot(tick, self.campaign.replicate())
         limit = max(self.cfg.write_limit, 2 * len(prep.tail))
-        writable = [c for c in order if c.conn.write_buffer_size <= limit]
+        writable = [c for c in order if c.unreliable.write_buffer_size <= limit]
         sent: set[int] = set()
         stats = self.stats
         for client, ack in zip(writable, self._acks(writable), strict=True):
-            conn = client.conn
-            before = conn.bytes_out
-            if conn.send_parts(prep.frame(ack)):
+            frame = prep.frame(ack)
+            if client.unreliable.send_parts(frame):
                 client.strikes = 0
                 stats.snapshots_sent += 1
-                stats.bytes_out += conn.bytes_out - before
+                stats.bytes_out += len(frame)
                 sent.add(id(client))
         return sent
 
@@ -143,7 +142,7 @@ class SnapshotSender:
         # Encoding a delta commits the server to what the client now holds: only encode for
         # clients whose frame is written right after (open, backlog under the bound).
         limit = self.cfg.write_limit
-        writable = [c for c in order if c.conn.is_open and c.conn.write_buffer_size <= limit]
+        writable = [c for c in order if c.unreliable.is_open and c.unreliable.write_buffer_size <= limit]
         players = [c for c in writable if not c.spectator]
         if players:
             slots = np.fromiter((c.rep_slot for c in players), np.int64, len(players))
@@ -171,7 +170,7 @@ class SnapshotSender:
         )
         a = 0
         for client, e in zip(clients, off[1:], strict=True):
-            client.conn.send_framed(buf[a:e])
+            client.unreliable.send_framed(buf[a:e])
             client.strikes = 0
             a = e
         stats = self.stats

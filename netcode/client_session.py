@@ -44,6 +44,8 @@ from netcode.protocol import (
 from netcode.replication.decoder import ReplicationDecoder
 from netcode.replication.frames import decode_delta_frame
 from netcode.replication.schema import schema_from_wire
+from netcode.signaling import SERVER_TYPES as SIGNAL_TYPES
+from netcode.signaling import ServerSignal, parse_server_signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,7 @@ class Info:
     figures: dict[str, Any]  # a spectator's once-a-second `st` frame (docs/web.md)
 
 
-ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye | Info
+ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye | Info | ServerSignal
 
 _F32: Final = struct.Struct(">f")
 # Game input fields as the client encodes them: (key, the msgpack key [+ float32 marker], is_float).
@@ -167,6 +169,7 @@ class ClientSession:
         "fields",
         "last_ack_seq",
         "last_tick",
+        "move_keys",
         "rtt",
         "seq",
         "welcome",
@@ -182,6 +185,7 @@ class ClientSession:
         self.closed = False
         self.decoder: ReplicationDecoder | None = None  # set when the welcome announces delta snapshots
         self.fields: list[_Field] = []  # the game's input fields, from the welcome's spec
+        self.move_keys: frozenset[str] = frozenset()  # the fields of the spec's move binding
 
     # ------------------------------------------------------------------ outbound
 
@@ -258,6 +262,8 @@ class ClientSession:
             return [Bye(req_str(m, "reason"))]
         if t == T_SPECTATOR_INFO:
             return [Info(m)]
+        if t in SIGNAL_TYPES:
+            return [parse_server_signal(m)]
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {t!r}")
 
     def _snapshot(self, m: dict[str, Any]) -> Snapshot:
@@ -314,6 +320,9 @@ class ClientSession:
         if type(spec) is not dict:
             raise ProtocolError(ErrorCode.BAD_FIELD, '"spec" must be a map')
         self.fields = fields_from_spec(spec)
+        move = spec.get("move")
+        keys = move.get("in") if type(move) is dict else None
+        self.move_keys = frozenset(k for k in keys if type(k) is str) if type(keys) is list else frozenset()
         w = Welcome(
             player=req_int(m, "player", 0, UINT32_MAX),
             tick=req_int(m, "tick", 0, UINT64_MAX),

@@ -53,6 +53,10 @@ class ErrorCode(IntEnum):
     WARNED = 20  # fair play: inputs were refused as violations; the connection stays open
     BANNED = 21  # the account or address is banned (the message says until when)
     CONNECTION_REFUSED = 22  # too many connections from this address
+    ACCOUNT_IN_USE = 23  # the account already plays here and the server refuses a second connection
+    RTC_UNAVAILABLE = 24  # WebRTC signaling while the server runs no relay workers (or none is up)
+    RTC_BAD_SIGNAL = 25  # a malformed offer or candidate (netcode/signaling.py)
+    RTC_LIMIT = 26  # too many offers, candidates or blocks
 
 
 class CloseCode(IntEnum):
@@ -70,6 +74,8 @@ class CloseCode(IntEnum):
     UNAUTHORIZED = 4006  # the hello's join token was refused (see docs/auth.md for the error codes)
     BANNED = 4007  # banned (at hello, or kicked by a ban)
     TOO_MANY_CONNECTIONS = 4008  # connection flood from one address
+    REPLACED = 4009  # a newer connection of the same account took this one's ship over
+    ACCOUNT_IN_USE = 4010  # refused: the account already plays here (account_conflict = "refuse")
 
 
 class ProtocolError(Exception):

@@ -43,6 +43,8 @@ from netcode.protocol import (
     req_str,
     unpack_map,
 )
+from netcode.signaling import CLIENT_TYPES as SIGNAL_TYPES
+from netcode.signaling import T_RTC_OFFER, SignalBudget, SignalEvent, parse_signal
 from sim.spec import Input
 
 
@@ -74,7 +76,7 @@ class PingEvent:
     client_time: float
 
 
-Event = HelloEvent | InputEvent | PingEvent
+Event = HelloEvent | InputEvent | PingEvent | SignalEvent
 
 
 def _fast_ctor(cls: type[InputEvent]) -> Callable[..., InputEvent]:
@@ -142,10 +144,12 @@ class ServerSession:
         "last_offence",
         "max_frame",
         "max_offences",
+        "max_signal_frame",
         "offences",
         "opened_at",
         "player",
         "rate",
+        "signal",
         "state",
     )
 
@@ -158,11 +162,15 @@ class ServerSession:
         burst: float = DEFAULT_BURST,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         opened_at: float = 0.0,
+        max_signal_frame: int = 0,
         inputs: Sequence[Input] = (),
     ) -> None:
         """`inputs`: the game's input fields (their keys, types and legal ranges are checked here)."""
         self._fields = input_fields(inputs)
         self.max_offences = max_offences
+        # WebRTC offers (netcode/signaling.py) may exceed max_frame; 0: no frame may.
+        self.max_signal_frame = max_signal_frame
+        self.signal = SignalBudget()
         self.max_frame = max_frame
         self.rate = rate
         self.burst = burst
@@ -233,9 +241,12 @@ class ServerSession:
             else:
                 if isinstance(payload, str):
                     raise ProtocolError(ErrorCode.MALFORMED, "text frame; binary msgpack expected")
-                if memoryview(payload).nbytes > limit:
+                size = memoryview(payload).nbytes
+                if size > limit and not (state is _ACTIVE and size <= self.max_signal_frame):
                     raise ProtocolError(ErrorCode.TOO_LARGE, f"frame larger than {limit} bytes")
                 m = unpack_map(payload)
+                if size > limit and m["t"] != T_RTC_OFFER:
+                    raise ProtocolError(ErrorCode.TOO_LARGE, f"frame larger than {limit} bytes")
             t = m["t"]
             if t == T_INPUT:
                 if state is not _ACTIVE:
@@ -245,6 +256,10 @@ class ServerSession:
                 return [PingEvent(req_float(m, "c"))]
             if t == T_HELLO:
                 return self._hello(m)
+            if t in SIGNAL_TYPES:
+                if state is not _ACTIVE:
+                    raise ProtocolError(ErrorCode.NOT_READY, f"{t} before welcome")
+                return [self.signal.check(parse_signal(m))]
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {t!r}")
         except ProtocolError as err:
             self._offence(err.code, err.msg)

@@ -234,6 +234,31 @@ class Game:
             v = progress.get(f)
             if isinstance(v, int) and 0 <= v < 2**32:
                 a[f][p] = v
+        pos = progress.get("pos")  # [x, y, vx, vy] when saved: a reconnect is no teleport
+        if (
+            self.move is not None
+            and isinstance(pos, list)
+            and len(pos) == 4
+            and all(isinstance(v, float) and math.isfinite(v) for v in pos)
+        ):
+            bounds, _ = self._move()
+            x0, y0, x1, y1 = (float(b) for b in bounds)
+            vx, vy = pos[2], pos[3]
+            speed, top = math.hypot(vx, vy), self._top_speed()
+            if speed > top:  # never faster than the rules allow
+                vx, vy = vx * top / speed, vy * top / speed
+            a["x"][slot], a["y"][slot] = min(max(pos[0], x0), x1), min(max(pos[1], y0), y1)
+            a["vx"][slot], a["vy"][slot] = vx, vy
+
+    def _top_speed(self) -> float:
+        """The fastest a player may move under the move binding."""
+        m = self.move
+        if isinstance(m, Thrust):
+            return float(resolve(m.max_speed, self.params, "move max_speed"))
+        assert m is not None
+        _, scale = self._move()
+        reach = {i.name: max(abs(i.lo), abs(i.hi)) for i in self.inputs}
+        return float(scale) * math.hypot(reach[m.keys[0]], reach[m.keys[1]])
 
     # -- the world --------------------------------------------------------------------------------
     def create_world(self, seed: int) -> World:

@@ -85,11 +85,9 @@ class InputBatch:
         self.seq[i] = seq
         self.client_tick[i] = client_tick
         game = self._game
-        k = 0
-        for v in values:  # (an index loop: zip() costs more than the stores)
+        for k, v in enumerate(values):
             if k < len(game):
                 game[k][i] = v
-            k += 1
         if bound:
             self.bound[i] = bound
         self.n = i + 1

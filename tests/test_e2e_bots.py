@@ -29,5 +29,5 @@ async def test_fifty_bots_get_snapshots_at_the_send_rate_and_move(game: str, tmp
     # on a clean local link the two-send-interval buffer never runs dry for long.
     assert report.predicted_bots == report.interpolated_bots == 50
     assert report.interp_entities_mean > 0 and report.interp_starved_rate < 0.2, report
-    assert stats["inputs_accepted"] > 0
+    assert stats["inputs"] > 0  # (its tick rate under this load: bench.timing, bench.ccu)
     assert code == 0  # SIGTERM is a graceful shutdown

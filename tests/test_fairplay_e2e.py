@@ -28,7 +28,7 @@ from engine.server import GameServer
 from engine.tools.bots import BotConfig, run_bots
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import CloseCode, ErrorCode, encode_hello
-from netcode.ws_client import ws_connect
+from netcode.ws_client import HandshakeError, ws_connect
 from sim.games.startales.constants import (
     ACH_VOYAGER,
     ACTION_CLAIM,
@@ -183,23 +183,20 @@ async def test_bad_and_replayed_tokens_are_refused_and_scored_against_the_addres
         await alice.close()
 
 
-async def test_connection_flood_from_one_address_is_refused_with_4008() -> None:
+async def test_connection_flood_from_one_address_is_refused_at_accept() -> None:
     fp = FairPlayConfig(conn=ConnLimitConfig(loopback=True, rate=5, burst=5))
     async with running_server(game="wander", game_config={"npcs": 5}, fairplay=fp) as server:
         referee = server.fairplay.referee
         conns: list[tuple[Any, list[bytes]]] = []
+        failed = 0
         for _ in range(10):  # back to back: 5 fit the burst, then 5/s; the rest are a flood
             got: list[bytes] = []
-            conns.append((await ws_connect(url(server), got.append), got))
+            try:
+                conns.append((await ws_connect(url(server), got.append), got))
+            except (HandshakeError, OSError):
+                failed += 1  # dropped at TCP accept, before a byte of it was read (docs/security.md)
         refused = referee.conn_limiter.refused
-        assert refused >= 1
-        await wait_for(lambda: sum(1 for c, _ in conns if c.closed.done()) == refused)
-        for conn, got in conns:
-            if conn.closed.done():
-                code, _ = conn.closed.result()
-                assert code == CloseCode.TOO_MANY_CONNECTIONS
-                assert msgpack.unpackb(got[0])["code"] == ErrorCode.CONNECTION_REFUSED
-                assert msgpack.unpackb(got[1])["t"] == "bye"
+        assert refused >= 1 and failed == refused
         assert all(c.is_open for c, _ in conns[:5])  # the burst was let in
         assert len(server.clients) == 10 - refused
         assert referee.violations == {"connection_flood": refused}

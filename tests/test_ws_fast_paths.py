@@ -11,6 +11,7 @@ import random
 import msgpack
 import pytest
 
+from bench.inbound import UPGRADE, FakeTransport
 from netcode.client import ArbiterClient
 from netcode.client_session import encode_fields, fields_from_spec
 from netcode.protocol import ErrorCode, encode_input
@@ -18,41 +19,9 @@ from netcode.replication.frames import decode_delta_frame, encode_delta_frame, p
 from netcode.session import InputEvent, ServerSession, SessionState
 from netcode.ws_client import WsClientConnection
 from netcode.ws_frames import OP_BINARY, OP_CLOSE, OP_TEXT, FrameReader, client_frame, frame_header, server_frame
-from netcode.ws_server import WsServerConnection
+from netcode.ws_server import DoorLimits, WsServerConnection
 from sim.games.startales.game import Startales
 from tests.serverutil import running_server, url, wait_for
-
-UPGRADE = (
-    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def can_write_eof(self) -> bool:
-        return False
 
 
 class Recorder:
@@ -60,7 +29,13 @@ class Recorder:
         self.messages: list[tuple[bytes, bool]] = []
         self.closed = False
 
-    def http_request(self, path: str) -> None:
+    def on_connect(self, conn: WsServerConnection) -> bool:
+        return True
+
+    def on_error(self, conn: WsServerConnection, cause: str, exc: BaseException | None) -> None:
+        assert exc is None, exc
+
+    def http_request(self, path: str, headers: object = None, method: str = "GET") -> None:
         return None
 
     def on_open(self, conn: WsServerConnection) -> None:
@@ -75,8 +50,8 @@ class Recorder:
 
 def _server(max_size: int = 4096) -> tuple[WsServerConnection, Recorder, FakeTransport]:
     rec = Recorder()
-    conn = WsServerConnection(rec, max_size)
-    t = FakeTransport()
+    conn = WsServerConnection(rec, DoorLimits(max_size=max_size, max_message=max_size), lambda: 0.0)
+    t = FakeTransport(0)
     conn.connection_made(t)  # type: ignore[arg-type]
     conn.data_received(UPGRADE)
     assert conn.is_open
@@ -131,7 +106,7 @@ def test_server_fast_path_waits_for_a_buffered_partial_frame() -> None:
 async def test_client_reads_whole_split_and_truncated_frames_alike() -> None:
     got: list[bytes] = []
     conn = WsClientConnection("x", "/", got.append)
-    t = FakeTransport()
+    t = FakeTransport(0)
     conn.connection_made(t)  # type: ignore[arg-type]
     key = conn._key
     from websockets.utils import accept_key
@@ -156,7 +131,7 @@ async def test_client_reads_whole_split_and_truncated_frames_alike() -> None:
 
 
 def test_client_frames_use_fresh_keys_and_unmask() -> None:
-    reader = FrameReader(require_mask=True)
+    reader = FrameReader(masked=True)
     keys = set()
     for n in (0, 5, 125, 126, 70000):
         f = client_frame(OP_BINARY, b"z" * n)
@@ -242,3 +217,15 @@ async def test_a_client_claiming_any_ack_is_served_from_scratch() -> None:
         assert not liar.errors and liar.is_open and honest.is_open
         await liar.close()
         await honest.close()
+
+
+def test_upgrade_request_fed_a_byte_at_a_time_opens() -> None:
+    rec = Recorder()
+    conn = WsServerConnection(rec, DoorLimits(), lambda: 0.0)
+    t = FakeTransport(0)
+    conn.connection_made(t)  # type: ignore[arg-type]
+    for i in range(len(UPGRADE)):
+        conn.data_received(UPGRADE[i : i + 1])
+    assert conn.is_open and t.out.startswith(b"HTTP/1.1 101")
+    conn.data_received(client_frame(OP_BINARY, b"after"))
+    assert rec.messages == [(b"after", False)]

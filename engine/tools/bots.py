@@ -53,6 +53,7 @@ class BotConfig:
     ping_every: float = 1.0
     name_prefix: str = "bot"
     campaign: str | None = None  # the campaign the join tokens name; None: ask the server (/info)
+    game: str | None = None  # whose brain the bots play with; None: the game the server reports
     token_factory: Callable[[str, str], str] | None = None  # (account, campaign) -> join token (tokens on)
     brain_options: Mapping[str, Any] = field(default_factory=dict)  # the game brain's own knobs
 
@@ -159,7 +160,8 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
     rng = np.random.default_rng(cfg.seed)
     info = await asyncio.to_thread(server_info, cfg.url)
     campaign = cfg.campaign or str(info.get("campaign", "default"))
-    brain_cls = brain_for(str(info["game"])) if info.get("game") else Brain
+    game = cfg.game or info.get("game")
+    brain_cls = brain_for(str(game)) if game else Brain
     clients: list[ArbiterClient | None] = [None] * cfg.count
     refusals: Counter[str] = Counter()
     sem = asyncio.Semaphore(cfg.connect_concurrency)
@@ -184,7 +186,7 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
     welcome = live[0][1].welcome if live else None
     world: dict[str, Any] = dict(welcome.world) if welcome else {}
     spec: dict[str, Any] = dict(welcome.spec) if welcome else {}
-    if welcome is not None and not info.get("game"):  # a server without /info: the welcome names the game
+    if welcome is not None and not game:  # a server without /info: the welcome names the game
         brain_cls = brain_for(welcome.game)
     brain = brain_cls(cfg.count, rng, world, spec, cfg.brain_options)
     decode_all = brain_cls.decode_all

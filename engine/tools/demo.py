@@ -76,6 +76,9 @@ async def run_demo(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     duration = args.duration if args.duration > 0 else 10**9
+    # Every figure (fair play, memory) is behind an admin token (docs/security.md).
+    admin_ttl = min(86400, max(600, int(args.duration) + 600))
+    server.admin_token = issuer.issue("demo-admin", "demo", role="admin", ttl=admin_ttl)
     cfg = BotConfig(
         url=server.url,
         count=args.bots,

@@ -230,7 +230,8 @@ class Startales(Game):
         a["ledger"][LEDGER_EXPORTED] += int(a["bal_metal"][p] + a["bal_crystal"][p])
 
     def restore_progress(self, world: World, eid: int, progress: Mapping[str, object]) -> None:
-        """The base restore; what it gives the ship enters the books as imported."""
+        """The base restore (resources, durable fields, position and velocity); the resources enter the
+        books as imported."""
         slot = EntityTable(world).slot_of(eid)
         if slot < 0:
             return
@@ -238,3 +239,4 @@ class Startales(Game):
         before = int(a["bal_metal"][p] + a["bal_crystal"][p])
         super().restore_progress(world, eid, progress)
         a["ledger"][LEDGER_IMPORTED] += int(a["bal_metal"][p] + a["bal_crystal"][p]) - before
+        a["last_x"][p], a["last_y"][p] = a["x"][slot], a["y"][slot]  # a restored position is no distance
