@@ -8,7 +8,7 @@ behaves exactly the same. With it (`AgonesLink`):
 - Health every 2 s, only while the tick loop is alive (its tick count moved since the last beat), so
   a stuck loop turns the GameServer Unhealthy after Agones' failure threshold;
 - the `campaigns` List (high-density allocation): its capacity is how many campaigns this process
-  may hold, each running campaign is one value;
+  may hold loaded, each loaded campaign is one value (a hibernated one frees its slot);
 - labels and annotations (game, campaign ids, public game port) for allocation selectors and tools;
 - Shutdown once the drain is done; and a drain when Agones moves the GameServer to Shutdown.
 
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 
 if TYPE_CHECKING:
-    from engine.server import GameServer
+    from engine.host import Host
 
 log = logging.getLogger("arbiter.agones")
 
@@ -279,19 +279,24 @@ def agones_port_from_env() -> int | None:
     return port
 
 
-async def link_server(server: GameServer) -> AgonesLink | None:
-    """Under Agones (AGONES_SDK_HTTP_PORT set): announce this one-campaign server and return its link."""
+async def link_host(host: Host) -> AgonesLink | None:
+    """Under Agones (AGONES_SDK_HTTP_PORT set): announce the host (its campaign capacity and every
+    loaded campaign in the `campaigns` List; the host keeps the List in step as campaigns start,
+    stop, hibernate and wake) and return its link."""
     port = agones_port_from_env()
     if port is None:
         return None
-    cfg = server.cfg
+    cfg = host.cfg
+    annotations = {"game-port": str(host.port)}
+    if host.single is not None:
+        annotations["campaigns"] = cfg.campaign
     link = AgonesLink(
         AgonesSDK(port),
-        liveness=lambda: server.stats.ticks,
-        on_shutdown=server.request_stop,
-        capacity=1,
+        liveness=lambda: host.loop_turns,
+        on_shutdown=host.request_stop,
+        capacity=host.capacity,
         labels={"game": cfg.game},
-        annotations={"campaigns": cfg.campaign, "game-port": str(server.port)},
+        annotations=annotations,
     )
-    await link.start([cfg.campaign])
+    await link.start(sorted(s.cfg.campaign for s in host.loaded()))
     return link

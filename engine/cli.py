@@ -65,67 +65,78 @@ def _webrtc_config(args: argparse.Namespace) -> Any:
                         turn_secret=secret, turn_ttl=args.turn_ttl, voice_radius=args.voice_radius)  # fmt: skip
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from engine.relocation import RestoreError, ShipConfig
-    from engine.server import ServerConfig, open_server
+def _server_config(args: argparse.Namespace, cmd: str) -> Any:
+    """The ServerConfig both `serve` and `host` build from their common options (a host's is every
+    campaign's default), or an exit code after a one-line error."""
+    from engine.relocation import ShipConfig
+    from engine.server import ServerConfig
 
     cfg = ServerConfig(
-        game=args.game,
-        campaign=args.campaign,
-        seed=args.seed,
-        host=args.host,
-        port=args.port,
-        data_dir=args.data_dir,
-        durability=args.durability,
-        pg_dsn=args.pg,
-        replication=args.replication,
-        aoi_radius=args.aoi_radius,
-        snapshot_budget=args.snapshot_budget,
-        snapshot_every_s=args.snapshot_every,
-        tick_rate=args.tick_rate,
-        send_rate=args.send_rate,
-        game_config=_parse_kv(args.set),
-        fairplay=_fairplay_config(args),
-        admin_port=None if args.admin_port < 0 else args.admin_port,
-        admin_host=args.admin_host,
-        upgrade_timeout=args.upgrade_timeout,
-        handshake_timeout=args.hello_timeout,
-        max_connections=args.max_connections,
-        max_unauth=args.max_unauth,
-        account_conflict=args.account_conflict,
+        game=args.game, campaign=args.campaign if cmd == "serve" else "default", seed=args.seed, host=args.host,
+        port=args.port, data_dir=args.data_dir, durability=args.durability, pg_dsn=args.pg,
+        replication=args.replication, aoi_radius=args.aoi_radius, snapshot_budget=args.snapshot_budget,
+        snapshot_every_s=args.snapshot_every, tick_rate=args.tick_rate, send_rate=args.send_rate,
+        game_config=_parse_kv(args.set), fairplay=_fairplay_config(args),
+        admin_port=None if args.admin_port < 0 else args.admin_port, admin_host=args.admin_host,
+        upgrade_timeout=args.upgrade_timeout, handshake_timeout=args.hello_timeout,
+        max_connections=args.max_connections, max_unauth=args.max_unauth, account_conflict=args.account_conflict,
         metrics_on_game_port=args.metrics_on_game_port,
-        ship=ShipConfig(
-            interval_s=args.ship_every,
-            snapshot_every_s=args.ship_snapshot_every,
-            ack=args.ack_after,
-            restore_timeout_s=args.restore_timeout,
-        ),
-        drain_timeout=args.drain_timeout,
-        hub_url=args.hub_url,
-        watch_public=args.watch_public,
-    )
+        ship=ShipConfig(interval_s=args.ship_every, snapshot_every_s=args.ship_snapshot_every, ack=args.ack_after,
+                        restore_timeout_s=args.restore_timeout),
+        drain_timeout=args.drain_timeout, hub_url=args.hub_url, watch_public=args.watch_public,
+    )  # fmt: skip
     if args.ack_after == "pg" and not (cfg.pg_dsn and cfg.data_dir):
-        print("arbiter serve: --ack-after pg needs --pg (or $ARBITER_PG_DSN) and a --data-dir", file=sys.stderr)
+        print(f"arbiter {cmd}: --ack-after pg needs --pg (or $ARBITER_PG_DSN) and a --data-dir", file=sys.stderr)
         return 2
     try:
         cfg.webrtc = _webrtc_config(args)
     except ValueError as exc:
-        print(f"arbiter serve: {exc}", file=sys.stderr)
+        print(f"arbiter {cmd}: {exc}", file=sys.stderr)
         return 2
     if args.max_players:
         cfg.game_config = {**dict(cfg.game_config), "max_players": args.max_players}
+    return cfg
 
-    from engine.security.auth import KeyConfigError, KeyRing, TokenVerifier
+
+def _key_ring(cmd: str) -> Any:
+    """The join-token keys from the environment (None: tokens off), or an exit code after an error."""
+    from engine.security.auth import KeyConfigError, KeyRing
 
     try:
-        ring = KeyRing.from_optional_env()
+        return KeyRing.from_optional_env()
     except KeyConfigError as exc:
-        print(f"arbiter serve: {exc}", file=sys.stderr)
+        print(f"arbiter {cmd}: {exc}", file=sys.stderr)
         return 2
-    verifier = TokenVerifier(ring, cfg.campaign) if ring is not None else None
+
+
+def _run_server(main: Callable[[], Any], args: argparse.Namespace, cmd: str) -> int:
+    from engine.recovery import RecoveryError
+    from engine.relocation import RestoreError
+    from persistence.campaign_store import CampaignLockedError
+    from persistence.journal_codec import JournalFormatError
+    from sim.spec import ConfigError
 
     # The store's writer thread shares the GIL with the tick: hand it back within 0.5 ms, not 5 ms.
     sys.setswitchinterval(0.0005)
+    try:
+        return _run_serve(main, args)
+    # a campaign to restore while PostgreSQL is unreachable; a journal of another format; ...
+    except (RestoreError, ConfigError, JournalFormatError, CampaignLockedError, RecoveryError) as exc:
+        print(f"arbiter {cmd}: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from engine.security.auth import TokenVerifier
+    from engine.server import open_server
+
+    cfg = _server_config(args, "serve")
+    if isinstance(cfg, int):
+        return cfg
+    ring = _key_ring("serve")
+    if isinstance(ring, int):
+        return ring
+    verifier = TokenVerifier(ring, cfg.campaign) if ring is not None else None
 
     async def main() -> None:
         server = await open_server(cfg, verifier)
@@ -134,17 +145,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{READY_PREFIX} ws://{cfg.host}:{server.port}/ pid={os.getpid()}", flush=True)
         await server.run()
 
-    from engine.recovery import RecoveryError
-    from persistence.campaign_store import CampaignLockedError
-    from persistence.journal_codec import JournalFormatError
-    from sim.spec import ConfigError
+    return _run_server(main, args, "serve")
 
-    try:
-        return _run_serve(main, args)
-    # a campaign to restore while PostgreSQL is unreachable; a journal of another format; ...
-    except (RestoreError, ConfigError, JournalFormatError, CampaignLockedError, RecoveryError) as exc:
-        print(f"arbiter serve: {exc}", file=sys.stderr)
+
+def cmd_host(args: argparse.Namespace) -> int:
+    from engine.host import CampaignSpec, Host, HostConfig, PlacementRefusedError
+    from engine.routing import valid_campaign_id
+
+    cfg = _server_config(args, "host")
+    if isinstance(cfg, int):
+        return cfg
+    ring = _key_ring("host")
+    if isinstance(ring, int):
+        return ring
+    bad = [c for c in args.campaign if not valid_campaign_id(c)]
+    if bad or args.capacity < 1 or args.hibernate_after < 0 or not 0 < args.campaign_share <= 1:
+        what = (f"invalid campaign id {bad[0]!r} (letters, digits, . _ -)" if bad else
+                "--capacity must be at least 1, --hibernate-after 0 or more, --campaign-share in (0, 1]")  # fmt: skip
+        print(f"arbiter host: {what}", file=sys.stderr)
         return 2
+    if args.hub_redis:
+        print("arbiter host: --hub-redis needs the hub link (engine/hub_link.py), not in this build", file=sys.stderr)
+        return 2
+    hcfg = HostConfig(name=args.name, capacity=args.capacity, hibernate_after_s=args.hibernate_after,
+                      phases=args.phases, share=args.campaign_share, public_url=args.public_url)  # fmt: skip
+
+    async def main() -> None:
+        host = Host(cfg, hcfg, ring=ring)
+        await host.start()
+        for cid in args.campaign:
+            try:
+                await host.start_campaign(CampaignSpec(cid, cfg.game, cfg.seed, dict(cfg.game_config)))
+            except PlacementRefusedError as exc:
+                logging.getLogger("arbiter.host").error("campaign %s not started: %s", cid, exc)
+        host.install_signal_handlers()
+        print(f"{READY_PREFIX} ws://{cfg.host}:{host.port}/ pid={os.getpid()}", flush=True)
+        await host.run()
+
+    return _run_server(main, args, "host")
 
 
 def _run_serve(main: Callable[[], Any], args: argparse.Namespace) -> int:
@@ -218,18 +256,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _loop_runner(True)(run_demo(args))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_server_args(s: argparse.ArgumentParser, games: list[str]) -> None:
+    """The options `serve` and `host` share (for a host, every campaign's defaults)."""
     from sim.games import DEFAULT_GAME
-    from sim.registry import game_names
 
-    games = game_names()  # every installed `arbiter.games` entry point
-    p = argparse.ArgumentParser(prog="arbiter", description="Arbiter authoritative game server")
-    p.add_argument("--log-level", default=os.environ.get("ARBITER_LOG", "INFO"))
-    sub = p.add_subparsers(dest="cmd", required=True)
-
-    s = sub.add_parser("serve", help="run one campaign server")
     s.add_argument("--game", default=DEFAULT_GAME, choices=games)
-    s.add_argument("--campaign", default="default")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed on start)")
@@ -247,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--snapshot-every", type=float, default=10.0, help="seconds between world snapshots")
     s.add_argument("--tick-rate", type=int, default=60)
     s.add_argument("--send-rate", type=int, default=20)
-    s.add_argument("--max-players", type=int, default=0)
+    s.add_argument("--max-players", type=int, default=0, help="the game's max_players (0: the game's default)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="game config")
     s.add_argument("--no-uvloop", action="store_true")
     w = s.add_argument_group("browser pages (docs/web.md)")
@@ -282,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-connections", type=int, default=4096, help="open connections, every phase")
     g.add_argument("--max-unauth", type=int, default=1024, help="connections not yet playing, every address")
     g.add_argument("--account-conflict", default="takeover", choices=("takeover", "refuse"),
-                   help="a second connection of a playing account takes its ship over, or is refused")
+                   help="a second connection of a playing account takes its ship over, or is refused")  # fmt: skip
     r = s.add_argument_group("relocation through PostgreSQL (docs/relocation.md; needs --pg and a --data-dir)")
     r.add_argument("--ship-every", type=float, default=1.0, metavar="S",
                    help="ship the journal to PostgreSQL every S seconds (0: no shipping, no relocation)")  # fmt: skip
@@ -294,7 +325,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with no local data, how long to wait for PostgreSQL before giving up")  # fmt: skip
     r.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
                    help="at SIGTERM, how long PostgreSQL may take to receive the final journal")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sim.games import DEFAULT_GAME
+    from sim.registry import game_names
+
+    games = game_names()  # every installed `arbiter.games` entry point
+    p = argparse.ArgumentParser(prog="arbiter", description="Arbiter authoritative game server")
+    p.add_argument("--log-level", default=os.environ.get("ARBITER_LOG", "INFO"))
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run one campaign server")
+    _add_server_args(s, games)
+    s.add_argument("--campaign", default="default")
     s.set_defaults(func=cmd_serve)
+
+    h = sub.add_parser("host", help="run many campaigns in one process (docs/hosting.md)")
+    _add_server_args(h, games)
+    g = h.add_argument_group("campaigns (docs/hosting.md)")
+    g.add_argument("--campaign", action="append", default=[], metavar="ID",
+                   help="start this campaign at boot (repeatable; --game, --seed, --set are theirs)")  # fmt: skip
+    g.add_argument("--capacity", type=int, default=100, help="campaigns loaded at once (hibernated ones do not count)")
+    g.add_argument("--hibernate-after", type=float, default=60.0, metavar="S",
+                   help="unload a campaign nobody was connected to for S seconds (0: never)")  # fmt: skip
+    g.add_argument("--phases", type=int, default=16, help="slots of the tick period the campaigns are spread over")
+    g.add_argument("--campaign-share", type=float, default=0.5, metavar="F",
+                   help="at most this fraction of the loop per campaign; over it, its ticks are throttled")  # fmt: skip
+    g.add_argument("--name", default=os.environ.get("ARBITER_HOST_NAME", "host"),
+                   help="the host's name: the audience of admin tokens for its own routes")  # fmt: skip
+    k = h.add_argument_group("hub link (docs/hub.md)")
+    k.add_argument("--hub-redis", default=os.environ.get("ARBITER_HUB_REDIS", ""), metavar="URL",
+                   help="register with the hub through this Redis (default $ARBITER_HUB_REDIS)")  # fmt: skip
+    k.add_argument("--public-url", default="", help="URL players connect to ({port} = the bound port)")
+    h.set_defaults(func=cmd_host)
 
     b = sub.add_parser("bots", help="run N bot players against a server")
     b.add_argument("--url", default="ws://127.0.0.1:8765/")

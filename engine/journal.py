@@ -53,7 +53,10 @@ class Journal:
         snapshot_every: int = 600,
         hash_every: int = 60,
         max_ack_ring: int = 1200,
+        pool: ThreadPoolExecutor | None = None,
     ) -> None:
+        """`pool`: the thread that hashes and serializes snapshots, shared with other campaigns
+        (default: one of its own)."""
         self.campaign = campaign
         self.store = store
         self.snapshot_every = max(1, snapshot_every)
@@ -71,7 +74,8 @@ class Journal:
         self.on_local_commit: Callable[[int], None] | None = None
         self.snapshots_taken = 0
         self.backlog_peak = 0
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
+        self._own_pool = pool is None
+        self._pool = pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
         self._pending: Future[bool] | None = None
         self._snapshot_due = False
         campaign.recorder = self.record
@@ -177,6 +181,7 @@ class Journal:
         self._drain()
         if self.snapshot():
             self.wait_snapshot(timeout)
-        self._pool.shutdown(wait=True)
+        if self._own_pool:
+            self._pool.shutdown(wait=True)
         ok = self.store.close(timeout)
         return ok and deadline_ok and not self._backlog

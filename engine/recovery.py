@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.campaign import Campaign, TickResult
 from engine.journal import pack_snapshot, unpack_snapshot
+from persistence.batch_writer import WriterThread
 from persistence.campaign_store import (
     DB_FILENAME,
     CampaignStore,
@@ -54,7 +55,21 @@ class RecoveryReport:
 
 
 def campaign_meta(store: CampaignStore) -> dict[str, Any]:
-    meta = store.get_meta()
+    return _meta(store.get_meta())
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A campaign file's meta (game, seed, config, ...), read without opening the store (no lock,
+    no writer): a host lists the campaigns of its data dir with it."""
+    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT key, value FROM meta").fetchall()
+    finally:
+        db.close()
+    return _meta(dict(rows))
+
+
+def _meta(meta: dict[str, str]) -> dict[str, Any]:
     if not meta:
         return {}
     return {
@@ -248,11 +263,13 @@ def open_campaign(
     tick_rate: int = 60,
     durability: str = "normal",
     commit_delay: float = 0.0,
+    writer_thread: WriterThread | None = None,
 ) -> tuple[Campaign, CampaignStore, RecoveryReport]:
     import time
 
     t0 = time.perf_counter()
-    store = CampaignStore.open(data_dir, campaign_id, durability=durability, commit_delay=commit_delay)  # type: ignore[arg-type]
+    store = CampaignStore.open(data_dir, campaign_id, durability=durability, commit_delay=commit_delay,  # type: ignore[arg-type]
+                               writer_thread=writer_thread)  # fmt: skip
     report = RecoveryReport()
     try:
         meta = campaign_meta(store)

@@ -92,19 +92,24 @@ class RestoreReport:
     moved_aside: str = ""  # where stale local data went
 
 
-async def restore_from_pg(dsn: str, data_dir: str, campaign_id: str, cfg: ShipConfig | None = None) -> RestoreReport:
+async def restore_from_pg(
+    dsn: str, data_dir: str, campaign_id: str, cfg: ShipConfig | None = None, *, pool: LazyPool | None = None
+) -> RestoreReport:
     """Make sure `<data_dir>/<campaign_id>` holds the newest copy of the campaign before it opens.
 
     Restores from PostgreSQL when there is no local copy, or when PostgreSQL's copy is newer (another
     server ran the campaign after this one, or the local disk lost its tail). Local data that loses
     is renamed aside, never deleted. Raises RestoreError when there is no local copy and PostgreSQL
     cannot be asked within `restore_timeout_s` (starting empty would fork the campaign's history).
+    `pool`: the process's pool (a host's, engine/shared.py); by default a small one of its own.
     """
     cfg = cfg or ShipConfig()
     t0 = time.perf_counter()
     local = await asyncio.to_thread(local_state, data_dir, campaign_id)
     store = ShipStore(cfg.schema)
-    pool = LazyPool(dsn, None, cfg.schema, max_size=2, connect_timeout=5.0, application_name="arbiter-restore")
+    own = pool is None
+    if pool is None:
+        pool = LazyPool(dsn, None, cfg.schema, max_size=2, connect_timeout=5.0, application_name="arbiter-restore")
     try:
         deadline = time.monotonic() + cfg.restore_timeout_s
         delay = 0.2
@@ -141,7 +146,8 @@ async def restore_from_pg(dsn: str, data_dir: str, campaign_id: str, cfg: ShipCo
         for why in shipped.skipped_snapshots:
             log.warning("shipped snapshot not usable: %s", why)
     finally:
-        await pool.close()
+        if own:
+            await pool.close()
     moved = ""
     if local is not None:
         src = Path(data_dir) / campaign_id

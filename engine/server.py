@@ -1,4 +1,10 @@
-"""The dedicated campaign server: transport wiring, the tick task, HTTP health/stats, shutdown.
+"""One campaign's runtime: its world, journal, sessions, fair play and stats, ticked by a host.
+
+A `GameServer` holds everything that belongs to one campaign and nothing that belongs to the
+process: the listening port, the door, the admin API, the tick scheduler, Agones and the WebRTC
+relay workers are the host's (engine/host.py), and so are the SQLite writer thread, the PostgreSQL
+pool and the web files (engine/shared.py). `arbiter host` runs many; `arbiter serve` is a host with
+exactly one (`GameServer.start()` makes it), so both run the same code.
 
 The tick path (inputs filed → sim step → events routed → snapshots written) never awaits: every
 socket write is a synchronous, bounded `send_parts` that drops a superseded snapshot for a client
@@ -11,51 +17,51 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from engine.agones import AgonesLink, link_server
 from engine.campaign import Campaign
 from engine.clients import Client, flush_session
-from engine.door import Door
 from engine.info import info_response
 from engine.journal import Journal
 from engine.latency import PING_INTERVAL_S, rewind_bound
-from engine.metrics import metrics_handler, process_metrics
+from engine.metrics import process_metrics
 from engine.progress import ProgressSync
 from engine.recovery import RecoveryReport, open_campaign
 from engine.relocation import ShipConfig, Shipper, restore_from_pg
+from engine.scheduler import Slot
 from engine.security import token_replay
-from engine.security.admin import AdminServer, start_admin
 from engine.security.auth import AuthError, TokenVerifier, bearer_claims
 from engine.security.fairplay.referee import FairPlayConfig
-from engine.security.fairplay.server_hooks import AdminAdapter, ServerFairPlay, open_store, peer_ip
+from engine.security.fairplay.server_hooks import ServerFairPlay, open_store, peer_ip
 from engine.security.fairplay.signals import TimingStats
+from engine.server_stats import full_stats, public_stats
+from engine.shared import Shared
 from engine.snapshots import SnapshotSender
 from engine.spectate import Spectators
 from engine.stats import TickStats
-from engine.ticker import FixedStep
 from engine.web_routes import WebRoutes
-from engine.webrtc.relay import WebRtcConfig, WebRtcRelay
-from netcode.protocol import (
-    BYE_RELOCATE,
-    MAX_HELLO_FRAME,
-    CloseCode,
-    ErrorCode,
-    dtype_to_wire,
-)
+from engine.webrtc.relay import WebRtcConfig
+from netcode.protocol import BYE_RELOCATE, CloseCode, ErrorCode, dtype_to_wire
 from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, SessionState
 from netcode.signaling import MAX_SIGNAL_FRAME, SIGNAL_EVENTS
-from netcode.ws_server import DoorLimits, HttpAnswer, WsServerConnection, connection_factory
+from netcode.ws_server import HttpAnswer, WsServerConnection
+from persistence.campaign_store import CampaignStore
 from persistence.pg_overflow import SqliteOverflow
 from persistence.pg_writer import PgWriteBehind
 from sim.games import DEFAULT_GAME
+
+if TYPE_CHECKING:
+    from engine.agones import AgonesLink
+    from engine.door import Door
+    from engine.host import Host
+    from engine.security.admin import AdminServer
+    from engine.webrtc.relay import WebRtcRelay
 
 log = logging.getLogger("arbiter.server")
 
@@ -109,26 +115,42 @@ class ServerConfig:
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)  # docs/webrtc.md; workers=0: off
 
 
+Opened = tuple[Campaign, CampaignStore, RecoveryReport]
+
+
 class GameServer:
-    """Implements netcode.ws_server.ConnectionHandler for one campaign."""
+    """One campaign (netcode.ws_server.ConnectionHandler for the connections that joined it)."""
 
     def __init__(
-        self, cfg: ServerConfig, campaign: Campaign | None = None, verifier: TokenVerifier | None = None
+        self,
+        cfg: ServerConfig,
+        campaign: Campaign | None = None,
+        verifier: TokenVerifier | None = None,
+        *,
+        shared: Shared | None = None,
+        opened: Opened | None = None,
     ) -> None:
+        """`opened`: the campaign already opened (or recovered) from its data dir, e.g. in a worker
+        thread by a host waking it; `shared`: the process's shared parts (default: its own)."""
         self.cfg = cfg
         # None: no join tokens (a hello's name is the player's account); see docs/auth.md.
         self.verifier = verifier
+        self.shared = shared or Shared(cfg)
+        self.host: Host | None = None  # set when a host runs it (engine/host.py)
+        self.slot: Slot[GameServer] | None = None  # its place in the host's tick schedule
+        self.path_prefix = ""  # "/c/{campaign}" behind a host of many campaigns (its pages' URLs)
         config = {"tick_rate": cfg.tick_rate, **dict(cfg.game_config)}
         self.journal: Journal | None = None
         self.recovery: RecoveryReport | None = None
-        if campaign is None and cfg.data_dir:
-            campaign, store, self.recovery = open_campaign(
-                cfg.data_dir, cfg.campaign, cfg.game, cfg.seed, config,
-                tick_rate=cfg.tick_rate, durability=cfg.durability, commit_delay=cfg.store_commit_delay,
+        if opened is None and campaign is None and cfg.data_dir:
+            opened = open_campaign(
+                cfg.data_dir, cfg.campaign, cfg.game, cfg.seed, config, tick_rate=cfg.tick_rate,
+                durability=cfg.durability, commit_delay=cfg.store_commit_delay, writer_thread=self.shared.writer,
             )  # fmt: skip
-            self.journal = Journal(
-                campaign, store, snapshot_every=int(cfg.snapshot_every_s * cfg.tick_rate), hash_every=cfg.hash_every
-            )
+        if opened is not None:
+            campaign, store, self.recovery = opened
+            self.journal = Journal(campaign, store, snapshot_every=int(cfg.snapshot_every_s * cfg.tick_rate),
+                                   hash_every=cfg.hash_every, pool=self.shared.snapshot_pool)  # fmt: skip
             r = self.recovery
             if not r.created:
                 log.info(
@@ -143,62 +165,104 @@ class GameServer:
         self._lag = game.max_rewind > 0  # lag compensation: measure every player's RTT
         self.progress: ProgressSync | None = None
         self._overflow: SqliteOverflow | None = None
+        pool = self.shared.pg
         if cfg.pg_dsn:
             if cfg.data_dir:
                 # Rows that do not fit the write-behind buffer during an outage wait on disk.
                 self._overflow = SqliteOverflow(Path(cfg.data_dir) / cfg.campaign / "pg_overflow.sqlite")
-            self.progress = ProgressSync(PgWriteBehind(cfg.pg_dsn, overflow=self._overflow), self.campaign)
+            writer = (PgWriteBehind(pool_factory=pool.get, run_migrations=False, overflow=self._overflow)
+                      if pool is not None else PgWriteBehind(cfg.pg_dsn, overflow=self._overflow))  # fmt: skip
+            self.progress = ProgressSync(writer, self.campaign)
             self.progress.prime()
         # Shipping must be wired before the first tick (it may gate acknowledgements).
         self.shipper: Shipper | None = None
         if cfg.pg_dsn and self.journal is not None and cfg.ship.enabled:
-            self.shipper = Shipper(cfg.pg_dsn, cfg.campaign, self.journal, cfg.ship)
+            self.shipper = Shipper(cfg.pg_dsn, cfg.campaign, self.journal, cfg.ship, pool=pool)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.fairplay = ServerFairPlay(self, cfg.fairplay, open_store(cfg.data_dir, cfg.campaign, cfg.pg_dsn))
-        self.admin: AdminServer | None = None
-        self.agones: AgonesLink | None = None
+        fp_store = open_store(cfg.data_dir, cfg.campaign, cfg.pg_dsn, pool=pool,
+                              writer=self.progress.pg if self.progress is not None else None,
+                              writer_thread=self.shared.writer)  # fmt: skip
+        self.fairplay = ServerFairPlay(self, cfg.fairplay, fp_store)
         # Join-token ids survive a restart (engine/security/token_replay.py); "" = in-memory campaign.
         self._replay_file = Path(cfg.data_dir) / cfg.campaign / token_replay.FILE_NAME if cfg.data_dir else None
         self._replay_dirty = False
+        self._replay_task: asyncio.Task[None] | None = None
         self.stats = TickStats()
         self.sender = SnapshotSender(cfg, self.campaign, self.journal, self.stats)
         self.clients: dict[WsServerConnection, Client] = {}
         self.by_eid: dict[int, Client] = {}
         # The one connection each account holds: a hello, a progress load in flight, or a ship.
         self.by_account: dict[str, Client] = {}
-        self.door = Door(self)
-        self._server: asyncio.Server | None = None
-        self._stopping = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._accepting = False
-        self._ticker = FixedStep(cfg.tick_rate, cfg.max_catchup)
-        # One sub-send per staggered send group (engine/snapshots.py): send_rate × groups per second.
-        groups = self.sender.groups
-        self._sender = FixedStep(cfg.send_rate * groups, groups)
+        self.accepting = False  # takes hellos (off while it stops or hibernates)
         self._subsend = 0
-        self._started_wall = time.time()
-        self._proc = psutil.Process()
+        self.started_wall = time.time()
+        self.proc = psutil.Process()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.port = cfg.port
+        self._reap_at: float | None = None
+        self._save_at = 0.0
+        self.last_player_at = 0.0  # loop time: last moment a player was connected (hibernation)
         self.spectators = Spectators(self)
         self.web = WebRoutes.for_server(self)
-        self.rtc = WebRtcRelay(self, cfg.webrtc) if cfg.webrtc.workers > 0 else None
+
+    # -- what the host provides -------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self.host.port if self.host is not None else self.cfg.port
+
+    @property
+    def door(self) -> Door:
+        assert self.host is not None, "the server is not running"
+        return self.host.door
+
+    @property
+    def admin(self) -> AdminServer | None:
+        return self.host.admin if self.host is not None else None
+
+    @property
+    def agones(self) -> AgonesLink | None:
+        return self.host.agones if self.host is not None else None
+
+    @property
+    def rtc(self) -> WebRtcRelay | None:
+        return self.host.rtc if self.host is not None else None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Serve this campaign alone on its own port (`arbiter serve`): a host of one campaign."""
+        if self.host is None:
+            from engine.host import Host
+
+            host = Host.serving(self)
+            await host.start()
+
+    async def run(self) -> None:
+        """Tick until `request_stop()`; then shut down gracefully."""
+        if self.host is None:
+            await self.start()
+        assert self.host is not None
+        await self.host.run()
+
+    def request_stop(self) -> None:
+        if self.host is not None:
+            self.host.request_stop()
+
+    def install_signal_handlers(self) -> None:
+        if self.host is not None:
+            self.host.install_signal_handlers()
+
+    async def open(self) -> None:
+        """Ready to tick and take players (called by the host that runs it)."""
         self._loop = loop = asyncio.get_running_loop()
-        self.campaign.game.warmup()  # compile/load every kernel before the first player
+        game = self.campaign.game
+        if self.shared.warm(game, self.cfg.replication):
+            game.warmup()  # compile/load every kernel before the first player (once per game and process)
         self.sender.warmup()
         await self.fairplay.referee.start()
         if self.verifier is not None and self._replay_file is not None:
-            n = token_replay.load(self._replay_file, self.verifier.replay, time.time())
+            n = await asyncio.to_thread(token_replay.load, self._replay_file, self.verifier.replay, time.time())
             if n:
                 log.info("%d join tokens still live from before the restart stay used", n)
         process_metrics().campaigns.add(self)
-        if self.cfg.admin_port is not None:
-            self.admin = await start_admin(AdminAdapter(self.fairplay), self.verifier, self.cfg.admin_host,
-                                           self.cfg.admin_port, open_get={"/metrics": metrics_handler})  # fmt: skip
-            log.info("admin API on %s", self.admin.url)
         if self.progress is not None:
             await self.progress.pg.start()  # returns at once; connects and migrates in the background
         if self.journal is not None:
@@ -211,92 +275,44 @@ class GameServer:
             journal.store.on_commit = committed
         if self.shipper is not None:
             self.shipper.start()  # returns at once; records wait on disk while PostgreSQL is away
-        if self.rtc is not None:
-            await self.rtc.start()
-        cfg = self.cfg
-        self.door.raise_fd_limit()
-        # A hello may carry a 4 KiB token (with WebRTC, an offer may be larger still).
-        frame = max(cfg.max_frame, MAX_HELLO_FRAME, self._signal_frame)
-        limits = DoorLimits(
-            max_size=frame, max_message=frame, max_request_bytes=cfg.max_request_bytes,
-            max_headers=cfg.max_headers, pause_reading_at=cfg.write_limit, max_backlog=cfg.max_backlog,
-        )  # fmt: skip
-        self._server = await self._loop.create_server(
-            connection_factory(self, limits, loop.time),
-            self.cfg.host,
-            self.cfg.port,
-            backlog=2048,
-        )
-        sock = self._server.sockets[0]
-        self.port = sock.getsockname()[1]
-        self._accepting = True
-        self.agones = await link_server(self)  # None unless running under Agones
-        if self.verifier is None:
-            log.warning("join tokens are off (no ARBITER_JWT_SECRET/KEYS/KEYFILE): any hello may play")
-        log.info(
-            "campaign %s (%s, seed %d) listening on ws://%s:%d/",
-            self.cfg.campaign,
-            self.cfg.game,
-            self.cfg.seed,
-            self.cfg.host,
-            self.port,
-        )
+        now = loop.time()
+        self._reap_at = now + self.cfg.orphan_grace if self.campaign.offline_ships() else None
+        self._save_at = now + self.cfg.progress_every_s
+        self.last_player_at = now
+        self.accepting = True
 
-    async def run(self) -> None:
-        """Tick until `request_stop()`; then shut down gracefully."""
-        if self._server is None:
-            await self.start()
-        housekeeping = asyncio.create_task(self._housekeeping())
-        try:
-            await self._tick_loop()
-        finally:
-            housekeeping.cancel()
-            await self._shutdown()
-
-    def request_stop(self) -> None:
-        self._stopping.set()
-
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop)
-
-    async def _shutdown(self) -> None:
-        """Drain: stop accepting, seal the campaign (final snapshot, locally and to PostgreSQL), then
-        tell players to reconnect (`bye` "relocate") while their ships are still in that snapshot."""
-        self._accepting = False
+    async def close(self, *, relocate: bool = True, reason: str = "server shutting down") -> bool:
+        """Stop this campaign (the host no longer ticks it): seal it (final snapshot, locally and to
+        PostgreSQL), then tell its players to reconnect (`bye` "relocate", when `relocate` and it
+        was sealed) while their ships are still in that snapshot. True when it was sealed."""
+        self.accepting = False
         self.spectators.stop()
-        if self._server is not None:
-            self._server.close()
         sealed = await self._seal()
         for client in list(self.clients.values()):
-            client.session.send_bye(BYE_RELOCATE if sealed else "server shutting down", CloseCode.GOING_AWAY)
+            client.session.send_bye(BYE_RELOCATE if sealed and relocate else reason, CloseCode.GOING_AWAY)
             flush_session(client)
-            client.conn.close(CloseCode.GOING_AWAY, "server shutting down")
+            client.conn.close(CloseCode.GOING_AWAY, reason)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 2.0
         while self.clients and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for client in list(self.clients.values()):
             client.conn.abort()
-        if self.rtc is not None:
-            await self.rtc.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.fairplay.referee.close()  # before the write-behind it may ride on stops
         if self.progress is not None:
             self.progress.save()
             if not await self.progress.pg.stop(5.0):
                 log.error("PostgreSQL write-behind did not flush everything at shutdown: %s", self.progress.pg.stats())
             if self._overflow is not None:
                 self._overflow.close()
+        if self._replay_task is not None:
+            await asyncio.gather(self._replay_task, return_exceptions=True)
         await self._save_replay_cache()
-        if self.admin is not None:
-            await self.admin.close()
-        await self.fairplay.referee.close()
         process_metrics().campaigns.remove(self)
-        if self.agones is not None:
-            await self.agones.stop()  # the drain is done: Agones may now delete the pod
-        self._stopped.set()
         log.info("campaign %s stopped at tick %d", self.cfg.campaign, self.campaign.tick_count)
+        return sealed
 
     async def _seal(self) -> bool:
         """Final snapshot and flush (the tick has stopped, so a blocking wait in a thread is fine),
@@ -309,49 +325,29 @@ class GameServer:
             log.info("campaign %s sealed in PostgreSQL at tick %d", self.cfg.campaign, self.shipper.shipped_tick)
         return True
 
-    # -- the tick ---------------------------------------------------------------------------------
-    async def _tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        self._ticker.start(now)
-        self._sender.start(now)
+    # -- the tick (called by the host's scheduler, engine/scheduler.py) ---------------------------
+    def tick(self) -> None:
         stats = self.stats
-        perf = time.perf_counter
-        while not self._stopping.is_set():
-            now = loop.time()
-            for _ in range(self._ticker.due(now)):
-                t0 = perf()
-                stats.tick_starts.add(loop.time())
-                self._step()
-                stats.tick_dur.add(perf() - t0)
-            # Every due sub-send runs, even late (up to one round of groups): a sub-send skipped
-            # here would be a snapshot lost for a whole group of clients.
-            for _ in range(self._sender.due(loop.time())):
-                t0 = perf()
-                self.sender.send(list(self.clients.values()), self._subsend % self.sender.groups)
-                self._subsend += 1
-                stats.send_dur.add(perf() - t0)
-            wake = min(self._ticker.next_deadline(), self._sender.next_deadline())
-            delay = wake - loop.time()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-            else:
-                await asyncio.sleep(0)  # let inputs in even when behind
+        assert self._loop is not None
+        stats.tick_starts.add(self._loop.time())
+        t0 = time.perf_counter()
+        self._step()
+        stats.tick_dur.add(time.perf_counter() - t0)
 
-    async def _save_replay_cache(self) -> None:
-        if self.verifier is None or self._replay_file is None or not self._replay_dirty:
+    def sub_send(self) -> None:
+        """One staggered sub-send (engine/snapshots.py): send_rate × groups per second."""
+        group = self._subsend % self.sender.groups
+        self._subsend += 1
+        if not self.clients:
             return
-        self._replay_dirty = False
-        entries = self.verifier.replay.export(time.time())
-        try:
-            await asyncio.to_thread(token_replay.save, self._replay_file, entries)
-        except OSError as exc:
-            log.error("join-token replay cache not saved: %s", exc)
+        t0 = time.perf_counter()
+        self.sender.send(list(self.clients.values()), group)
+        self.stats.send_dur.add(time.perf_counter() - t0)
 
-    def now(self) -> float:
-        """The server's clock (the loop's monotonic time)."""
-        return (self._loop or asyncio.get_running_loop()).time()
+    def run_offline(self, ticks: int) -> None:
+        """Run ticks with nobody connected (a world that goes on while hibernated, engine/host.py)."""
+        for _ in range(ticks):
+            self._step()
 
     def _step(self) -> None:
         result = self.campaign.tick()
@@ -368,76 +364,74 @@ class GameServer:
             if client is not None:
                 client.pending_events.extend(evs)
 
-    # -- housekeeping (off the tick: time-outs and keepalive) -------------------------------------
-    async def _housekeeping(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def _save_replay_cache(self) -> None:
+        if self.verifier is None or self._replay_file is None or not self._replay_dirty:
+            return
+        self._replay_dirty = False
+        entries = self.verifier.replay.export(time.time())
+        try:
+            await asyncio.to_thread(token_replay.save, self._replay_file, entries)
+        except OSError as exc:
+            log.error("join-token replay cache not saved: %s", exc)
+
+    def now(self) -> float:
+        """The server's clock (the loop's monotonic time)."""
+        return (self._loop or asyncio.get_running_loop()).time()
+
+    # -- housekeeping (off the tick: time-outs and keepalive; the host calls it twice a second) ----
+    def housekeep(self, now: float) -> None:
         cfg = self.cfg
-        reap_at = loop.time() + cfg.orphan_grace if self.campaign.offline_ships() else None
-        save_at = loop.time() + cfg.progress_every_s
-        while True:
-            await asyncio.sleep(0.5)
-            now = loop.time()
-            if self.progress is not None and now >= save_at:
-                save_at = now + cfg.progress_every_s
-                self.progress.save()
-            if self._replay_dirty:
-                await self._save_replay_cache()
-            self.door.deadlines(now)
-            if reap_at is not None and now >= reap_at:
-                reap_at = None
-                orphans = self.campaign.offline_ships()
-                for eid in orphans:
-                    self.campaign.leave(eid)
-                if orphans:
-                    log.info("%d ships whose players did not come back after recovery left the world", len(orphans))
-            for client in list(self.clients.values()):
-                conn = client.conn
-                if self._lag and client.eid >= 0 and now - client.latency.ping_at >= PING_INTERVAL_S:
-                    self._ping(client, now)
-                rx = conn.bytes_in
-                if rx != client.last_rx_count:
-                    client.last_rx_count = rx
-                    client.last_rx_time = now
-                session = client.session
-                session.poll(now)  # the session owns the handshake time-out
-                if session.close_code == CloseCode.HANDSHAKE_TIMEOUT and conn.is_open:
-                    self.fairplay.handshake_timeout(client)
-                if session.close_code is not None and conn.is_open:
-                    flush_session(client)
-                    conn.close(session.close_code, session.close_reason)
-                elif now - client.last_rx_time > cfg.idle_timeout:
-                    conn.abort()
-                elif now - client.last_rx_time > cfg.ping_interval:
-                    conn.ping()
+        if self.progress is not None and now >= self._save_at:
+            self._save_at = now + cfg.progress_every_s
+            self.progress.save()
+        if self._replay_dirty and (self._replay_task is None or self._replay_task.done()):
+            self._replay_task = asyncio.get_running_loop().create_task(self._save_replay_cache())
+        if self._reap_at is not None and now >= self._reap_at:
+            self._reap_at = None
+            orphans = self.campaign.offline_ships()
+            for eid in orphans:
+                self.campaign.leave(eid)
+            if orphans:
+                log.info("%d ships whose players did not come back after recovery left the world", len(orphans))
+        if self.by_eid:
+            self.last_player_at = now
+        for client in list(self.clients.values()):
+            conn = client.conn
+            if self._lag and client.eid >= 0 and now - client.latency.ping_at >= PING_INTERVAL_S:
+                self._ping(client, now)
+            rx = conn.bytes_in
+            if rx != client.last_rx_count:
+                client.last_rx_count = rx
+                client.last_rx_time = now
+            session = client.session
+            session.poll(now)  # the session owns the handshake time-out
+            if session.close_code == CloseCode.HANDSHAKE_TIMEOUT and conn.is_open:
+                self.fairplay.handshake_timeout(client)
+            if session.close_code is not None and conn.is_open:
+                flush_session(client)
+                conn.close(session.close_code, session.close_reason)
+            elif now - client.last_rx_time > cfg.idle_timeout:
+                conn.abort()
+            elif now - client.last_rx_time > cfg.ping_interval:
+                conn.ping()
 
-    # -- ConnectionHandler ------------------------------------------------------------------------
-    def on_connect(self, conn: WsServerConnection) -> bool:
-        return self.door.accept(conn, self.now())
-
-    def on_error(self, conn: WsServerConnection, cause: str, exc: BaseException | None) -> None:
-        self.door.error(conn, cause, exc, self.now())
-
+    # -- HTTP (the host routes /c/{campaign}/... here, or everything when it serves this one alone) -
     def http_request(
         self, path: str, headers: Mapping[str, str] | None = None, method: str = "GET"
     ) -> HttpAnswer | None:
         route = path.split("?", 1)[0]
-        if method not in ("GET", "HEAD"):
-            return 405, "text/plain", b"only GET and HEAD\n"
         if route == "/health":
-            ok = self._accepting and not self._stopping.is_set()
+            ok = self.accepting and (self.host is None or self.host.accepting)
             body = {"status": "ok" if ok else "stopping", "tick": self.campaign.tick_count}
             return (200 if ok else 503), "application/json", json.dumps(body).encode()
         if route == "/stats":
-            return 200, "application/json", json.dumps(self.door.public_stats()).encode()
+            return 200, "application/json", json.dumps(public_stats(self)).encode()
         if route == "/stats/full":
             return self._full_stats((headers or {}).get("authorization"))
         if route == "/info":
             return info_response(self.cfg.game, self.cfg.campaign, self.cfg.tick_rate, self.cfg.send_rate)
-        if route == "/metrics" and self.cfg.metrics_on_game_port:
-            text, ctype = process_metrics().exposition()
-            return 200, ctype, text
         if route in ("/", "/ws"):
-            return None if self._accepting else (503, "text/plain", b"shutting down\n")
+            return None if self.accepting else (503, "text/plain", b"shutting down\n")
         return self.web.answer(path)
 
     def _full_stats(self, authorization: str | None) -> HttpAnswer:
@@ -447,31 +441,45 @@ class GameServer:
         try:
             bearer_claims(authorization, self.verifier, role="admin")
         except AuthError as e:
-            self.door.log.event(self.now(), logging.INFO, "http: /stats/full refused", e.code.name)
+            if self.host is not None:
+                self.host.door.log.event(self.now(), logging.INFO, "http: /stats/full refused", e.code.name)
             return e.http_status, "text/plain", (e.public_message + "\n").encode()
         return 200, "application/json", json.dumps(self.stats_dict()).encode()
 
+    # -- connections ------------------------------------------------------------------------------
+    def new_session(self, now: float, *, bound: bool = True) -> ServerSession:
+        """A session for a connection of this process (`bound`: with this game's inputs)."""
+        cfg = self.cfg
+        return ServerSession(
+            max_offences=cfg.max_offences, max_frame=cfg.max_frame, rate=cfg.input_rate, burst=cfg.input_burst,
+            handshake_timeout=cfg.handshake_timeout, opened_at=now, max_signal_frame=self._signal_frame,
+            inputs=self.campaign.game.inputs if bound else (),
+        )  # fmt: skip
+
     def on_open(self, conn: WsServerConnection) -> None:
-        loop = self._loop or asyncio.get_running_loop()
-        now = loop.time()
+        """A connection upgraded straight to this campaign (its path, or the only campaign)."""
+        now = self.now()
         if self.fairplay.refuse_banned_address(conn):
             return
-        session = ServerSession(
-            max_offences=self.cfg.max_offences,
-            max_frame=self.cfg.max_frame,
-            rate=self.cfg.input_rate,
-            burst=self.cfg.input_burst,
-            handshake_timeout=self.cfg.handshake_timeout,
-            opened_at=now,
-            max_signal_frame=self._signal_frame,
-            inputs=self.campaign.game.inputs,
-        )
-        client = Client(conn, session, now, last_rx_time=now, ip=peer_ip(conn))
+        self.adopt(Client(conn, self.new_session(now), now, last_rx_time=now, ip=peer_ip(conn)))
+
+    def adopt(self, client: Client) -> None:
+        """From now on `client`'s connection belongs to this campaign (a host routed it here)."""
+        conn = client.conn
+        conn.handler = self
+        client.session.bind_inputs(self.campaign.game.inputs)
         if self.fairplay.timing:
             client.timing = TimingStats()
         self.clients[conn] = client
         if self._lag:
-            self._ping(client, now)  # an RTT sample before the first input, if the client answers
+            self._ping(client, self.now())  # an RTT sample before the first input, if the client answers
+
+    def on_connect(self, conn: WsServerConnection) -> bool:  # the host's: a connection arrives there
+        raise RuntimeError("connections are accepted by the host")
+
+    def on_error(self, conn: WsServerConnection, cause: str, exc: BaseException | None) -> None:
+        if self.host is not None:
+            self.host.door.error(conn, cause, exc, self.now())
 
     def _ping(self, client: Client, now: float) -> None:
         lat = client.latency
@@ -511,12 +519,13 @@ class GameServer:
                 if client.timing is not None:
                     self.fairplay.input_arrived(client, now)
             elif type(ev) is HelloEvent:
-                self._hello(client, ev)
+                self.hello(client, ev)
             elif type(ev) is PingEvent:
                 session.pong(ev.client_time, now * 1000.0, self.campaign.tick_count)
             elif isinstance(ev, SIGNAL_EVENTS):  # WebRTC (netcode/signaling.py, engine/webrtc/relay.py)
-                if self.rtc is not None:
-                    self.rtc.signal(client, ev)
+                rtc = self.rtc
+                if rtc is not None:
+                    rtc.signal(client, ev)
                 else:
                     session.notify(ErrorCode.RTC_UNAVAILABLE, "this server runs no WebRTC relay workers")
         if session.offences != errors_before:
@@ -527,7 +536,8 @@ class GameServer:
             conn.close(int(session.close_code), session.close_reason or "")
 
     def on_close(self, conn: WsServerConnection) -> None:
-        admitted = self.door.closed(conn)
+        host = self.host
+        admitted = host.door.closed(conn) if host is not None else True
         client = self.clients.pop(conn, None)
         self.fairplay.connection_closed(peer_ip(conn), admitted, client)
         if client is None:
@@ -536,8 +546,9 @@ class GameServer:
         self.sender.remove(client)
         if self.by_account.get(client.account) is client:
             del self.by_account[client.account]
-        if self.rtc is not None:
-            self.rtc.drop(client)
+        rtc = self.rtc
+        if rtc is not None:
+            rtc.drop(client)
         if client.eid >= 0:
             self.by_eid.pop(client.eid, None)
             if self.progress is not None:
@@ -545,17 +556,19 @@ class GameServer:
                 self.progress.forget(client.eid)
             self.campaign.leave(client.eid)
             self.stats.leaves += 1
+            if not self.by_eid and self._loop is not None:
+                self.last_player_at = self._loop.time()
 
     # -- helpers ----------------------------------------------------------------------------------
     @property
     def _signal_frame(self) -> int:
         return MAX_SIGNAL_FRAME if self.rtc is not None else 0
 
-    def _hello(self, client: Client, ev: HelloEvent) -> None:
+    def hello(self, client: Client, ev: HelloEvent) -> None:
         if ev.watch:
             self.spectators.admit(client, ev)
             return
-        if not self._accepting:
+        if not self.accepting:
             client.session.reject(ErrorCode.SERVER_FULL, "server shutting down", CloseCode.GOING_AWAY)
             return
         name, account = ev.name, ev.name
@@ -563,8 +576,9 @@ class GameServer:
             try:
                 claims = self.verifier.verify(ev.token)
             except AuthError as e:
-                self.door.log.event(self.now(), logging.INFO, f"hello refused: {e.code.name}",
-                                    f"{client.conn.peer} {e.detail}")  # fmt: skip
+                if self.host is not None:
+                    self.host.door.log.event(self.now(), logging.INFO, f"hello refused: {e.code.name}",
+                                             f"{client.conn.peer} {e.detail}")  # fmt: skip
                 self.stats.auth_refusals += 1
                 client.session.reject(int(e.code), e.public_message, CloseCode.UNAUTHORIZED)
                 self.fairplay.token_refused(client, e.code)
@@ -622,13 +636,16 @@ class GameServer:
             restore = await self.progress.pg.load_progress(account, self.cfg.campaign, timeout=2.0)
         except Exception as exc:
             failed = True
-            self.door.log.event(self.now(), logging.WARNING, "progress not loaded", f"{account}: {exc}")
+            if self.host is not None:
+                self.host.door.log.event(self.now(), logging.WARNING, "progress not loaded", f"{account}: {exc}")
         client = self.by_account.get(account)  # the newest connection of the account, if any
         if client is None or client.eid >= 0:
             return
         if client.conn.is_open and client.session.state is SessionState.AWAIT_HELLO:
             if self.campaign.full:
                 client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
+            elif not self.accepting:
+                client.session.reject(ErrorCode.SERVER_FULL, "server shutting down", CloseCode.GOING_AWAY)
             else:
                 self._admit(client, restore)
                 if failed and self.progress is not None:
@@ -657,12 +674,14 @@ class GameServer:
         client.eid = eid
         self.sender.add(client)
         self.by_eid[eid] = client
+        if self._loop is not None:
+            self.last_player_at = self._loop.time()
         self.welcome(client, eid, self.sender.rep_wire)
 
     def welcome(self, client: Client, player: int, rep: dict[str, object] | None) -> None:
         """Send the welcome: `player` is the client's entity (0 for a spectator). The connection
         leaves the unauthenticated phase (docs/security.md)."""
-        if self.door.admitted(client.conn):
+        if self.host is None or self.host.door.admitted(client.conn):
             self.fairplay.connection_admitted(client.ip)
         game = self.campaign.game
         client.session.accept(
@@ -679,7 +698,7 @@ class GameServer:
 
     def stats_dict(self) -> dict[str, Any]:
         """Every figure (/stats/full, /metrics)."""
-        return self.door.full_stats()
+        return full_stats(self)
 
 
 def restorable(progress: dict[str, Any] | None, durable: tuple[str, ...] = ()) -> dict[str, object] | None:

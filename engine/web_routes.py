@@ -96,30 +96,45 @@ def check_target(target: str) -> tuple[str, str]:
     return decoded, query
 
 
+def page_config(
+    game: str, campaign: str, hub_url: str, tokens: bool, watch_public: bool, path_prefix: str, webrtc: bool
+) -> dict[str, Any]:
+    """What /web/config.json tells the pages of one campaign."""
+    return {
+        "game": game,
+        "campaign": campaign,
+        "hub": hub_url or None,
+        "tokens": tokens,
+        "watch_public": watch_public,
+        "ws": path_prefix + "/",  # a host's campaign: /c/{campaign}/ (docs/hosting.md)
+        "webrtc": webrtc,  # relay workers: the page moves to data channels
+    }
+
+
 class WebRoutes:
     """Answers the web routes of one server; `config` is what /web/config.json says to the pages."""
 
-    def __init__(self, config: Callable[[], Mapping[str, Any]], root: Path = WEB_DIR, prefix: str = "/web/") -> None:
+    def __init__(
+        self,
+        config: Callable[[], Mapping[str, Any]],
+        root: Path = WEB_DIR,
+        prefix: str = "/web/",
+        files: dict[str, bytes] | None = None,
+    ) -> None:
+        """`files`: the web files already read (a host reads them once for all its campaigns)."""
         self.config = config
         self.prefix = prefix
-        self.files = load_files(root)
+        self.files = load_files(root) if files is None else files
 
     @classmethod
     def for_server(cls, server: GameServer) -> WebRoutes:
         cfg = server.cfg
 
         def config() -> dict[str, Any]:
-            return {
-                "game": cfg.game,
-                "campaign": cfg.campaign,
-                "hub": cfg.hub_url or None,
-                "tokens": server.verifier is not None,
-                "watch_public": cfg.watch_public,
-                "ws": "/",
-                "webrtc": server.rtc is not None,  # relay workers: the page moves to data channels
-            }
+            return page_config(cfg.game, cfg.campaign, cfg.hub_url, server.verifier is not None, cfg.watch_public,
+                               server.path_prefix, server.rtc is not None)  # fmt: skip
 
-        return cls(config)
+        return cls(config, files=server.shared.web_files)
 
     def answer(self, target: str) -> Answer:
         """The answer to a GET of `target` (path and query) that is no other route's."""

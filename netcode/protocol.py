@@ -57,6 +57,7 @@ class ErrorCode(IntEnum):
     RTC_UNAVAILABLE = 24  # WebRTC signaling while the server runs no relay workers (or none is up)
     RTC_BAD_SIGNAL = 25  # a malformed offer or candidate (netcode/signaling.py)
     RTC_LIMIT = 26  # too many offers, candidates or blocks
+    UNKNOWN_CAMPAIGN = 27  # a host does not run the campaign the hello (path or token) names
 
 
 class CloseCode(IntEnum):
@@ -76,6 +77,7 @@ class CloseCode(IntEnum):
     TOO_MANY_CONNECTIONS = 4008  # connection flood from one address
     REPLACED = 4009  # a newer connection of the same account took this one's ship over
     ACCOUNT_IN_USE = 4010  # refused: the account already plays here (account_conflict = "refuse")
+    UNKNOWN_CAMPAIGN = 4011  # the host runs no such campaign (engine/host.py)
 
 
 class ProtocolError(Exception):

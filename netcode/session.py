@@ -193,6 +193,10 @@ class ServerSession:
         self._tokens_at = opened_at
         self._last_rate_error = -1e300
 
+    def bind_inputs(self, inputs: Sequence[Input]) -> None:
+        """The game's input fields, once known: a host learns the campaign (so the game) at the hello."""
+        self._fields = input_fields(inputs)
+
     # ------------------------------------------------------------------ inbound
 
     def receive(self, payload: bytes | bytearray | memoryview | str, now: float) -> list[Event]:

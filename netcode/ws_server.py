@@ -116,6 +116,9 @@ class ConnectionHandler(TypingProtocol):
 class WsServerConnection(asyncio.Protocol):
     """One connection: the HTTP request, then a fast frame path.
 
+    `handler` may be replaced after `on_open` (a host hands the connection to the campaign it
+    joins); every later callback goes to the new one.
+
     After the 101 response the inbound frames are parsed inline: one whole masked binary frame
     with a 7-bit length (nearly every input) is checked and delivered without FrameReader; any
     other read goes through FrameReader, which enforces RFC 6455 and the size bounds.
@@ -141,6 +144,7 @@ class WsServerConnection(asyncio.Protocol):
         "limits",
         "max_size",
         "msgs_in",
+        "path",
         "peer",
         "phase",
         "session",
@@ -171,6 +175,7 @@ class WsServerConnection(asyncio.Protocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self.msgs_in = 0
+        self.path = ""  # the request target of the upgrade (a host routes by it: /c/{campaign}/)
         # Slots for the application: its session object and whatever it keys players by.
         self.session: object = None
         self.user: object = None
@@ -271,6 +276,7 @@ class WsServerConnection(asyncio.Protocol):
             return
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
         method = request.method
+        self.path = request.path
         answer = self.handler.http_request(request.path, headers, method)
         if answer is not None:
             extra = list(answer[3]) if len(answer) > 3 else []

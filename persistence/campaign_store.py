@@ -26,7 +26,7 @@ from typing import Final, Literal, NamedTuple, SupportsIndex
 
 import numpy as np
 
-from persistence.batch_writer import BatchWriter
+from persistence.batch_writer import BatchWriter, WriterThread
 from persistence.journal_codec import JournalCorruptError, TickRecord, campaign_layout, decode_tick
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,9 @@ class CampaignStore:
         snapshot_retention: int = 20,
         max_pending_snapshots: int = 2,
         commit_delay: float = 0.0,
+        writer_thread: WriterThread | None = None,
     ) -> None:
+        """`writer_thread`: commit on a thread shared with other stores (a host's), not one of its own."""
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
         if snapshot_retention < 1:
@@ -247,7 +249,8 @@ class CampaignStore:
 
         # A forgotten close() loses what was not flushed exactly as a crash does: recovery handles it.
         self._writer: BatchWriter[_Item] = BatchWriter(
-            f"store-writer:{self.path.parent.name}", self._commit, capacity=queue_size, batch=batch_size
+            f"store-writer:{self.path.parent.name}", self._commit, capacity=queue_size, batch=batch_size,
+            thread=writer_thread,
         )
 
     @classmethod
@@ -263,6 +266,7 @@ class CampaignStore:
         snapshot_retention: int = 20,
         max_pending_snapshots: int = 2,
         commit_delay: float = 0.0,
+        writer_thread: WriterThread | None = None,
     ) -> CampaignStore:
         """Open or create `<data_dir>/<campaign_id>/campaign.sqlite`."""
         if not _CAMPAIGN_ID_RE.fullmatch(campaign_id) or campaign_id in {".", ".."}:
@@ -278,6 +282,7 @@ class CampaignStore:
             snapshot_retention=snapshot_retention,
             max_pending_snapshots=max_pending_snapshots,
             commit_delay=commit_delay,
+            writer_thread=writer_thread,
         )
 
     @staticmethod

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from persistence.batch_writer import BatchWriter
+from persistence.batch_writer import BatchWriter, WriterThread
 from persistence.fairplay_records import (
     DEFAULT_QUEUE_SIZE,
     AuditEntry,
@@ -121,7 +121,9 @@ class SqliteFairplayStore:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         busy_timeout: float = 1.0,
         dropped_keep: int = 1000,
+        writer_thread: WriterThread | None = None,
     ) -> None:
+        """`writer_thread`: write on a thread shared with other stores (a host's), not one of its own."""
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
         self.path: Path | None = None if path is None else Path(path)
@@ -148,7 +150,7 @@ class SqliteFairplayStore:
 
         name = "fairplay-writer" if self.path is None else f"fairplay-writer:{self.path.parent.name}"
         # Audit rows and jobs share one FIFO: a job sees every row appended before it.
-        self._writer: BatchWriter[AuditRow | _Job] = BatchWriter(name, self._handle)
+        self._writer: BatchWriter[AuditRow | _Job] = BatchWriter(name, self._handle, thread=writer_thread)
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike[str] | None, campaign_id: str, **kwargs: Any) -> SqliteFairplayStore:

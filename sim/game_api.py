@@ -42,6 +42,7 @@ from sim.spec import (
     ConfigSpec,
     Draw,
     Fixed,
+    Hibernation,
     Input,
     LagComp,
     Move,
@@ -129,6 +130,7 @@ class Game:
     resources: ClassVar[tuple[str, ...]] = ()  # player fields that are balances (EV_BALANCE's id)
     durable: ClassVar[tuple[str, ...]] = ()  # player fields a returning player gets back
     warm_config: ClassVar[Mapping[str, int]] = {}  # a small config for the warm-up
+    hibernation: ClassVar[Hibernation] = Hibernation()  # simulated time while unloaded (docs/hosting.md)
 
     # -- derived ----------------------------------------------------------------------------------
     def __init__(self, config: Mapping[str, object] | None = None) -> None:

@@ -152,6 +152,17 @@ class LagComp:
 
 
 @dataclass(frozen=True)
+class Hibernation:
+    """What simulated time does while a host keeps the campaign unloaded (no players for a while):
+    "paused" (the default): the world stops, and goes on from the same tick when it wakes;
+    "advance": when it wakes, the world first runs the ticks it missed, without inputs, up to
+    `max_s` seconds of them (so a wake stays quick)."""
+
+    mode: Literal["paused", "advance"] = "paused"
+    max_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class Style:
     """How a generic renderer draws an entity."""
 

@@ -35,7 +35,7 @@ INTS = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1]
 
 
 def test_codes_are_the_documented_numbers() -> None:
-    assert [int(c) for c in ErrorCode] == [*range(1, 10), 20, 21, 22, 23, 24, 25, 26]
+    assert [int(c) for c in ErrorCode] == [*range(1, 10), 20, 21, 22, 23, 24, 25, 26, 27]
     assert ErrorCode.RATE_LIMITED == 9 and ErrorCode.TOO_LARGE == 8
     assert {c.name: int(c) for c in CloseCode} == {
         "NORMAL": 1000,
@@ -52,6 +52,7 @@ def test_codes_are_the_documented_numbers() -> None:
         "TOO_MANY_CONNECTIONS": 4008,
         "REPLACED": 4009,
         "ACCOUNT_IN_USE": 4010,
+        "UNKNOWN_CAMPAIGN": 4011,
     }
 
 

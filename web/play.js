@@ -8,11 +8,12 @@ import { ArbiterClient } from "./sdk/client.js";
 import { ErrorCode } from "./sdk/protocol.js";
 import { GameView } from "./sdk/view.js";
 import { hubJoin } from "./hub.js";
+import { campaignPrefix } from "./campaign.js";
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const params = new URLSearchParams(location.search);
 const fragment = new URLSearchParams(location.hash.slice(1));
-const config = await (await fetch("/web/config.json", { cache: "no-store" })).json();
+const config = await (await fetch(`${campaignPrefix()}/web/config.json`, { cache: "no-store" })).json();
 const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${config.ws || "/"}`;
 
 /** What the page shows and tests read (window.arbiter). */

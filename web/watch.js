@@ -7,6 +7,7 @@ import { decode } from "./sdk/msgpack.js";
 import { ClientSession } from "./sdk/session.js";
 import { Renderer } from "./sdk/render.js";
 import { GameView } from "./sdk/view.js";
+import { campaignPrefix } from "./campaign.js";
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const params = new URLSearchParams(location.search);
@@ -25,7 +26,7 @@ else live();
 
 // ---------------------------------------------------------------------------------- live
 async function live() {
-  const config = await (await fetch("/web/config.json", { cache: "no-store" })).json();
+  const config = await (await fetch(`${campaignPrefix()}/web/config.json`, { cache: "no-store" })).json();
   const form = /** @type {HTMLFormElement} */ ($("login"));
   const tokenInput = /** @type {HTMLInputElement} */ ($("token"));
   tokenInput.value = fragment.get("token") || "";

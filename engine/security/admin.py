@@ -80,6 +80,13 @@ class AdminBackend(Protocol):
     async def audit(self, limit: int, account: str | None) -> list[dict[str, Any]]: ...
 
 
+class CampaignBackends(Protocol):
+    """A backend behind which several campaigns run (a host): the routes under
+    `/admin/campaigns/{campaign}/` reach one of them."""
+
+    def for_campaign(self, campaign: str) -> AdminBackend | None: ...
+
+
 BACKEND_KEY: Final = web.AppKey("arbiter_admin_backend", AdminBackend)
 VERIFIER_KEY: Final[web.AppKey[TokenVerifier | None]] = web.AppKey("arbiter_admin_verifier")
 CLAIMS_KEY: Final = web.RequestKey("arbiter_admin_claims", TokenClaims)
@@ -118,12 +125,12 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=_json_default, separators=(",", ":"))
 
 
-def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response(data, status=status, headers=headers, dumps=_dumps)
 
 
 def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return _json({"error": code, "message": message}, status=status, headers=headers)
+    return json_response({"error": code, "message": message}, status=status, headers=headers)
 
 
 def _reject_constant(c: str) -> Any:
@@ -179,7 +186,7 @@ def _duration(value: object) -> float | None:
     return d
 
 
-async def _body(request: web.Request, fields: frozenset[str]) -> dict[str, Any]:
+async def json_body(request: web.Request, fields: frozenset[str]) -> dict[str, Any]:
     """The request body as a JSON object with only `fields`; 400 / 413 otherwise."""
     raw = await request.read()  # raises HTTPRequestEntityTooLarge (413) past client_max_size
     try:
@@ -215,6 +222,19 @@ def _limit(request: web.Request) -> int:
     if not 1 <= limit <= MAX_AUDIT_LIMIT:
         _bad(f"limit must be an integer in 1..{MAX_AUDIT_LIMIT}")
     return limit
+
+
+def backend_of(request: web.Request) -> AdminBackend:
+    """The app's backend, or, under /admin/campaigns/{campaign}/, that campaign's (404 if none runs)."""
+    backend = request.app[BACKEND_KEY]
+    cid = request.match_info.get("campaign")
+    if cid is None:
+        return backend
+    find = getattr(backend, "for_campaign", None)
+    found = find(cid) if find is not None else None
+    if found is None:
+        raise ApiError(404, "not_found", f"no campaign {cid[:64]!r} running here")
+    return found
 
 
 def _by(request: web.Request) -> str:
@@ -285,33 +305,33 @@ async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
 
 # -- handlers ---------------------------------------------------------------------------------------
 async def list_players(request: web.Request) -> web.Response:
-    players = request.app[BACKEND_KEY].players()
-    return _json({"players": players})
+    players = backend_of(request).players()
+    return json_response({"players": players})
 
 
 async def kick_player(request: web.Request) -> web.Response:
     account = _account(request.match_info["account"], "account")
-    body = await _body(request, _KICK_FIELDS)
+    body = await json_body(request, _KICK_FIELDS)
     reason = _reason(body.get("reason"))
     by = _by(request)
     try:
-        kicked = request.app[BACKEND_KEY].kick(account, reason, by)
+        kicked = backend_of(request).kick(account, reason, by)
     except ValueError as e:
         _bad(str(e))
     if not kicked:
         raise ApiError(404, "not_online", f"{account!r} is not online")
     log.warning("admin %r kicked %r: %s", by, account, reason)
-    return _json({"kicked": account})
+    return json_response({"kicked": account})
 
 
 async def list_bans(request: web.Request) -> web.Response:
     include_expired = _flag(request, "include_expired")
-    bans = await request.app[BACKEND_KEY].bans(include_expired)
-    return _json({"bans": bans})
+    bans = await backend_of(request).bans(include_expired)
+    return json_response({"bans": bans})
 
 
 async def create_ban(request: web.Request) -> web.Response:
-    body = await _body(request, _BAN_FIELDS)
+    body = await json_body(request, _BAN_FIELDS)
     account = _account(body["account"], "account") if body.get("account") is not None else None
     ip_range = _ip_range(body["ip_range"], "ip_range") if body.get("ip_range") is not None else None
     if account is None and ip_range is None:
@@ -320,7 +340,7 @@ async def create_ban(request: web.Request) -> web.Response:
     duration_s = _duration(body.get("duration_s"))
     by = _by(request)
     try:
-        ban = await request.app[BACKEND_KEY].ban(account, ip_range, reason, duration_s, by)
+        ban = await backend_of(request).ban(account, ip_range, reason, duration_s, by)
     except ValueError as e:
         _bad(str(e))
     log.warning(
@@ -331,18 +351,18 @@ async def create_ban(request: web.Request) -> web.Response:
         "permanent" if duration_s is None else f"{duration_s:g}s",
         reason,
     )
-    return _json({"ban": ban}, status=201)
+    return json_response({"ban": ban}, status=201)
 
 
 async def _unban(request: web.Request, account: str | None, ip_range: str | None) -> web.Response:
     by = _by(request)
     try:
-        lifted = await request.app[BACKEND_KEY].unban(account, ip_range, by)
+        lifted = await backend_of(request).unban(account, ip_range, by)
     except ValueError as e:
         _bad(str(e))
     log.warning("admin %r lifted %d ban(s) account=%r ip_range=%r", by, lifted, account, ip_range)
     # 200 with the count even when it is 0: DELETE is idempotent and the count says what happened.
-    return _json({"lifted": lifted})
+    return json_response({"lifted": lifted})
 
 
 async def delete_account_ban(request: web.Request) -> web.Response:
@@ -361,16 +381,20 @@ async def delete_ban(request: web.Request) -> web.Response:
 async def read_audit(request: web.Request) -> web.Response:
     limit = _limit(request)
     account = _account(request.query["account"], "account") if "account" in request.query else None
-    entries = await request.app[BACKEND_KEY].audit(limit, account)
-    return _json({"audit": entries})
+    entries = await backend_of(request).audit(limit, account)
+    return json_response({"audit": entries})
 
 
 # -- application and server -------------------------------------------------------------------------
 def make_app(
-    backend: AdminBackend, verifier: TokenVerifier | None, open_get: Mapping[str, Handler] | None = None
+    backend: AdminBackend,
+    verifier: TokenVerifier | None,
+    open_get: Mapping[str, Handler] | None = None,
+    routes: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
     """The admin aiohttp application (for start_admin, or to mount under another runner).
-    `open_get`: GET routes served without a token (scrapers of an internal listener)."""
+    `open_get`: GET routes served without a token (scrapers of an internal listener); `routes`:
+    adds more (a host's campaign routes, engine/host_admin.py), behind the same token check."""
     app = web.Application(
         middlewares=[_errors_middleware, _auth_middleware],  # errors outermost: it also shapes 401/403
         client_max_size=MAX_BODY_BYTES,
@@ -381,13 +405,16 @@ def make_app(
     for path, route in (open_get or {}).items():
         app.router.add_get(path, route)
     app.on_response_prepare.append(_no_store)
-    app.router.add_get("/admin/players", list_players)
-    app.router.add_post("/admin/players/{account}/kick", kick_player)
-    app.router.add_get("/admin/bans", list_bans)
-    app.router.add_post("/admin/bans", create_ban)
-    app.router.add_delete("/admin/bans", delete_ban)
-    app.router.add_delete("/admin/bans/{account}", delete_account_ban)
-    app.router.add_get("/admin/audit", read_audit)
+    for prefix in ("/admin", "/admin/campaigns/{campaign}"):
+        app.router.add_get(prefix + "/players", list_players)
+        app.router.add_post(prefix + "/players/{account}/kick", kick_player)
+        app.router.add_get(prefix + "/bans", list_bans)
+        app.router.add_post(prefix + "/bans", create_ban)
+        app.router.add_delete(prefix + "/bans", delete_ban)
+        app.router.add_delete(prefix + "/bans/{account}", delete_account_ban)
+        app.router.add_get(prefix + "/audit", read_audit)
+    if routes is not None:
+        routes(app)
     return app
 
 
@@ -430,6 +457,7 @@ async def start_admin(
     *,
     ssl_context: ssl.SSLContext | None = None,
     open_get: Mapping[str, Handler] | None = None,
+    routes: Callable[[web.Application], None] | None = None,
 ) -> AdminServer:
     """Serve the admin API on host:port on the running loop; `await server.close()` to stop."""
     if verifier is None:
@@ -437,7 +465,7 @@ async def start_admin(
     if ssl_context is None and not _is_loopback(host):
         # Bearer tokens are credentials: off loopback they need TLS here or in a proxy in front.
         log.warning("admin API on %s without TLS: bearer tokens cross the network in clear text", host)
-    runner = web.AppRunner(make_app(backend, verifier, open_get), shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    runner = web.AppRunner(make_app(backend, verifier, open_get, routes), shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)

@@ -55,6 +55,7 @@ from netcode.voice import assign_slots, nearest
 from netcode.ws_server import WsServerConnection
 
 if TYPE_CHECKING:
+    from engine.host import Host
     from engine.server import GameServer
 
 log = logging.getLogger("arbiter.webrtc")
@@ -212,8 +213,11 @@ class RtcRoute:
 
 
 class WebRtcRelay:
-    def __init__(self, server: GameServer, cfg: WebRtcConfig) -> None:
-        self.server = server
+    """The relay workers of a process: shared by every campaign of a host; a client's inputs go to the
+    campaign its connection joined, and voice is routed within each campaign."""
+
+    def __init__(self, host: Host, cfg: WebRtcConfig) -> None:
+        self.host = host
         self.cfg = cfg
         self.links: list[WorkerLink] = []
         self.peers: dict[WsServerConnection, RtcPeer] = {}
@@ -307,7 +311,7 @@ class WebRtcRelay:
             client.session.notify(ErrorCode.RTC_UNAVAILABLE, "no WebRTC relay worker has room: stay on WebSocket")
             return
         self._next_cid = self._next_cid % 0xFFFFFFFF + 1
-        peer = RtcPeer(self._next_cid, client, link, self.server.now(), offer)
+        peer = RtcPeer(self._next_cid, client, link, self.host.now(), offer)
         self.peers[client.conn] = peer
         link.peers[peer.cid] = peer
         self.counters["offers"] += 1
@@ -349,7 +353,7 @@ class WebRtcRelay:
     # -- the workers' records -----------------------------------------------------------------------
     def on_record(self, link: WorkerLink, kind: int, cid: int, payload: bytes) -> None:
         if kind == ipc.BEAT:
-            link.last_beat = self.server.now()
+            link.last_beat = self.host.now()
             link.beats += 1
             with contextlib.suppress(ValueError):
                 link.stats = json.loads(payload)
@@ -359,7 +363,9 @@ class WebRtcRelay:
             return  # a peer closed meanwhile (records in flight)
         client = peer.client
         if kind == ipc.INPUT:
-            self.server.on_message(client.conn, payload, False)
+            server = self.host.campaign_of(client)
+            if server is not None:
+                server.on_message(client.conn, payload, False)
         elif kind == ipc.ANSWER:
             client.conn.send_parts(encode_answer(payload.decode()))
         elif kind == ipc.UP:
@@ -440,12 +446,21 @@ class WebRtcRelay:
                 self.route_voice()
 
     def route_voice(self) -> None:
-        """Who each listener hears: talking, unmuted, unblocked speakers on the listener's worker within
-        the voice radius, nearest first, at most one per receiving audio section."""
-        listeners = [p for p in self.peers.values() if p.up and p.slots and p.client.eid >= 0]
+        """Who each listener hears: talking, unmuted, unblocked speakers of the same campaign on the
+        listener's worker within the voice radius, nearest first, at most one per receiving audio section."""
+        campaigns: dict[GameServer, list[RtcPeer]] = {}
+        for p in self.peers.values():
+            server = self.host.campaign_of(p.client)
+            if server is not None:
+                campaigns.setdefault(server, []).append(p)
+        for server, peers in campaigns.items():
+            self._route_voice(server, peers)
+
+    def _route_voice(self, server: GameServer, peers: list[RtcPeer]) -> None:
+        listeners = [p for p in peers if p.up and p.slots and p.client.eid >= 0]
         if not listeners:
             return
-        speakers = [p for p in self.peers.values()
+        speakers = [p for p in peers
                     if p.up and p.sends_audio and p.client.conn in self.talking and p.client.eid >= 0
                     and p.client.account not in self.muted]  # fmt: skip
         if not speakers:
@@ -453,7 +468,7 @@ class WebRtcRelay:
                 if any(lp.slots):
                     self._set_slots(lp, [0] * len(lp.slots))
             return
-        px, py, grid, radius = self._positions()
+        px, py, grid, radius = self._positions(server)
         s_eid = np.array([p.client.eid for p in speakers], dtype=np.int64)
         s_slot = s_eid & SLOT_MASK
         sx, sy = px[s_slot], py[s_slot]
@@ -488,16 +503,16 @@ class WebRtcRelay:
         lp.link.write(ipc.ROUTE, lp.cid, ipc.pack_route(slots))
         lp.client.reliable.send_parts(encode_voice_slots(lp.slot_eids))
 
-    def _positions(self) -> tuple[np.ndarray, np.ndarray, Any, float]:
+    def _positions(self, server: GameServer) -> tuple[np.ndarray, np.ndarray, Any, float]:
         """Positions by entity slot, the AOI grid (None without AOI) and the voice radius."""
-        rep = self.server.sender.replicator
+        rep = server.sender.replicator
         radius = self.cfg.voice_radius
         if rep is not None and rep.tick >= 0:
             if radius is None:
                 radius = rep.radius or 0.0
             return rep.px, rep.py, rep.grid, (radius or math.inf)
-        records = self.server.campaign.replicate()
-        cap = self.server.campaign.game.capacity
+        records = server.campaign.replicate()
+        cap = server.campaign.game.capacity
         px = np.full(cap, np.nan)
         py = np.full(cap, np.nan)
         slots = (records["id"].astype(np.int64)) & SLOT_MASK

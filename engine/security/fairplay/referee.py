@@ -68,7 +68,10 @@ class Referee:
         *,
         replay_path: str = "",
         wall: Callable[[], float] = time.time,
+        conn_limiter: ConnLimiter | None = None,
     ) -> None:
+        """`conn_limiter`: the per-address caps of the listening port, shared by the campaigns behind
+        it (default: one of its own, from `cfg.conn`)."""
         self.cfg = cfg
         self.replay_path = replay_path  # the campaign dir `arbiter replay` takes ("" = kept in memory)
         self.store = store
@@ -76,7 +79,7 @@ class Referee:
         self.enforcer = enforcer
         self.policy = Policy(cfg.policy)
         self.bans = BanList(campaign)
-        self.conn_limiter = ConnLimiter(cfg.conn)
+        self.conn_limiter = conn_limiter if conn_limiter is not None else ConnLimiter(cfg.conn)
         self._wall = wall
         self.violations: Counter[str] = Counter()  # by kind name
         self.decisions: Counter[str] = Counter()  # by action

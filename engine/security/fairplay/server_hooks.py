@@ -28,9 +28,12 @@ from engine.security.fairplay.kinds import (
 from engine.security.fairplay.referee import FairPlayConfig, Referee
 from netcode.protocol import CloseCode, ErrorCode, encode_bye, encode_error
 from netcode.ws_frames import CLOSE_POLICY, CLOSE_TOO_BIG
+from persistence.batch_writer import WriterThread
 from persistence.fairplay_records import BanRecord, FairplayStore
 from persistence.fairplay_store import SqliteFairplayStore
 from persistence.pg_fairplay import PgFairplayStore
+from persistence.pg_pool import LazyPool
+from persistence.pg_writer import PgWriteBehind
 
 if TYPE_CHECKING:
     from engine.server import GameServer
@@ -51,12 +54,24 @@ def peer_ip(conn: WsServerConnection) -> str:
     return str(peer[0]) if peer else ""
 
 
-def open_store(data_dir: str, campaign: str, pg_dsn: str) -> FairplayStore:
+def open_store(
+    data_dir: str,
+    campaign: str,
+    pg_dsn: str,
+    *,
+    pool: LazyPool | None = None,
+    writer: PgWriteBehind | None = None,
+    writer_thread: WriterThread | None = None,
+) -> FairplayStore:
     """Bans and audit: PostgreSQL when configured (shared by every campaign server), else the
-    campaign's own SQLite file (in memory for a server without a data dir)."""
+    campaign's own SQLite file (in memory for a server without a data dir). `pool`, `writer` and
+    `writer_thread`: the process's PostgreSQL pool, the campaign's write-behind and the process's
+    SQLite writer thread, shared instead of owning more (engine/shared.py)."""
     if pg_dsn:
+        if pool is not None:
+            return PgFairplayStore(pool_factory=pool.get, run_migrations=False, writer=writer)
         return PgFairplayStore(pg_dsn)
-    return SqliteFairplayStore.open(data_dir or None, campaign)
+    return SqliteFairplayStore.open(data_dir or None, campaign, writer_thread=writer_thread)
 
 
 def _close(c: Client, code: CloseCode, reason: str, err: ErrorCode | None) -> None:
@@ -81,7 +96,9 @@ class ServerFairPlay:
         self.server = server
         scfg = server.cfg
         path = str(Path(scfg.data_dir) / scfg.campaign) if scfg.data_dir else ""
-        self.referee = Referee(cfg, store, scfg.campaign, self, replay_path=path)
+        # The per-address connection caps belong to the port: one limiter for every campaign behind it.
+        self.referee = Referee(cfg, store, scfg.campaign, self, replay_path=path,
+                               conn_limiter=server.shared.conn_limiter)  # fmt: skip
         self.timing = cfg.timing_signal and cfg.policy.mode != "off"
 
     def _clients_of(self, account: str) -> Iterator[Client]:

@@ -1,0 +1,163 @@
+"""The ticks of many campaigns on one loop: staggered across the tick period, each on its own budget.
+
+Every campaign keeps its own fixed-step schedule (engine/ticker.py) for its ticks and its sub-sends.
+Campaigns are spread over `phases` slots of the tick period (the least used slot first), so a host
+of a hundred campaigns runs a few of them per wake-up instead of all of them at the top of each
+period; campaigns in the same slot share their deadlines and one wake-up.
+
+Isolation: each campaign may spend at most `share` of the wall clock on its ticks and sends (a
+token bucket of CPU seconds, refilled at `share` per second, holding up to `burst_s`). A tick due
+while its campaign's bucket is empty is skipped and counted as *throttled* for that campaign (its
+world runs slower), so a campaign whose step is too expensive cannot take the others' time; they
+keep their schedule. A tick that took longer than the tick period is an *overrun* of its own
+campaign. With `share=None` (one campaign per process, `arbiter serve`) there is no budget.
+
+Pure scheduling: the caller passes the clock and a timer, and does the sleeping (engine/host.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from engine.ticker import FixedStep
+
+
+class Runnable(Protocol):
+    def tick(self) -> None:
+        """Run one tick."""
+        ...
+
+    def sub_send(self) -> None:
+        """Run one staggered sub-send."""
+        ...
+
+
+R = TypeVar("R", bound=Runnable)
+
+
+@dataclass(slots=True, eq=False)
+class Slot(Generic[R]):
+    """One campaign in the schedule and what it cost."""
+
+    key: str
+    target: R
+    phase: int
+    ticker: FixedStep
+    sender: FixedStep
+    tokens: float = 0.0
+    tokens_at: float = 0.0
+    throttled: int = 0  # ticks skipped because the campaign was over its share
+    overruns: int = 0  # ticks that took longer than the tick period
+    busy_s: float = 0.0  # seconds spent in its ticks and sends
+    last_run_at: float = 0.0
+
+
+class Scheduler(Generic[R]):
+    def __init__(
+        self,
+        tick_rate: float,
+        send_rate: float,
+        groups: int,
+        *,
+        phases: int = 16,
+        share: float | None = None,
+        burst_s: float = 0.05,
+        max_catchup: int = 5,
+        timer: Callable[[], float],
+    ) -> None:
+        self.tick_rate = tick_rate
+        self.period = 1.0 / tick_rate
+        self.send_rate = send_rate
+        self.groups = max(1, groups)
+        self.phases = max(1, phases)
+        self.share = share
+        self.burst_s = burst_s
+        self.max_catchup = max_catchup
+        self.timer = timer
+        self.base: float | None = None  # the grid every phase is measured from
+        self._slots: dict[str, Slot[R]] = {}
+        self._by_phase: list[list[Slot[R]]] = [[] for _ in range(self.phases)]
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __iter__(self) -> Iterator[Slot[R]]:
+        return iter(list(self._slots.values()))
+
+    def get(self, key: str) -> Slot[R] | None:
+        return self._slots.get(key)
+
+    def add(self, key: str, target: R, now: float) -> Slot[R]:
+        """Schedule `target` from the next start of the least used phase slot."""
+        if key in self._slots:
+            raise KeyError(f"{key!r} is scheduled already")
+        if self.base is None:
+            self.base = now
+        phase = min(range(self.phases), key=lambda p: (len(self._by_phase[p]), p))
+        offset = phase * self.period / self.phases
+        # The first deadline of this phase at or after now, on the common grid.
+        k = -(-(now - self.base - offset) // self.period)  # ceil
+        t0 = self.base + offset + max(0.0, k) * self.period
+        ticker = FixedStep(self.tick_rate, self.max_catchup)
+        ticker.start(t0)
+        sender = FixedStep(self.send_rate * self.groups, self.groups)
+        sender.start(t0)
+        slot = Slot(key, target, phase, ticker, sender, tokens=self.burst_s, tokens_at=now)
+        self._slots[key] = slot
+        self._by_phase[phase].append(slot)
+        return slot
+
+    def remove(self, key: str) -> Slot[R] | None:
+        slot = self._slots.pop(key, None)
+        if slot is not None:
+            self._by_phase[slot.phase].remove(slot)
+        return slot
+
+    def next_deadline(self) -> float | None:
+        """When the next tick or sub-send of any campaign is due (None: nothing scheduled)."""
+        best: float | None = None
+        for slot in self._slots.values():
+            t = min(slot.ticker.next_deadline(), slot.sender.next_deadline())
+            if best is None or t < best:
+                best = t
+        return best
+
+    def run_due(self, now: Callable[[], float]) -> None:
+        """Run every tick and sub-send that is due, campaign by campaign in deadline order."""
+        t = now()
+        due = [s for s in self._slots.values() if min(s.ticker.next_deadline(), s.sender.next_deadline()) <= t]
+        due.sort(key=lambda s: s.ticker.next_deadline())
+        for slot in due:
+            self._service(slot, now)
+
+    def _service(self, slot: Slot[R], now: Callable[[], float]) -> None:
+        timer, period, share = self.timer, self.period, self.share
+        t = now()
+        if share is not None:
+            slot.tokens = min(self.burst_s, slot.tokens + (t - slot.tokens_at) * share)
+            slot.tokens_at = t
+        target = slot.target
+        for _ in range(slot.ticker.due(t)):
+            if share is not None and slot.tokens <= 0.0:
+                slot.throttled += 1
+                continue
+            t0 = timer()
+            target.tick()
+            spent = timer() - t0
+            slot.busy_s += spent
+            if spent > period:
+                slot.overruns += 1
+            if share is not None:
+                slot.tokens -= spent
+        # Every due sub-send runs, even late (up to one round of groups): a sub-send skipped here
+        # would be a snapshot lost for a whole group of clients.
+        for _ in range(slot.sender.due(now())):
+            t0 = timer()
+            target.sub_send()
+            spent = timer() - t0
+            slot.busy_s += spent
+            if share is not None:
+                slot.tokens -= spent
+        slot.last_run_at = t
