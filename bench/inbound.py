@@ -33,7 +33,8 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.speedups import apply_mask
 
-from engine.server import GameServer, ServerConfig
+from engine.config import ServerConfig
+from engine.server import GameServer
 from netcode import ws_server
 from netcode.protocol import encode_hello, encode_input
 from netcode.ws_frames import OP_BINARY, OP_CONT, OP_PING, FrameReader, client_frame

@@ -68,8 +68,8 @@ def _webrtc_config(args: argparse.Namespace) -> Any:
 def _server_config(args: argparse.Namespace, cmd: str) -> Any:
     """The ServerConfig both `serve` and `host` build from their common options (a host's is every
     campaign's default), or an exit code after a one-line error."""
+    from engine.config import ServerConfig
     from engine.relocation import ShipConfig
-    from engine.server import ServerConfig
 
     cfg = ServerConfig(
         game=args.game, campaign=args.campaign if cmd == "serve" else "default", seed=args.seed, host=args.host,

@@ -20,14 +20,14 @@ from engine.security.fairplay.server_hooks import peer_ip
 from netcode.ws_server import PHASE_HTTP, WsServerConnection
 
 if TYPE_CHECKING:
-    from engine.host import Host
+    from engine.front import Front
 
 log = logging.getLogger("arbiter.door")
 
 
 class Door:
-    def __init__(self, host: Host) -> None:
-        self.host = host
+    def __init__(self, front: Front) -> None:
+        self.host = front
         self.conns: dict[WsServerConnection, float] = {}  # every accepted connection: its accept time
         self.unauth: dict[WsServerConnection, float] = {}  # the ones not yet playing
         self.log = LogLimiter(log)

@@ -22,13 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import signal
 import time
 import zlib
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -37,25 +35,25 @@ import numpy as np
 import psutil
 
 from engine.campaign import Campaign
-from engine.clients import Client, flush_session
+from engine.clients import Client
+from engine.config import ServerConfig
 from engine.door import Door
+from engine.front import Front
 from engine.journal import pack_snapshot, unpack_snapshot
 from engine.metrics import metrics_handler, process_metrics
 from engine.recovery import open_campaign, read_meta
 from engine.relocation import restore_from_pg
-from engine.routing import split_campaign_path, token_audience, valid_campaign_id
+from engine.routing import valid_campaign_id
 from engine.scheduler import Scheduler
 from engine.security.admin import AdminServer, start_admin
-from engine.security.auth import AuthError, KeyRing, TokenVerifier, bearer_claims
-from engine.security.fairplay.server_hooks import AdminAdapter, peer_ip
-from engine.server import GameServer, ServerConfig
-from engine.server_stats import host_stats
+from engine.security.auth import KeyRing, TokenVerifier
+from engine.security.fairplay.server_hooks import AdminAdapter
+from engine.server import GameServer
 from engine.shared import Shared
 from engine.web_routes import WebRoutes, page_config
-from netcode.protocol import MAX_HELLO_FRAME, PROTOCOL_VERSION, CloseCode, ErrorCode
-from netcode.session import HelloEvent, PingEvent, ServerSession
+from netcode.protocol import MAX_HELLO_FRAME
 from netcode.signaling import MAX_SIGNAL_FRAME
-from netcode.ws_server import DoorLimits, HttpAnswer, WsServerConnection, connection_factory
+from netcode.ws_server import DoorLimits, connection_factory
 from persistence.campaign_store import DB_FILENAME
 
 log = logging.getLogger("arbiter.host")
@@ -106,15 +104,6 @@ class Entry:
     web: WebRoutes | None = None  # its pages while hibernated
 
 
-@dataclass(slots=True, eq=False)
-class Lobby:
-    """A connection that has not said which campaign it is for yet (or whose campaign is waking)."""
-
-    client: Client
-    target: str | None  # from its path
-    waking: bool = False
-
-
 class Host:
     def __init__(
         self,
@@ -137,9 +126,8 @@ class Host:
             self.admin_verifier = single.verifier
         else:
             self.admin_verifier = TokenVerifier(ring, hcfg.name) if ring is not None else None
-        self.door = Door(self)
         self.entries: dict[str, Entry] = {}
-        self.lobby: dict[WsServerConnection, Lobby] = {}
+        self.front = Front(self)  # the port's handler: door, lobby, routes (engine/front.py)
         groups = max(1, cfg.tick_rate // max(1, cfg.send_rate))
         self.scheduler: Scheduler[GameServer] = Scheduler(
             cfg.tick_rate, cfg.send_rate, groups, phases=hcfg.phases, share=None if single else hcfg.share,
@@ -201,6 +189,10 @@ class Host:
         handler = client.conn.handler
         return handler if isinstance(handler, GameServer) else None
 
+    @property
+    def door(self) -> Door:
+        return self.front.door
+
     def server(self, cid: str) -> GameServer | None:
         e = self.entries.get(cid)
         return e.server if e is not None and e.state == "running" else None
@@ -246,7 +238,7 @@ class Host:
             max_size=frame, max_message=frame, max_request_bytes=cfg.max_request_bytes,
             max_headers=cfg.max_headers, pause_reading_at=cfg.write_limit, max_backlog=cfg.max_backlog,
         )  # fmt: skip
-        self._server = await loop.create_server(connection_factory(self, limits, loop.time), cfg.host, cfg.port,
+        self._server = await loop.create_server(connection_factory(self.front, limits, loop.time), cfg.host, cfg.port,
                                                 backlog=2048)  # fmt: skip
         self.port = self._server.sockets[0].getsockname()[1]
         self.accepting = True
@@ -312,11 +304,7 @@ class Host:
         self.accepting = False
         if self._server is not None:
             self._server.close()
-        for lb in list(self.lobby.values()):
-            s = lb.client.session
-            s.send_bye("server shutting down", CloseCode.GOING_AWAY)
-            flush_session(lb.client)
-            lb.client.conn.close(CloseCode.GOING_AWAY, "server shutting down")
+        self.front.close_lobby("server shutting down")
         if self._tasks:  # starts, wakes and hibernations in flight finish first (bounded)
             _, late = await asyncio.wait(list(self._tasks), timeout=self.cfg.drain_timeout)
             for task in late:
@@ -366,33 +354,21 @@ class Host:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
             now = loop.time()
-            self.door.deadlines(now)
-            self._lobby_deadlines(now)
+            self.front.deadlines(now)
             for server in self.loaded():
                 server.housekeep(now)
             if after > 0:
                 for e in list(self.entries.values()):
                     s = e.server
                     if e.state == "running" and s is not None and e.task is None and self._idle(s, now, after):
-                        self._spawn(self.hibernate(e.spec.campaign))
+                        self.spawn(self.hibernate(e.spec.campaign))
 
     def _idle(self, server: GameServer, now: float, after: float) -> bool:
         if server.clients or now - server.last_player_at < after:
             return False
-        cid = server.cfg.campaign
-        return not any(lb.target == cid for lb in self.lobby.values())
+        return not self.front.waiting_for(server.cfg.campaign)
 
-    def _lobby_deadlines(self, now: float) -> None:
-        for conn, lb in list(self.lobby.items()):
-            session = lb.client.session
-            session.poll(now)  # the handshake deadline
-            if session.close_code is not None and conn.is_open:
-                flush_session(lb.client)
-                conn.close(session.close_code, session.close_reason)
-            elif now - lb.client.last_rx_time > self.cfg.idle_timeout:
-                conn.abort()
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -405,6 +381,12 @@ class Host:
 
     def _verifier(self, cid: str) -> TokenVerifier | None:
         return TokenVerifier(self.ring, cid) if self.ring is not None else None
+
+    def pages(self, e: Entry) -> WebRoutes:
+        """A hibernated campaign's pages (its config without waking it)."""
+        if e.web is None:
+            e.web = self._pages(e.spec)
+        return e.web
 
     def _pages(self, spec: CampaignSpec) -> WebRoutes:
         cfg = self.cfg
@@ -429,7 +411,7 @@ class Host:
             return await self.ensure_loaded(spec.campaign)
         e = Entry(spec, "starting", web=self._pages(spec))
         self.entries[spec.campaign] = e
-        e.task = self._spawn(self._load(e, fresh=True))
+        e.task = self.spawn(self._load(e, fresh=True))
         return await asyncio.shield(e.task)
 
     async def ensure_loaded(self, cid: str) -> GameServer:
@@ -445,7 +427,7 @@ class Host:
                     await asyncio.shield(e.task)
                 continue
             if e.state == "hibernated":
-                e.task = self._spawn(self._load(e, fresh=False))
+                e.task = self.spawn(self._load(e, fresh=False))
                 await asyncio.shield(e.task)
                 continue
             raise PlacementRefusedError(f"campaign {cid} is {e.state}")
@@ -520,7 +502,7 @@ class Host:
         if self._ticking:
             self._schedule(server)
         if self.agones is not None and self.single is None:
-            self._spawn(self._agones_list(server.cfg.campaign, True))
+            self.spawn(self._agones_list(server.cfg.campaign, True))
 
     async def _make_room(self, cid: str) -> None:
         """At capacity: hibernate the campaign idle the longest, or refuse."""
@@ -591,7 +573,7 @@ class Host:
         finally:
             e.server = None
             if self.agones is not None and self.single is None:
-                self._spawn(self._agones_list(server.cfg.campaign, False))
+                self.spawn(self._agones_list(server.cfg.campaign, False))
 
     async def _agones_list(self, cid: str, loaded: bool) -> None:
         """The `campaigns` List follows what is loaded (a failure is logged: the tick goes on)."""
@@ -602,171 +584,3 @@ class Host:
                 await self.agones.campaign_stopped(cid)
         except Exception as exc:
             log.warning("Agones list %s of %s failed: %s", "add" if loaded else "remove", cid, exc)
-
-    def admit_tcp(self, ip: str, now: float) -> str | None:
-        """At TCP accept: why the address may not connect now, or None (the port's per-address caps)."""
-        if self.single is not None:
-            return self.single.fairplay.admit_tcp(ip)  # its referee also scores the flood
-        return self.shared.conn_limiter.allow(ip, now)
-
-    # -- ConnectionHandler: the port ------------------------------------------------------------------
-    def on_connect(self, conn: WsServerConnection) -> bool:
-        return self.door.accept(conn, self.now())
-
-    def on_error(self, conn: WsServerConnection, cause: str, exc: BaseException | None) -> None:
-        self.door.error(conn, cause, exc, self.now())
-
-    def http_request(
-        self, path: str, headers: Mapping[str, str] | None = None, method: str = "GET"
-    ) -> HttpAnswer | None:
-        if method not in ("GET", "HEAD"):
-            return 405, "text/plain", b"only GET and HEAD\n"
-        route, _, query = path.partition("?")
-        if route == "/metrics" and self.cfg.metrics_on_game_port:
-            text, ctype = process_metrics().exposition()
-            return 200, ctype, text
-        cid, rest = split_campaign_path(route)
-        if cid is not None:
-            return self._campaign_http(cid, rest or "/", query, headers, method)
-        if self.single is not None:
-            return self.single.http_request(path, headers, method)
-        if route == "/health":
-            ok = self.accepting and not self._stopping.is_set()
-            body = {"status": "ok" if ok else "stopping", "campaigns": len(self.loaded())}
-            return (200 if ok else 503), "application/json", json.dumps(body).encode()
-        if route == "/stats":
-            return 200, "application/json", json.dumps(host_stats(self)).encode()
-        if route == "/stats/full":
-            return self._host_full_stats((headers or {}).get("authorization"))
-        if route == "/info":
-            info: dict[str, object] = {"host": self.name, "protocol_version": PROTOCOL_VERSION,
-                                       "tick_rate": self.cfg.tick_rate, "send_rate": self.cfg.send_rate,
-                                       "campaigns": sorted(self.entries)}  # fmt: skip
-            return 200, "application/json", json.dumps(info).encode()
-        if route in ("/", "/ws"):
-            return None if self.accepting else (503, "text/plain", b"shutting down\n")
-        if route.rstrip("/") in ("/play", "/watch"):
-            return 404, "text/plain", b"this host runs many campaigns: open /c/{campaign}/play or /c/{campaign}/watch\n"
-        return self.web.answer(path)
-
-    def _campaign_http(
-        self, cid: str, rest: str, query: str, headers: Mapping[str, str] | None, method: str
-    ) -> HttpAnswer | None:
-        e = self.entries.get(cid)
-        if e is None:
-            return 404, "text/plain", b"no such campaign on this host\n"
-        target = rest + ("?" + query if query else "")
-        if e.server is not None and e.state == "running":
-            return e.server.http_request(target, headers, method)
-        if rest in ("/", "/ws"):
-            return None if self.accepting else (503, "text/plain", b"shutting down\n")
-        spec = e.spec
-        if rest == "/info":
-            body = {"game": spec.game, "campaign": cid, "protocol_version": PROTOCOL_VERSION,
-                    "tick_rate": self.cfg.tick_rate, "send_rate": self.cfg.send_rate, "state": e.state}  # fmt: skip
-            return 200, "application/json", json.dumps(body).encode()
-        if rest in ("/health", "/stats"):
-            body = {"status": e.state, "campaign": cid, "game": spec.game, "ccu": 0}
-            return 200, "application/json", json.dumps(body).encode()
-        pages = e.web or self._pages(spec)
-        return pages.answer(target)
-
-    def _host_full_stats(self, authorization: str | None) -> HttpAnswer:
-        if self.admin_verifier is None:
-            return 401, "text/plain", b"needs join-token keys on the server and an admin token\n"
-        try:
-            bearer_claims(authorization, self.admin_verifier, role="admin")
-        except AuthError as e:
-            return e.http_status, "text/plain", (e.public_message + "\n").encode()
-        return 200, "application/json", json.dumps(host_stats(self, full=True)).encode()
-
-    def on_open(self, conn: WsServerConnection) -> None:
-        cid, _ = split_campaign_path(conn.path.split("?", 1)[0])
-        if cid is None and self.single is not None:
-            self.single.on_open(conn)
-            return
-        server = self.server(cid) if cid else None
-        if server is not None:
-            server.on_open(conn)
-            return
-        now = self.now()
-        cfg = self.cfg
-        session = ServerSession(
-            max_offences=cfg.max_offences, max_frame=cfg.max_frame, rate=cfg.input_rate, burst=cfg.input_burst,
-            handshake_timeout=cfg.handshake_timeout, opened_at=now,
-            max_signal_frame=MAX_SIGNAL_FRAME if self.rtc is not None else 0,
-        )  # fmt: skip
-        self.lobby[conn] = Lobby(Client(conn, session, now, last_rx_time=now, ip=peer_ip(conn)), cid or None)
-
-    def on_message(self, conn: WsServerConnection, payload: bytes, is_text: bool) -> None:
-        """A frame of a connection that has not joined a campaign yet."""
-        lb = self.lobby.get(conn)
-        if lb is None:
-            return
-        now = self.now()
-        client = lb.client
-        session = client.session
-        client.last_rx_time = now
-        for ev in session.receive(payload if not is_text else payload.decode("utf-8", "replace"), now):
-            if type(ev) is HelloEvent:
-                self._route(lb, ev)
-            elif type(ev) is PingEvent:
-                session.pong(ev.client_time, now * 1000.0, 0)
-        if conn in self.lobby:
-            flush_session(client)
-            if session.close_code is not None:
-                conn.close(int(session.close_code), session.close_reason or "")
-
-    def on_close(self, conn: WsServerConnection) -> None:
-        """A connection that never reached a campaign is gone."""
-        admitted = self.door.closed(conn)
-        self.lobby.pop(conn, None)
-        self.shared.conn_limiter.closed(peer_ip(conn), admitted)
-
-    def _route(self, lb: Lobby, ev: HelloEvent) -> None:
-        session = lb.client.session
-        cid = lb.target or token_audience(ev.token)
-        if not cid:
-            session.reject(ErrorCode.UNKNOWN_CAMPAIGN, "this host runs many campaigns: connect to /c/{campaign}/ "
-                           "or send a join token that names one", CloseCode.UNKNOWN_CAMPAIGN)  # fmt: skip
-            return
-        e = self.entries.get(cid)
-        if e is None:
-            session.reject(ErrorCode.UNKNOWN_CAMPAIGN, f"no campaign {cid!r} on this host", CloseCode.UNKNOWN_CAMPAIGN)
-            return
-        lb.target = cid
-        server = self.server(cid)
-        if server is not None:
-            self._hand_over(lb, server, ev)
-            return
-        lb.waking = True
-        self._spawn(self._wake_for(lb, cid, ev))
-
-    async def _wake_for(self, lb: Lobby, cid: str, ev: HelloEvent) -> None:
-        client = lb.client
-        try:
-            server = await self.ensure_loaded(cid)
-        except PlacementRefusedError as exc:
-            client.session.reject(ErrorCode.SERVER_FULL, str(exc), CloseCode.SERVER_FULL)
-        except Exception as exc:
-            log.exception("campaign %s could not be woken", cid)
-            client.session.reject(ErrorCode.SERVER_FULL, f"campaign {cid} is not available ({type(exc).__name__})",
-                                  CloseCode.SERVER_FULL)  # fmt: skip
-        else:
-            if client.conn in self.lobby and client.conn.is_open:
-                self._hand_over(lb, server, ev)
-                return
-        if client.conn in self.lobby:
-            flush_session(client)
-            client.conn.close(int(client.session.close_code or CloseCode.SERVER_FULL), client.session.close_reason)
-
-    def _hand_over(self, lb: Lobby, server: GameServer, ev: HelloEvent) -> None:
-        client = lb.client
-        conn = client.conn
-        del self.lobby[conn]
-        server.adopt(client)
-        server.hello(client, ev)
-        flush_session(client)
-        if client.session.close_code is not None:
-            conn.close(int(client.session.close_code), client.session.close_reason or "")
-

@@ -19,25 +19,25 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from engine.admission import Admission
 from engine.campaign import Campaign
 from engine.clients import Client, flush_session
+from engine.config import ServerConfig
 from engine.info import info_response
 from engine.journal import Journal
 from engine.latency import PING_INTERVAL_S, rewind_bound
 from engine.metrics import process_metrics
 from engine.progress import ProgressSync
 from engine.recovery import RecoveryReport, open_campaign
-from engine.relocation import ShipConfig, Shipper, restore_from_pg
+from engine.relocation import Shipper, restore_from_pg
 from engine.scheduler import Slot
 from engine.security import token_replay
 from engine.security.auth import AuthError, TokenVerifier, bearer_claims
-from engine.security.fairplay.referee import FairPlayConfig
 from engine.security.fairplay.server_hooks import ServerFairPlay, open_store, peer_ip
 from engine.security.fairplay.signals import TimingStats
 from engine.server_stats import full_stats, public_stats
@@ -46,15 +46,13 @@ from engine.snapshots import SnapshotSender
 from engine.spectate import Spectators
 from engine.stats import TickStats
 from engine.web_routes import WebRoutes
-from engine.webrtc.relay import WebRtcConfig
-from netcode.protocol import BYE_RELOCATE, CloseCode, ErrorCode, dtype_to_wire
-from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, SessionState
+from netcode.protocol import BYE_RELOCATE, CloseCode, ErrorCode
+from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession
 from netcode.signaling import MAX_SIGNAL_FRAME, SIGNAL_EVENTS
 from netcode.ws_server import HttpAnswer, WsServerConnection
 from persistence.campaign_store import CampaignStore
 from persistence.pg_overflow import SqliteOverflow
 from persistence.pg_writer import PgWriteBehind
-from sim.games import DEFAULT_GAME
 
 if TYPE_CHECKING:
     from engine.agones import AgonesLink
@@ -64,55 +62,6 @@ if TYPE_CHECKING:
     from engine.webrtc.relay import WebRtcRelay
 
 log = logging.getLogger("arbiter.server")
-
-
-@dataclass(slots=True)
-class ServerConfig:
-    game: str = DEFAULT_GAME
-    campaign: str = "default"
-    seed: int = 1
-    host: str = "127.0.0.1"
-    port: int = 8765
-    data_dir: str = "data"  # "" keeps the campaign in memory only (no journal, no recovery)
-    durability: str = "normal"  # SQLite synchronous=NORMAL (survives kill -9) or "full" (power loss)
-    snapshot_every_s: float = 10.0
-    hash_every: int = 60  # record the world's state hash in the journal every N ticks
-    store_commit_delay: float = 0.0  # test hook: a deliberately slow disk
-    orphan_grace: float = 60.0
-    pg_dsn: str = ""  # PostgreSQL for accounts' progress and the ledger (write-behind); "" = off
-    progress_every_s: float = 5.0  # after a recovery, ships whose player has not come back leave then
-    tick_rate: int = 60
-    send_rate: int = 20
-    max_catchup: int = 5
-    max_frame: int = 4096  # largest inbound message; inputs are ~40 bytes
-    write_limit: int = 64 * 1024  # a client's backlog above this skips its snapshot
-    slow_strikes: int = 40  # consecutive skipped snapshots before a client is dropped (2 s at 20 Hz)
-    max_offences: int = 5
-    input_rate: float = 120.0  # inbound messages per second per connection (token bucket)
-    input_burst: float = 60.0
-    handshake_timeout: float = 5.0  # upgrade → hello (the session's deadline)
-    upgrade_timeout: float = 5.0  # TCP accept → a complete HTTP upgrade request
-    max_request_bytes: int = 8192  # HTTP request head before the upgrade
-    max_headers: int = 32
-    max_connections: int = 4096  # open connections, every phase
-    max_unauth: int = 1024  # connections not yet playing (HTTP, upgrade, hello), every address
-    max_backlog: int = 256 * 1024  # a connection's write buffer beyond this: dropped (docs/security.md)
-    account_conflict: str = "takeover"  # a second hello of a playing account: "takeover" or "refuse"
-    idle_timeout: float = 20.0  # no bytes from a client for this long: it is gone
-    ping_interval: float = 5.0
-    replication: str = "delta"  # "delta": AOI + quantized deltas (docs/replication.md); "full": raw world
-    aoi_radius: float | None = None  # None: the game's default view radius; 0: the whole world
-    snapshot_budget: int = 1400  # max bytes of one client's delta snapshot body (0: unlimited)
-    game_config: Mapping[str, object] = field(default_factory=dict)
-    fairplay: FairPlayConfig = field(default_factory=FairPlayConfig)  # docs/fairplay.md
-    admin_port: int | None = None  # the admin API's port (None: off; 0: any free port)
-    admin_host: str = "127.0.0.1"
-    metrics_on_game_port: bool = False  # /metrics on the public game port too (default: admin listener only)
-    ship: ShipConfig = field(default_factory=ShipConfig)  # relocation through PostgreSQL (docs/relocation.md)
-    drain_timeout: float = 10.0  # at shutdown, how long PostgreSQL may take to receive the final journal
-    hub_url: str = ""  # the hub the /play page logs in through ("" = guests and pasted tokens)
-    watch_public: bool = False  # /watch without an admin token (docs/web.md)
-    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)  # docs/webrtc.md; workers=0: off
 
 
 Opened = tuple[Campaign, CampaignStore, RecoveryReport]
@@ -160,8 +109,8 @@ class GameServer:
                 )  # fmt: skip
         self.campaign = campaign or Campaign(cfg.game, cfg.seed, config, cfg.campaign)
         game = self.campaign.game
-        self._spec = game.wire_spec()  # the welcome's "spec" and "world", made once
-        self._world_constants = game.welcome_constants()
+        self.wire_spec = game.wire_spec()  # the welcome's "spec" and "world", made once
+        self.world_constants = game.welcome_constants()
         self._lag = game.max_rewind > 0  # lag compensation: measure every player's RTT
         self.progress: ProgressSync | None = None
         self._overflow: SqliteOverflow | None = None
@@ -178,14 +127,14 @@ class GameServer:
         self.shipper: Shipper | None = None
         if cfg.pg_dsn and self.journal is not None and cfg.ship.enabled:
             self.shipper = Shipper(cfg.pg_dsn, cfg.campaign, self.journal, cfg.ship, pool=pool)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         fp_store = open_store(cfg.data_dir, cfg.campaign, cfg.pg_dsn, pool=pool,
                               writer=self.progress.pg if self.progress is not None else None,
                               writer_thread=self.shared.writer)  # fmt: skip
         self.fairplay = ServerFairPlay(self, cfg.fairplay, fp_store)
         # Join-token ids survive a restart (engine/security/token_replay.py); "" = in-memory campaign.
         self._replay_file = Path(cfg.data_dir) / cfg.campaign / token_replay.FILE_NAME if cfg.data_dir else None
-        self._replay_dirty = False
+        self.replay_dirty = False
         self._replay_task: asyncio.Task[None] | None = None
         self.stats = TickStats()
         self.sender = SnapshotSender(cfg, self.campaign, self.journal, self.stats)
@@ -201,6 +150,7 @@ class GameServer:
         self._reap_at: float | None = None
         self._save_at = 0.0
         self.last_player_at = 0.0  # loop time: last moment a player was connected (hibernation)
+        self.admission = Admission(self)
         self.spectators = Spectators(self)
         self.web = WebRoutes.for_server(self)
 
@@ -298,7 +248,7 @@ class GameServer:
             await asyncio.sleep(0.02)
         for client in list(self.clients.values()):
             client.conn.abort()
-        for task in list(self._tasks):
+        for task in list(self.tasks):
             task.cancel()
         await self.fairplay.referee.close()  # before the write-behind it may ride on stops
         if self.progress is not None:
@@ -365,9 +315,9 @@ class GameServer:
                 client.pending_events.extend(evs)
 
     async def _save_replay_cache(self) -> None:
-        if self.verifier is None or self._replay_file is None or not self._replay_dirty:
+        if self.verifier is None or self._replay_file is None or not self.replay_dirty:
             return
-        self._replay_dirty = False
+        self.replay_dirty = False
         entries = self.verifier.replay.export(time.time())
         try:
             await asyncio.to_thread(token_replay.save, self._replay_file, entries)
@@ -384,7 +334,7 @@ class GameServer:
         if self.progress is not None and now >= self._save_at:
             self._save_at = now + cfg.progress_every_s
             self.progress.save()
-        if self._replay_dirty and (self._replay_task is None or self._replay_task.done()):
+        if self.replay_dirty and (self._replay_task is None or self._replay_task.done()):
             self._replay_task = asyncio.get_running_loop().create_task(self._save_replay_cache())
         if self._reap_at is not None and now >= self._reap_at:
             self._reap_at = None
@@ -565,153 +515,14 @@ class GameServer:
         return MAX_SIGNAL_FRAME if self.rtc is not None else 0
 
     def hello(self, client: Client, ev: HelloEvent) -> None:
-        if ev.watch:
-            self.spectators.admit(client, ev)
-            return
-        if not self.accepting:
-            client.session.reject(ErrorCode.SERVER_FULL, "server shutting down", CloseCode.GOING_AWAY)
-            return
-        name, account = ev.name, ev.name
-        if self.verifier is not None:
-            try:
-                claims = self.verifier.verify(ev.token)
-            except AuthError as e:
-                if self.host is not None:
-                    self.host.door.log.event(self.now(), logging.INFO, f"hello refused: {e.code.name}",
-                                             f"{client.conn.peer} {e.detail}")  # fmt: skip
-                self.stats.auth_refusals += 1
-                client.session.reject(int(e.code), e.public_message, CloseCode.UNAUTHORIZED)
-                self.fairplay.token_refused(client, e.code)
-                return
-            account, name = claims.account, claims.name or ev.name
-            self._replay_dirty = True
-        if self.fairplay.refuse_banned(client, account):
-            return
-        # One account, one connection, one ship: hellos of an account are serialized here, on the
-        # loop, and a progress load in flight belongs to the account, not to a connection.
-        holder = self.by_account.get(account)
-        if holder is not None:
-            if self.cfg.account_conflict == "refuse":
-                client.session.reject(ErrorCode.ACCOUNT_IN_USE, "this account is already connected",
-                                      CloseCode.ACCOUNT_IN_USE)  # fmt: skip
-                return
-            self._take_over(holder, client, name)
-            return
-        if self.campaign.full and account not in self.campaign.accounts:
-            client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
-            return
-        client.account, client.name = account, name
-        self.by_account[account] = client
-        if self.progress is not None and account not in self.campaign.accounts:
-            # A new ship for this account: fetch its durable progress first, off the tick.
-            task = asyncio.get_running_loop().create_task(self._admit_with_progress(account))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return
-        self._admit(client, None)
-
-    def _take_over(self, old: Client, new: Client, name: str) -> None:
-        """A newer connection of `old.account` replaces `old`: the ship, if there is one, carries
-        over as it is (no leave, no join, no second restore); else the load in flight admits `new`."""
-        account = old.account
-        new.account, new.name = account, name
-        self.by_account[account] = new
-        eid = old.eid
-        old.eid = -1  # its on_close leaves the ship alone
-        old.session.send_bye("replaced by a newer connection of this account", CloseCode.REPLACED)
-        flush_session(old)
-        old.conn.close(int(CloseCode.REPLACED), "replaced by a newer connection")
-        if eid < 0:
-            return
-        self.sender.remove(old)
-        self.campaign.players[eid] = name
-        self._seat(new, eid)
-        log.info("%s: a new connection took ship %d over", account, eid)
-
-    async def _admit_with_progress(self, account: str) -> None:
-        assert self.progress is not None
-        restore = None
-        failed = False
-        try:
-            restore = await self.progress.pg.load_progress(account, self.cfg.campaign, timeout=2.0)
-        except Exception as exc:
-            failed = True
-            if self.host is not None:
-                self.host.door.log.event(self.now(), logging.WARNING, "progress not loaded", f"{account}: {exc}")
-        client = self.by_account.get(account)  # the newest connection of the account, if any
-        if client is None or client.eid >= 0:
-            return
-        if client.conn.is_open and client.session.state is SessionState.AWAIT_HELLO:
-            if self.campaign.full:
-                client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
-            elif not self.accepting:
-                client.session.reject(ErrorCode.SERVER_FULL, "server shutting down", CloseCode.GOING_AWAY)
-            else:
-                self._admit(client, restore)
-                if failed and self.progress is not None:
-                    # A fresh ship: saving it would overwrite the progress PostgreSQL holds.
-                    self.progress.unsaved.add(client.eid)
-            flush_session(client)
-            if client.session.close_code is not None:
-                client.conn.close(int(client.session.close_code), client.session.close_reason or "")
-        if client.eid < 0 and self.by_account.get(account) is client:
-            del self.by_account[account]
-
-    def _admit(self, client: Client, restore: dict[str, Any] | None) -> None:
-        campaign = self.campaign
-        account, name = client.account, client.name
-        eid, resumed = campaign.join(name, account, restorable(restore, campaign.game.durable))
-        if self.progress is not None:
-            self.progress.joined(eid, account, name)
-        if resumed:
-            log.info("%s resumed entity %d", account, eid)
-        self.stats.joins += 1
-        self._seat(client, eid)
-
-    def _seat(self, client: Client, eid: int) -> None:
-        """`client` now plays ship `eid`: the welcome, then snapshots. Like a client coming back
-        after a relocation, it keeps counting input seqs from where the ship's were (protocol.md)."""
-        client.eid = eid
-        self.sender.add(client)
-        self.by_eid[eid] = client
-        if self._loop is not None:
-            self.last_player_at = self._loop.time()
-        self.welcome(client, eid, self.sender.rep_wire)
+        self.admission.hello(client, ev)
 
     def welcome(self, client: Client, player: int, rep: dict[str, object] | None) -> None:
-        """Send the welcome: `player` is the client's entity (0 for a spectator). The connection
-        leaves the unauthenticated phase (docs/security.md)."""
-        if self.host is None or self.host.door.admitted(client.conn):
-            self.fairplay.connection_admitted(client.ip)
-        game = self.campaign.game
-        client.session.accept(
-            player=player,
-            tick=self.campaign.tick_count,
-            tick_rate=self.cfg.tick_rate,
-            send_rate=self.cfg.send_rate,
-            game=game.name,
-            world=self._world_constants,
-            dtype=dtype_to_wire(game.record_dtype),
-            rep=rep,
-            spec=self._spec,
-        )
+        self.admission.welcome(client, player, rep)
 
     def stats_dict(self) -> dict[str, Any]:
         """Every figure (/stats/full, /metrics)."""
         return full_stats(self)
-
-
-def restorable(progress: dict[str, Any] | None, durable: tuple[str, ...] = ()) -> dict[str, object] | None:
-    """The part of a stored progress row a returning ship takes over: the game's resources and
-    durable fields (`Game.durable`), and where it was and how it moved (docs/security.md,
-    "Reconnecting")."""
-    if not progress:
-        return None
-    out: dict[str, object] = {k: progress[k] for k in ("resources", *durable) if k in progress}
-    pos = [progress.get(k) for k in ("last_x", "last_y", "last_vx", "last_vy")]
-    if pos[0] is not None and pos[1] is not None:
-        out["pos"] = [float(v or 0.0) for v in pos]
-    return out
 
 
 async def open_server(cfg: ServerConfig, verifier: TokenVerifier | None = None) -> GameServer:

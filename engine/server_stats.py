@@ -121,7 +121,7 @@ def host_stats(h: Host, *, full: bool = False) -> dict[str, Any]:
     d.update(
         cpu_s=round(cpu.user + cpu.system, 3), rss_mb=round(rss / 2**20, 1), threads=threads, pid=os.getpid(),
         refused_connections=h.door.refused, door_events=dict(h.door.log.total.most_common(20)),
-        door_bugs=h.door.log.bugs, lobby=len(h.lobby), wakes=h.wakes, hibernations=h.hibernations,
+        door_bugs=h.door.log.bugs, lobby=len(h.front.lobby), wakes=h.wakes, hibernations=h.hibernations,
         wake_ms=h.wake_ms_summary(), campaign_states=h.states(),
         per_campaign={s.cfg.campaign: {"ccu": len(s.by_eid), "tick": s.campaign.tick_count, "ticks": s.stats.ticks,
                                        **_schedule(s)} for s in loaded},

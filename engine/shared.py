@@ -17,7 +17,7 @@ from persistence.batch_writer import WriterThread
 from persistence.pg_pool import LazyPool
 
 if TYPE_CHECKING:
-    from engine.server import ServerConfig
+    from engine.config import ServerConfig
     from sim.game_api import Game
 
 log = logging.getLogger("arbiter.shared")

@@ -25,7 +25,7 @@ from netcode.replication.warm import warmup as replication_warmup
 from sim.entities import SLOT_MASK
 
 if TYPE_CHECKING:
-    from engine.server import ServerConfig
+    from engine.config import ServerConfig
 
 log = logging.getLogger("arbiter.snapshots")
 

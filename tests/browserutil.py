@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 import pytest
 import uvloop
 
+from engine.config import ServerConfig
 from engine.security.auth import TokenVerifier
-from engine.server import GameServer, ServerConfig
+from engine.server import GameServer
 
 T = TypeVar("T")
 

@@ -7,9 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from engine.config import ServerConfig
 from engine.host import CampaignSpec, Host, HostConfig
 from engine.security.auth import KeyRing
-from engine.server import ServerConfig
 
 
 @contextlib.asynccontextmanager

@@ -8,8 +8,9 @@ import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
+from engine.config import ServerConfig
 from engine.security.auth import TokenVerifier
-from engine.server import GameServer, ServerConfig, open_server
+from engine.server import GameServer, open_server
 
 
 @contextlib.asynccontextmanager

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
+from engine.config import ServerConfig
 from engine.security.auth import AuthCode, TokenIssuer, TokenVerifier
-from engine.server import GameServer, ServerConfig
+from engine.server import GameServer
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import CloseCode
 from tests.serverutil import url
