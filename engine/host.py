@@ -41,7 +41,7 @@ from engine.door import Door
 from engine.front import Front
 from engine.journal import pack_snapshot, unpack_snapshot
 from engine.metrics import metrics_handler, process_metrics
-from engine.recovery import open_campaign, read_meta
+from engine.recovery import RecoveryError, open_campaign, read_meta
 from engine.relocation import restore_from_pg
 from engine.routing import valid_campaign_id
 from engine.scheduler import Scheduler
@@ -54,7 +54,7 @@ from engine.web_routes import WebRoutes, page_config
 from netcode.protocol import MAX_HELLO_FRAME
 from netcode.signaling import MAX_SIGNAL_FRAME
 from netcode.ws_server import DoorLimits, connection_factory
-from persistence.campaign_store import DB_FILENAME
+from persistence.campaign_store import DB_FILENAME, format_hash
 
 log = logging.getLogger("arbiter.host")
 
@@ -101,6 +101,7 @@ class Entry:
     blob: bytes | None = None  # an in-memory campaign's snapshot while hibernated (no data dir)
     hibernated_wall: float = 0.0
     task: asyncio.Task[Any] | None = None  # the start, wake or hibernation in progress
+    sealed: tuple[int, int] | None = None  # (tick, state hash) it hibernated at: what a wake must give back
     web: WebRoutes | None = None  # its pages while hibernated
 
 
@@ -449,6 +450,7 @@ class Host:
             else:
                 server = self._from_blob(cfg, verifier, e.blob)
             e.blob = None
+            self._check_woken(server, e)
             self._advance_missed(server, e)
             await self._attach(e, server)
         except BaseException:
@@ -481,6 +483,15 @@ class Host:
             world, accounts = unpack_snapshot(zlib.decompress(blob))
             campaign.replace_world(world, accounts)
         return GameServer(cfg, campaign, verifier, shared=self.shared)
+
+    def _check_woken(self, server: GameServer, e: Entry) -> None:
+        """A wake gives back exactly the world that was sealed (its tick and state hash)."""
+        if e.sealed is None:
+            return
+        got = (server.campaign.tick_count, server.campaign.state_hash())
+        if got != e.sealed:
+            raise RecoveryError(f"campaign {e.spec.campaign} woke at tick {got[0]} hash {format_hash(got[1])}, it "
+                                f"hibernated at tick {e.sealed[0]} hash {format_hash(e.sealed[1])}")  # fmt: skip
 
     def _advance_missed(self, server: GameServer, e: Entry) -> None:
         """A game that declares `Hibernation("advance")` runs the ticks it missed (bounded)."""
@@ -526,8 +537,10 @@ class Host:
             server = e.server
             e.state = "hibernating"
             await self._close(e, relocate=True, reason="campaign hibernates")
+            world = server.campaign.world
+            e.sealed = (world.tick, server.campaign.state_hash())
             if not server.cfg.data_dir:
-                e.blob = zlib.compress(pack_snapshot(server.campaign.world, server.campaign.accounts), 1)
+                e.blob = zlib.compress(pack_snapshot(world, server.campaign.accounts), 1)
             e.hibernated_wall = time.time()
             e.state = "hibernated"
             if e.web is None:
