@@ -10,7 +10,10 @@ token bucket of CPU seconds, refilled at `share` per second, holding up to `burs
 while its campaign's bucket is empty is skipped and counted as *throttled* for that campaign (its
 world runs slower), so a campaign whose step is too expensive cannot take the others' time; they
 keep their schedule. A tick that took longer than the tick period is an *overrun* of its own
-campaign. With `share=None` (one campaign per process, `arbiter serve`) there is no budget.
+campaign, and such a campaign runs at most one tick per round: the others run between two of its
+ticks, and are late by at most one of them (within their catch-up bound of `max_catchup` periods,
+they lose nothing; a single tick longer than that delays everyone, since nothing preempts it).
+With `share=None` (one campaign per process, `arbiter serve`) there is no budget.
 
 Pure scheduling: the caller passes the clock and a timer, and does the sleeping (engine/host.py).
 """
@@ -51,6 +54,7 @@ class Slot(Generic[R]):
     throttled: int = 0  # ticks skipped because the campaign was over its share
     overruns: int = 0  # ticks that took longer than the tick period
     busy_s: float = 0.0  # seconds spent in its ticks and sends
+    heavy: bool = False  # its last tick overran the period: served last in a round
     last_run_at: float = 0.0
 
 
@@ -128,7 +132,8 @@ class Scheduler(Generic[R]):
         """Run every tick and sub-send that is due, campaign by campaign in deadline order."""
         t = now()
         due = [s for s in self._slots.values() if min(s.ticker.next_deadline(), s.sender.next_deadline()) <= t]
-        due.sort(key=lambda s: s.ticker.next_deadline())
+        # Campaigns whose last tick overran go last: the ones that fell due meanwhile go first.
+        due.sort(key=lambda s: (s.heavy, s.ticker.next_deadline()))
         for slot in due:
             self._service(slot, now)
 
@@ -139,7 +144,10 @@ class Scheduler(Generic[R]):
             slot.tokens = min(self.burst_s, slot.tokens + (t - slot.tokens_at) * share)
             slot.tokens_at = t
         target = slot.target
-        for _ in range(slot.ticker.due(t)):
+        n = slot.ticker.due(t)
+        for i in range(n):
+            # Over its share (an empty bucket) a tick is skipped; and a campaign whose ticks overrun
+            # the period runs one per round, so the others run between two of them.
             if share is not None and slot.tokens <= 0.0:
                 slot.throttled += 1
                 continue
@@ -147,10 +155,14 @@ class Scheduler(Generic[R]):
             target.tick()
             spent = timer() - t0
             slot.busy_s += spent
-            if spent > period:
-                slot.overruns += 1
             if share is not None:
                 slot.tokens -= spent
+            slot.heavy = spent > period
+            if slot.heavy:
+                slot.overruns += 1
+                if share is not None and i + 1 < n:
+                    slot.throttled += n - i - 1
+                    break
         # Every due sub-send runs, even late (up to one round of groups): a sub-send skipped here
         # would be a snapshot lost for a whole group of clients.
         for _ in range(slot.sender.due(now())):

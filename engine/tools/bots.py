@@ -77,11 +77,13 @@ class BotView:
 
 
 def server_info(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The server's `GET /info` (game, campaign, ...), or {} when it has none."""
+    """The server's `GET /info` (game, campaign, ...), or {} when it has none. Asked beside the
+    URL's path: a host's campaign at ws://HOST/c/ID/ answers at /c/ID/info."""
     u = urllib.parse.urlsplit(url)
     scheme = "https" if u.scheme == "wss" else "http"
+    base = u.path if u.path.endswith("/") else u.path.rsplit("/", 1)[0] + "/"
     try:
-        with urllib.request.urlopen(f"{scheme}://{u.netloc}/info", timeout=timeout) as r:
+        with urllib.request.urlopen(f"{scheme}://{u.netloc}{base}info", timeout=timeout) as r:
             info = json.loads(r.read())
     except (OSError, ValueError, urllib.error.URLError):
         return {}
