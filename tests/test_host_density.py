@@ -92,8 +92,8 @@ async def test_fifty_campaigns_tick_with_bots_in_several_and_replays_verify(tmp_
             assert server.slot is not None and server.slot.throttled == 0, server.cfg.campaign
             assert ran_fraction(server, now) >= 0.85, (server.cfg.campaign, server.stats.ticks, server.slot)
         for cid in played:
-            server = h.server(cid)
-            assert server is not None and server.stats.joins == 2 and server.stats.inputs_accepted > 0
+            joined = h.server(cid)
+            assert joined is not None and joined.stats.joins == 2 and joined.stats.inputs_accepted > 0
         live = {s.cfg.campaign: s for s in h.loaded()}
     # Drained: every campaign sealed; its journal replays to the state it stopped in.
     for cid, server in live.items():
