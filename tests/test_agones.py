@@ -81,3 +81,33 @@ async def test_health_follows_the_tick_loop() -> None:
         await link.stop()
         await fake.close()
     assert fake.state == "Shutdown" and fake.lists[CAMPAIGNS_LIST]["values"] == []
+
+
+async def test_a_host_keeps_the_campaigns_list_in_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """High density: capacity = the host's campaign capacity; values = its loaded campaigns, as they
+    start, hibernate, wake and stop."""
+    from engine.host import HostConfig
+    from tests.hostutil import running_host, wander
+
+    fake = await AgonesTestServer(lists={CAMPAIGNS_LIST: 100}).start()
+    monkeypatch.setenv("AGONES_SDK_HTTP_PORT", str(fake.port))
+
+    def values() -> list[str]:
+        return sorted(fake.lists[CAMPAIGNS_LIST]["values"])
+
+    try:
+        async with running_host([wander("a")], host=HostConfig(capacity=3, hibernate_after_s=0)) as h:
+            assert fake.state == "Ready" and fake.lists[CAMPAIGNS_LIST]["capacity"] == 3
+            await wait_for(lambda: values() == ["a"])
+            await h.start_campaign(wander("b"))
+            await wait_for(lambda: values() == ["a", "b"])
+            assert await h.hibernate("a")
+            await wait_for(lambda: values() == ["b"])  # a hibernated campaign frees its slot
+            await h.ensure_loaded("a")
+            await wait_for(lambda: values() == ["a", "b"])
+            assert await h.stop_campaign("b")
+            await wait_for(lambda: values() == ["a"])
+            await wait_for(lambda: len(fake.health_at) >= 1, timeout=6)
+        assert values() == [] and "/shutdown" in fake.paths()
+    finally:
+        await fake.close()
