@@ -51,9 +51,14 @@ def test_writers_share_one_thread_in_turns_and_keep_their_order() -> None:
 
 def test_a_writer_that_gives_up_stops_alone() -> None:
     shared = WriterThread("shared-giveup")
-    a = BatchWriter("a", lambda batch: False, thread=shared)
     got: list[int] = []
-    b = BatchWriter("b", lambda batch: got.extend(batch) or True, thread=shared)
+
+    def keep(batch: list[int]) -> bool:
+        got.extend(batch)
+        return True
+
+    a: BatchWriter[int] = BatchWriter("a", lambda batch: False, thread=shared)
+    b: BatchWriter[int] = BatchWriter("b", keep, thread=shared)
     a.put(1)
     assert a.flush(5)
     a.put(2)
