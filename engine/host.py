@@ -60,6 +60,7 @@ log = logging.getLogger("arbiter.host")
 
 STOPPED_MARK: Final = "stopped"  # a file in a campaign's directory: stopped on purpose, not hibernated
 HOUSEKEEPING_S: Final = 0.5
+TIMER_SLACK_S: Final = 0.001  # uvloop's timers are to the millisecond: what is due within one runs now
 
 
 class PlacementRefusedError(Exception):
@@ -132,7 +133,7 @@ class Host:
         groups = max(1, cfg.tick_rate // max(1, cfg.send_rate))
         self.scheduler: Scheduler[GameServer] = Scheduler(
             cfg.tick_rate, cfg.send_rate, groups, phases=hcfg.phases, share=None if single else hcfg.share,
-            max_catchup=cfg.max_catchup, timer=time.perf_counter,
+            max_catchup=cfg.max_catchup, slack_s=TIMER_SLACK_S, timer=time.perf_counter,
         )  # fmt: skip
         self.accepting = False
         self.port = cfg.port
@@ -343,9 +344,10 @@ class Host:
             self.loop_turns += 1
             sched.run_due(clock)
             nxt = sched.next_deadline()
-            delay = 0.05 if nxt is None else nxt - clock()
+            delay = 0.05 if nxt is None else nxt - clock() - TIMER_SLACK_S
             # A plain sleep, not wait_for(stopping): that makes a task per wake-up; a stop waits a tick.
-            await asyncio.sleep(min(delay, 0.05) if delay > 0 else 0)
+            # Never less than the timers' millisecond: a shorter sleep returns at once and spins.
+            await asyncio.sleep(min(max(delay, TIMER_SLACK_S), 0.05) if delay > 0 else 0)
         self._ticking = False
 
     # -- housekeeping (off the tick: deadlines, keepalive, hibernation) ------------------------------

@@ -20,6 +20,8 @@ Pure scheduling: the caller passes the clock and a timer, and does the sleeping 
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -55,6 +57,8 @@ class Slot(Generic[R]):
     overruns: int = 0  # ticks that took longer than the tick period
     busy_s: float = 0.0  # seconds spent in its ticks and sends
     heavy: bool = False  # its last tick overran the period: served last in a round
+    next_at: float = 0.0  # its next tick or sub-send
+    live: bool = True  # still scheduled
     last_run_at: float = 0.0
 
 
@@ -69,8 +73,11 @@ class Scheduler(Generic[R]):
         share: float | None = None,
         burst_s: float = 0.05,
         max_catchup: int = 5,
+        slack_s: float = 0.0,
         timer: Callable[[], float],
     ) -> None:
+        """`slack_s`: what is due within this much is run now (a loop's timers are only this precise:
+        uvloop's are to the millisecond, so waiting for less would spin)."""
         self.tick_rate = tick_rate
         self.period = 1.0 / tick_rate
         self.send_rate = send_rate
@@ -80,9 +87,13 @@ class Scheduler(Generic[R]):
         self.burst_s = burst_s
         self.max_catchup = max_catchup
         self.timer = timer
+        self.slack = slack_s
         self.base: float | None = None  # the grid every phase is measured from
         self._slots: dict[str, Slot[R]] = {}
         self._by_phase: list[list[Slot[R]]] = [[] for _ in range(self.phases)]
+        # Every live slot once, by its next deadline (removed ones are dropped when they surface).
+        self._heap: list[tuple[float, int, Slot[R]]] = []
+        self._seq = itertools.count()
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -108,34 +119,48 @@ class Scheduler(Generic[R]):
         ticker.start(t0)
         sender = FixedStep(self.send_rate * self.groups, self.groups)
         sender.start(t0)
-        slot = Slot(key, target, phase, ticker, sender, tokens=self.burst_s, tokens_at=now)
+        slot = Slot(key, target, phase, ticker, sender, tokens=self.burst_s, tokens_at=now, next_at=t0)
         self._slots[key] = slot
         self._by_phase[phase].append(slot)
+        heapq.heappush(self._heap, (t0, next(self._seq), slot))
         return slot
 
     def remove(self, key: str) -> Slot[R] | None:
         slot = self._slots.pop(key, None)
         if slot is not None:
+            slot.live = False
             self._by_phase[slot.phase].remove(slot)
         return slot
 
     def next_deadline(self) -> float | None:
         """When the next tick or sub-send of any campaign is due (None: nothing scheduled)."""
-        best: float | None = None
-        for slot in self._slots.values():
-            t = min(slot.ticker.next_deadline(), slot.sender.next_deadline())
-            if best is None or t < best:
-                best = t
-        return best
+        heap = self._heap
+        while heap and not heap[0][2].live:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
-    def run_due(self, now: Callable[[], float]) -> None:
+    def run_due(self, clock: Callable[[], float]) -> None:
         """Run every tick and sub-send that is due, campaign by campaign in deadline order."""
+        slack = self.slack
+
+        def now() -> float:
+            return clock() + slack
+
         t = now()
-        due = [s for s in self._slots.values() if min(s.ticker.next_deadline(), s.sender.next_deadline()) <= t]
+        heap = self._heap
+        due: list[Slot[R]] = []
+        while heap and heap[0][0] <= t:
+            slot = heapq.heappop(heap)[2]
+            if slot.live:
+                due.append(slot)
         # Campaigns whose last tick overran go last: the ones that fell due meanwhile go first.
-        due.sort(key=lambda s: (s.heavy, s.ticker.next_deadline()))
+        if len(due) > 1:
+            due.sort(key=lambda s: (s.heavy, s.next_at))
         for slot in due:
             self._service(slot, now)
+            if slot.live:
+                slot.next_at = at = min(slot.ticker.next_deadline(), slot.sender.next_deadline())
+                heapq.heappush(heap, (at, next(self._seq), slot))
 
     def _service(self, slot: Slot[R], now: Callable[[], float]) -> None:
         timer, period, share = self.timer, self.period, self.share

@@ -67,9 +67,10 @@ def start_server(
     env: dict[str, str] | None = None,
     ready_timeout: float = 180.0,
     host: str = "127.0.0.1",
+    command: str = "serve",
 ) -> ServerProcess:
-    """Run `python -m engine.cli serve --port 0 ARGS`; returns once it listens."""
-    cmd = [sys.executable, "-m", "engine.cli", "serve", "--host", host, "--port", "0", *args]
+    """Run `python -m engine.cli serve --port 0 ARGS` (or `host`); returns once it listens."""
+    cmd = [sys.executable, "-m", "engine.cli", command, "--host", host, "--port", "0", *args]
     if cpu is not None and _has_taskset():
         cmd = ["taskset", "-c", str(cpu), *cmd]
     full_env = {**os.environ, **(env or {})}
