@@ -327,7 +327,7 @@ class Host:
 
     # -- the tick -------------------------------------------------------------------------------------
     def _schedule(self, server: GameServer) -> None:
-        server.slot = self.scheduler.add(server.cfg.campaign, server, self.now())
+        server.slot = self.scheduler.add(server.cfg.campaign, server, self.now(), server.sender.groups)
 
     def _unschedule(self, server: GameServer) -> None:
         self.scheduler.remove(server.cfg.campaign)

@@ -86,8 +86,12 @@ class Journal:
         h = state_hash(self.campaign.world) if self.hash_every and tick % self.hash_every == 0 else None
         self._backlog.append((tick, blob, h))
         self._drain()
-        lo = self.campaign.player_lo
-        self._ring.append((tick, self.campaign.world.arrays["last_seq"][lo:].copy()))
+        ring = self._ring
+        if ring and not (joins or leaves or batch.n):
+            ring.append((tick, ring[-1][1]))  # nothing moved the players' seqs: share the last copy
+        else:
+            lo = self.campaign.player_lo
+            ring.append((tick, self.campaign.world.arrays["last_seq"][lo:].copy()))
         if tick % self.snapshot_every == 0:
             self._snapshot_due = True
         # A snapshot that could not be taken on its tick (backlog, previous one still in flight) is

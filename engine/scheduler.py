@@ -104,8 +104,9 @@ class Scheduler(Generic[R]):
     def get(self, key: str) -> Slot[R] | None:
         return self._slots.get(key)
 
-    def add(self, key: str, target: R, now: float) -> Slot[R]:
-        """Schedule `target` from the next start of the least used phase slot."""
+    def add(self, key: str, target: R, now: float, groups: int | None = None) -> Slot[R]:
+        """Schedule `target` from the next start of the least used phase slot (`groups`: its send
+        groups, default the scheduler's)."""
         if key in self._slots:
             raise KeyError(f"{key!r} is scheduled already")
         if self.base is None:
@@ -117,7 +118,8 @@ class Scheduler(Generic[R]):
         t0 = self.base + offset + max(0.0, k) * self.period
         ticker = FixedStep(self.tick_rate, self.max_catchup)
         ticker.start(t0)
-        sender = FixedStep(self.send_rate * self.groups, self.groups)
+        g = max(1, groups or self.groups)
+        sender = FixedStep(self.send_rate * g, g)
         sender.start(t0)
         slot = Slot(key, target, phase, ticker, sender, tokens=self.burst_s, tokens_at=now, next_at=t0)
         self._slots[key] = slot

@@ -1,15 +1,15 @@
 """Sending snapshots: staggered send groups, raw or delta frames, backlog bounds.
 
-Clients are split into `tick_rate // send_rate` groups and one group is served per sub-send, so each
-client still gets `send_rate` snapshots per second while the socket writes of one send are spread
-over several ticks. Writes never await: a client whose backlog is over the bound is skipped for that
+Clients are split into up to `tick_rate // send_rate` groups (one per GROUP_SIZE players the
+campaign may hold) and one group is served per sub-send, so each client still gets `send_rate`
+snapshots per second while the socket writes of one send are spread over several ticks. Writes never await: a client whose backlog is over the bound is skipped for that
 snapshot (it is superseded anyway) and reset after `slow_strikes` consecutive skips.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("arbiter.snapshots")
 
+GROUP_SIZE: Final = 64  # players per send group (at most tick_rate // send_rate groups)
+
 
 class SnapshotSender:
     def __init__(self, cfg: ServerConfig, campaign: Campaign, journal: Journal | None, stats: TickStats) -> None:
@@ -36,7 +38,10 @@ class SnapshotSender:
         self.campaign = campaign
         self.journal = journal
         self.stats = stats
-        self.groups = max(1, cfg.tick_rate // max(1, cfg.send_rate))
+        # Groups spread the socket writes of a big campaign's send over several ticks; a small one
+        # (a host's) is served in one group, so the world is quantized once per send, not per tick.
+        most = max(1, cfg.tick_rate // max(1, cfg.send_rate))
+        self.groups = min(most, -(-campaign.game.max_players // GROUP_SIZE))
         self._next_group = 0
         self._rotate = 0
         self.replicator: Replicator | None = None

@@ -95,6 +95,7 @@ class BatchWriter(Generic[T]):
         self._done = 0  # items handed to `write` and returned from it
         self._inflight = 0
         self._queued = False  # (shared thread) waiting for its turn
+        self.depth = 0  # items waiting or being written, as of the last put
         self._stopping = False
         self.stopped = False  # no write of this writer runs or will run
         self._thread: threading.Thread | None = None
@@ -119,6 +120,7 @@ class BatchWriter(Generic[T]):
                     break
                 self._items.append(item)
                 n += 1
+            self.depth = len(self._items) + self._inflight
             if n:
                 self._put += n
                 if self._shared is not None:

@@ -396,7 +396,7 @@ class CampaignStore:
 
     def _note_enqueued(self) -> None:
         self.queued += 1
-        depth = self._writer.pending
+        depth = self._writer.depth  # as of that put (no second trip through the writer's lock)
         if depth > self.max_queue_depth:
             self.max_queue_depth = depth
 

@@ -201,6 +201,13 @@ def encode_tick(
     tick = int(tick)
     if not 0 <= tick <= _MAX_TICK:
         raise ValueError(f"tick {tick} out of range")
+    if not joins and not leaves and not len(inputs):
+        # The common record of a quiet campaign: header, tick, three zero counts, CRC.
+        empty = bytearray((MAGIC, FORMAT))
+        _put_varint(empty, tick)
+        empty += b"\x00\x00\x00"
+        empty += _U32.pack(zlib.crc32(empty))
+        return bytes(empty)
     if inputs.ndim != 1:
         raise ValueError(f"inputs must be 1-D, got shape {inputs.shape}")
     layout = layout_of(inputs.dtype)

@@ -44,6 +44,8 @@ class InputBatch:
         self.inputs = tuple(inputs)
         self.dtype = input_dtype(self.inputs)
         self.names: tuple[str, ...] = self.dtype.names or ()
+        self._no_records = np.empty(0, dtype=self.dtype)  # what records() returns for a tick without inputs
+        self._no_records.flags.writeable = False
         self.columns: dict[str, np.ndarray] = {}
         for name in self.names:
             self.columns[name] = np.zeros(self.capacity, dtype=self.dtype[name].newbyteorder("="))
@@ -100,6 +102,8 @@ class InputBatch:
     def records(self) -> np.ndarray:
         """The used rows as `input_dtype` records (the journal's layout)."""
         n = self.n
+        if not n:
+            return self._no_records
         out = np.empty(n, dtype=self.dtype)
         for name, col in self.columns.items():
             out[name] = col[:n]
