@@ -90,6 +90,7 @@ class HostConfig:
     share: float | None = 0.5  # at most this fraction of the loop per campaign (None: no budget)
     discover: bool = True  # campaigns found in the data dir are known (hibernated) at start
     public_url: str = ""  # what players connect to ("" = ws://HOST:PORT/; "{port}" = the bound port)
+    commit_every_s: float = 0.05  # each campaign's journal commits at most this often (group commit)
 
 
 @dataclass(slots=True, eq=False)
@@ -120,7 +121,7 @@ class Host:
         self.cfg = cfg
         self.hcfg = hcfg = hcfg or HostConfig()
         self.single = single
-        self.shared = single.shared if single is not None else Shared(cfg)
+        self.shared = single.shared if single is not None else Shared(cfg, commit_every_s=hcfg.commit_every_s)
         self.ring = ring
         self.name = cfg.campaign if single is not None else hcfg.name
         self.capacity = 1 if single is not None else hcfg.capacity

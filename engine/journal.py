@@ -2,8 +2,9 @@
 
 Per tick the recorder encodes what the sim consumed (joins, leaves, inputs in order) and hands it
 to the SQLite store's writer thread without waiting. Acknowledgements sent to clients (the
-last-applied input seq in each snapshot) come from the newest tick the writer has *committed*,
-so an input a player saw acknowledged survives a kill -9 ("acknowledged means durable").
+last-applied input seq in each snapshot) come from the newest tick the writer has *committed*
+(read by the next tick), so an input a player saw acknowledged survives a kill -9
+("acknowledged means durable").
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ class Journal:
 
     # -- tick path --------------------------------------------------------------------------------
     def record(self, tick: int, joins: list[tuple[int, str]], leaves: list[int], batch: InputBatch) -> None:
+        # What the writer thread committed since the last tick (a plain int it sets): polled here
+        # rather than signalled, so a commit costs the loop no wake-up of its own.
+        committed = self.store.committed_tick
+        if committed > self._local_tick:
+            self.on_commit(committed)
         blob = encode_tick(tick, joins, leaves, batch.records())
         h = state_hash(self.campaign.world) if self.hash_every and tick % self.hash_every == 0 else None
         self._backlog.append((tick, blob, h))
@@ -139,7 +145,7 @@ class Journal:
 
     # -- acknowledgements -------------------------------------------------------------------------
     def on_commit(self, tick: int) -> None:
-        """Called on the loop thread when every journal record up to `tick` is committed."""
+        """On the loop thread: every journal record up to `tick` is committed (`record` polls it)."""
         self._local_tick = tick
         if self.on_local_commit is not None:
             self.on_local_commit(tick)

@@ -14,7 +14,6 @@ whose backlog is over the bound, and disconnects a client that stays backlogged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -215,14 +214,6 @@ class GameServer:
         process_metrics().campaigns.add(self)
         if self.progress is not None:
             await self.progress.pg.start()  # returns at once; connects and migrates in the background
-        if self.journal is not None:
-            journal = self.journal
-
-            def committed(tick: int) -> None:  # runs on the store's writer thread
-                with contextlib.suppress(RuntimeError):  # the loop may be closing
-                    loop.call_soon_threadsafe(journal.on_commit, tick)
-
-            journal.store.on_commit = committed
         if self.shipper is not None:
             self.shipper.start()  # returns at once; records wait on disk while PostgreSQL is away
         now = loop.time()

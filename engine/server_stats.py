@@ -124,6 +124,7 @@ def host_stats(h: Host, *, full: bool = False) -> dict[str, Any]:
         door_bugs=h.door.log.bugs, lobby=len(h.front.lobby), wakes=h.wakes, hibernations=h.hibernations,
         wake_ms=h.wake_ms_summary(), campaign_states=h.states(),
         per_campaign={s.cfg.campaign: {"ccu": len(s.by_eid), "tick": s.campaign.tick_count, "ticks": s.stats.ticks,
-                                       **_schedule(s)} for s in loaded},
+                                       "inputs": s.stats.inputs_accepted + s.stats.inputs_refused,
+                                       "snapshots_sent": s.stats.snapshots_sent, **_schedule(s)} for s in loaded},
     )  # fmt: skip
     return d

@@ -24,8 +24,10 @@ log = logging.getLogger("arbiter.shared")
 
 
 class Shared:
-    def __init__(self, cfg: ServerConfig, *, pg_pool_size: int = 8) -> None:
-        self.writer = WriterThread("store-writer")  # every campaign's SQLite commits
+    def __init__(self, cfg: ServerConfig, *, pg_pool_size: int = 8, commit_every_s: float = 0.0) -> None:
+        """`commit_every_s`: each campaign's store commits at most this often (a host's group-commit
+        window: fewer, fuller commits; acknowledgements wait for them, docs/hosting.md)."""
+        self.writer = WriterThread("store-writer", commit_every_s)  # every campaign's SQLite commits
         # min_size 0: created without connecting; migrated once, by its first user.
         self.pg: LazyPool | None = (
             LazyPool(cfg.pg_dsn, None, "public", max_size=pg_pool_size, connect_timeout=5.0, application_name="arbiter")

@@ -2,8 +2,9 @@
 
 Clients are split into up to `tick_rate // send_rate` groups (one per GROUP_SIZE players the
 campaign may hold) and one group is served per sub-send, so each client still gets `send_rate`
-snapshots per second while the socket writes of one send are spread over several ticks. Writes never await: a client whose backlog is over the bound is skipped for that
-snapshot (it is superseded anyway) and reset after `slow_strikes` consecutive skips.
+snapshots per second while the socket writes of one send are spread over several ticks. Writes
+never await: a client whose backlog is over the bound is skipped for that snapshot (it is
+superseded anyway) and reset after `slow_strikes` consecutive skips.
 """
 
 from __future__ import annotations
