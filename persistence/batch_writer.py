@@ -66,8 +66,12 @@ class WriterThread:
     def ready(self, writer: BatchWriter[Any]) -> None:
         """`writer` has items (call with `cv` held)."""
         not_before = 0.0 if writer._stopping else writer._last_write + self.min_interval
-        heapq.heappush(self._ready, (not_before, next(self._order), writer))
-        self.cv.notify_all()
+        ready = self._ready
+        # The thread sleeps until the soonest turn: wake it only if this one comes sooner.
+        wake = not ready or not_before < ready[0][0]
+        heapq.heappush(ready, (not_before, next(self._order), writer))
+        if wake:
+            self.cv.notify_all()
 
     def _next(self) -> BatchWriter[Any] | None:
         """(cv held) The next writer whose turn has come; None when the thread should end."""

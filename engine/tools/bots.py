@@ -44,6 +44,7 @@ log = logging.getLogger("arbiter.bots")
 @dataclass(slots=True)
 class BotConfig:
     url: str = "ws://127.0.0.1:8765/"
+    urls: tuple[str, ...] = ()  # several servers or campaigns (a host's /c/{id}/): bot i joins urls[i % len]
     count: int = 10
     duration: float = 10.0
     input_rate: float = 20.0
@@ -160,8 +161,10 @@ class BotReport:
 async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotReport:
     loop = asyncio.get_running_loop()
     rng = np.random.default_rng(cfg.seed)
-    info = await asyncio.to_thread(server_info, cfg.url)
-    campaign = cfg.campaign or str(info.get("campaign", "default"))
+    urls = list(cfg.urls) or [cfg.url]
+    infos = dict(zip(urls, await asyncio.gather(*(asyncio.to_thread(server_info, u) for u in urls)), strict=True))
+    info = infos[urls[0]]
+    campaign_of = {u: cfg.campaign or str(i.get("campaign", "default")) for u, i in infos.items()}
     game = cfg.game or info.get("game")
     brain_cls = brain_for(str(game)) if game else Brain
     clients: list[ArbiterClient | None] = [None] * cfg.count
@@ -172,9 +175,10 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
         async with sem:
             try:
                 name = f"{cfg.name_prefix}{i}"
-                token = cfg.token_factory(name, campaign) if cfg.token_factory is not None else ""
+                url = urls[i % len(urls)]
+                token = cfg.token_factory(name, campaign_of[url]) if cfg.token_factory is not None else ""
                 decode = brain_cls.decode_all or i < cfg.full_decoders
-                clients[i] = await ArbiterClient.connect(cfg.url, name, token, decode=decode)
+                clients[i] = await ArbiterClient.connect(url, name, token, decode=decode)
             except (TimeoutError, OSError, ConnectionError, RuntimeError) as exc:
                 refusals[_refusal(exc)] += 1
 
