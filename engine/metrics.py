@@ -8,8 +8,8 @@ the previous one (up to the ring's 1024 ticks, 17 s at 60 Hz; scrape at least th
 `_count` falls behind `arbiter_ticks_total`).
 
 Process-wide: CPU, memory and file descriptors (prometheus-client's process collector), Redis errors,
-and the host's figures (hibernated campaigns, wake time) as plain prometheus-client objects that their
-owners set. Served on the admin listener (engine/security/admin.py), not on the public game port
+and the host's figures (hibernated campaigns, wake time: engine/host.py sets them) as plain
+prometheus-client objects. Served on the admin listener (engine/security/admin.py), not on the public game port
 unless `--metrics-on-game-port`; see docs/metrics.md.
 """
 
@@ -115,8 +115,11 @@ class _Families:
         self.ticks = c("arbiter_ticks", "Ticks run", labels=L)
         self.tick_hist = HistogramMetricFamily("arbiter_tick_duration_seconds", "Duration of one tick", labels=L)
         self.tick_rate = g("arbiter_tick_rate_hz", "Achieved tick rate over the last ~17 s", labels=L)
-        self.overruns = c("arbiter_tick_overruns", "Ticks that started a whole period late", labels=L)
+        self.overruns = c("arbiter_tick_overruns", "Ticks that took longer than the tick period", labels=L)
+        self.late = c("arbiter_ticks_late", "Ticks that started a whole period late (any cause)", labels=L)
         self.dropped = c("arbiter_ticks_dropped", "Ticks skipped after a stall (the world slowed down)", labels=L)
+        self.throttled = c("arbiter_ticks_throttled", "Ticks skipped because the campaign was over its share "
+                           "of the host's loop", labels=L)  # fmt: skip
         self.ccu = g("arbiter_ccu", "Players in the campaign", labels=L)
         self.connections = g("arbiter_connections", "Open connections, joined or not", labels=L)
         self.bytes_in = c("arbiter_bytes_received", "Bytes received from clients", labels=L)
@@ -166,7 +169,9 @@ def _read_server(fam: _Families, cid: str, server: GameServer, hist: _TickHistog
     bytes_out = st.closed_bytes_out + sum(c.conn.bytes_out for c in clients)
     rate_limited = st.closed_rate_limited + sum(c.session.dropped for c in clients)
     fam.overruns.add_metric(lab, d["overruns"])
+    fam.late.add_metric(lab, d["late_ticks"])
     fam.dropped.add_metric(lab, d["dropped_ticks"])
+    fam.throttled.add_metric(lab, d["throttled_ticks"])
     fam.ccu.add_metric(lab, d["ccu"])
     fam.connections.add_metric(lab, d["connections"])
     fam.bytes_in.add_metric(lab, bytes_in)
