@@ -139,8 +139,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     verifier = TokenVerifier(ring, cfg.campaign) if ring is not None else None
 
     async def main() -> None:
+        from engine.host import freeze_heap
+
         server = await open_server(cfg, verifier)
         await server.start()
+        freeze_heap()  # its one campaign stays loaded: shorter full collections for the process's life
         server.install_signal_handlers()
         print(f"{READY_PREFIX} ws://{cfg.host}:{server.port}/ pid={os.getpid()}", flush=True)
         await server.run()
@@ -149,7 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_host(args: argparse.Namespace) -> int:
-    from engine.host import CampaignSpec, Host, HostConfig, PlacementRefusedError
+    from engine.host import CampaignSpec, Host, HostConfig, PlacementRefusedError, freeze_heap, warm_kernels
     from engine.routing import valid_campaign_id
 
     cfg = _server_config(args, "host")
@@ -173,6 +176,8 @@ def cmd_host(args: argparse.Namespace) -> int:
     async def main() -> None:
         host = Host(cfg, hcfg, ring=ring)
         await host.start()
+        await asyncio.to_thread(warm_kernels, cfg.game, dict(cfg.game_config))
+        freeze_heap()  # before any campaign loads: they may be unloaded later
         for cid in args.campaign:
             try:
                 await host.start_campaign(CampaignSpec(cid, cfg.game, cfg.seed, dict(cfg.game_config)))

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import signal
 import time
 import zlib
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -60,7 +62,35 @@ log = logging.getLogger("arbiter.host")
 
 STOPPED_MARK: Final = "stopped"  # a file in a campaign's directory: stopped on purpose, not hibernated
 HOUSEKEEPING_S: Final = 0.5
+RELEASE_EVERY_S: Final = 2.0  # unloaded campaigns' memory goes back to the system at most this often
 TIMER_SLACK_S: Final = 0.001  # uvloop's timers are to the millisecond: what is due within one runs now
+
+
+def release_memory() -> None:
+    """Free what unloaded campaigns held: their reference cycles (server <-> its parts) now rather
+    than at the next full collection, then the allocator's free pages back to the system (glibc's
+    malloc_trim: without it most of a hibernated campaign's memory stays in the process's heap)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def warm_kernels(game: str, config: Mapping[str, object]) -> None:
+    """Compile (or load) a game's kernels and the replication's, before any campaign needs them."""
+    from netcode.replication.warm import warmup as replication_warmup
+    from sim.registry import make_game
+
+    make_game(game, config).warmup()
+    replication_warmup()
+
+
+def freeze_heap() -> None:
+    """Everything alive now (modules, compiled kernels, the process's shared parts) goes into the
+    permanent generation: a full collection then walks only the campaigns' objects (with a hundred
+    campaigns loaded, ~5 ms instead of ~35 ms of a stalled loop). Call once, in the process that
+    runs the host, after its kernels are compiled and before campaigns that may be unloaded load."""
+    gc.collect()
+    gc.freeze()
 
 
 class PlacementRefusedError(Exception):
@@ -154,6 +184,8 @@ class Host:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._unloaded = False  # campaigns were unloaded since the memory was last given back
+        self._released_at = 0.0
         self.web = WebRoutes(lambda: page_config(cfg.game, "", cfg.hub_url, ring is not None, cfg.watch_public, "",
                                                  self.rtc is not None), files=self.shared.web_files)  # fmt: skip
 
@@ -361,6 +393,10 @@ class Host:
             self.front.deadlines(now)
             for server in self.loaded():
                 server.housekeep(now)
+            if self._unloaded and now - self._released_at >= RELEASE_EVERY_S:
+                self._unloaded = False
+                self._released_at = now
+                release_memory()
             if after > 0:
                 for e in list(self.entries.values()):
                     s = e.server
@@ -551,9 +587,8 @@ class Host:
         finally:
             e.task = None
         self.hibernations += 1
+        self._unloaded = True  # the next housekeeping round gives its memory back
         process_metrics().hibernated.set(self.hibernated_count())
-        del server
-        gc.collect()  # the campaign's cycles (server <-> its parts) go now, not at the next full collection
         log.info("campaign %s hibernated", cid)
         return True
 
@@ -571,6 +606,7 @@ class Host:
         e.state = "stopping"
         if e.server is not None:
             await self._close(e, relocate=True, reason=reason)
+            self._unloaded = True
         self.entries.pop(cid, None)
         if self.cfg.data_dir and (Path(self.cfg.data_dir) / cid).is_dir():
             (Path(self.cfg.data_dir) / cid / STOPPED_MARK).write_text(reason + "\n")
