@@ -92,11 +92,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.0005)
 
     async def main() -> None:
+        from engine.hub_link import start_hub_link
+
         server = GameServer(cfg, verifier=verifier)
         await server.start()
+        link = await start_hub_link(server, args)
         server.install_signal_handlers()
         print(f"{READY_PREFIX} ws://{cfg.host}:{server.port}/ pid={os.getpid()}", flush=True)
         await server.run()
+        if link is not None:
+            await link.close()
 
     profile_to = os.environ.get("ARBITER_PROFILE")
     if profile_to:
@@ -163,6 +168,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine.hub_link import add_hub_link_args
+
     p = argparse.ArgumentParser(prog="arbiter", description="Arbiter authoritative game server")
     p.add_argument("--log-level", default=os.environ.get("ARBITER_LOG", "INFO"))
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -203,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ip-conn-burst", type=int, default=100)
     f.add_argument("--ip-max-open", type=int, default=0, help="open connections per IP (0: no limit)")
     f.add_argument("--ip-limit-loopback", action="store_true", help="apply the per-IP limits to 127.0.0.1 too")
+    add_hub_link_args(s)
     s.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("bots", help="run N bot players against a server")
@@ -230,9 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from engine.tools.replay import add_replay_parser
     from engine.tools.token_cli import add_token_parser
+    from hub.cli import add_hub_parser  # the hub's own arguments; nothing of the hub runs in a server
 
     add_replay_parser(sub)
     add_token_parser(sub)
+    add_hub_parser(sub)
     return p
 
 
