@@ -64,6 +64,12 @@ async def _dm_channel(hub: Hub, who: Principal, target: str) -> tuple[str, str]:
 
 async def post(hub: Hub, who: Principal, channel: str, campaign: str | None, b: dict[str, Any]) -> dict[str, Any]:
     text = v.chat_text(b["text"], hub.cfg.chat_max_len)
+    if "client_msg_id" in b:  # a retry of a stored message: the same answer, not a second message
+        old = await hub.social.by_client_msg_id(who.account, b["client_msg_id"])
+        if old is not None:
+            if old.channel != channel:
+                refuse(409, "client_msg_id already used for another channel")
+            return {**old.to_json(), "handle": (await hub.names([who.account]))[who.account]["handle"], "duplicate": True}
     ban = await hub.social.active_ban(who.account, campaign)
     if ban is not None:
         refuse(403, "this account is banned and cannot chat")

@@ -158,13 +158,18 @@ class SocialStore:
         )  # fmt: skip
         if row is not None:
             return ChatMessage(*row.values()), True
-        old = await self.pool.fetchrow(
+        assert client_msg_id is not None
+        old = await self.by_client_msg_id(sender, client_msg_id)
+        assert old is not None
+        return old, False
+
+    async def by_client_msg_id(self, sender: str, client_msg_id: str) -> ChatMessage | None:
+        r = await self.pool.fetchrow(
             "SELECT message_id, channel, sender_id, body, created_at FROM chat_messages "
             "WHERE sender_id = $1 AND client_msg_id = $2",
             sender, client_msg_id,
         )  # fmt: skip
-        assert old is not None
-        return ChatMessage(*old.values()), False
+        return None if r is None else ChatMessage(*r.values())
 
     async def history(self, channel: str, limit: int, before: int | None = None) -> list[ChatMessage]:
         """The last `limit` messages of a channel (before message id `before`), oldest first."""
