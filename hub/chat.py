@@ -69,7 +69,8 @@ async def post(hub: Hub, who: Principal, channel: str, campaign: str | None, b: 
         if old is not None:
             if old.channel != channel:
                 refuse(409, "client_msg_id already used for another channel")
-            return {**old.to_json(), "handle": (await hub.names([who.account]))[who.account]["handle"], "duplicate": True}
+            names = await hub.names([who.account])
+            return {**old.to_json(), "handle": names[who.account]["handle"], "duplicate": True}
     ban = await hub.social.active_ban(who.account, campaign)
     if ban is not None:
         refuse(403, "this account is banned and cannot chat")

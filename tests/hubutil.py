@@ -136,8 +136,8 @@ class Api:
                 return r.status, text
 
     async def register(self, handle: str, password: str = "correct horse battery") -> dict[str, Any]:
-        status, body = await self.call("POST", "/v1/auth/register",
-                                       {"email": f"{handle}@example.com", "handle": handle, "password": password})  # fmt: skip
+        body = {"email": f"{handle}@example.com", "handle": handle, "password": password}
+        status, body = await self.call("POST", "/v1/auth/register", body)
         assert status == 201, body
         return dict(body)
 
@@ -152,7 +152,9 @@ def _json(body: Any) -> bytes:
     return json.dumps(body).encode()
 
 
-async def next_frame(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+async def next_frame(
+    ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 5.0, **match: Any
+) -> dict[str, Any]:
     """The next frame of type `kind` whose fields match (others are skipped)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -295,4 +297,3 @@ def env(**values: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-

@@ -13,7 +13,7 @@ import pytest
 
 from engine.security.auth import TokenVerifier
 from hub.config import ACCESS_AUDIENCE
-from tests.hubutil import RING, REDIS_URL, Api, hub_config, hub_env, pg_schema, redis_prefix, running_hub
+from tests.hubutil import REDIS_URL, RING, Api, hub_config, hub_env, pg_schema, redis_prefix, running_hub
 from tests.pgutil import dsn
 
 PW = "correct horse battery"
@@ -88,7 +88,7 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(pg_database: str) ->
 
 
 async def test_logout_logout_everywhere_and_password_change(pg_database: str) -> None:
-    async with hub_env(pg_database) as (hub, api):
+    async with hub_env(pg_database) as (_hub, api):
         a = await api.register("dave")
         _, b = await api.call("POST", "/v1/auth/login", {"login": "dave", "password": PW})
         _, c = await api.call("POST", "/v1/auth/login", {"login": "dave", "password": PW})
@@ -121,16 +121,15 @@ async def test_a_revocation_reaches_another_hub_process(pg_database: str) -> Non
     """Hub B learns of a logout on hub A (bus, and PostgreSQL when the bus misses it)."""
     async with redis_prefix() as prefix, pg_schema(pg_database) as schema:
         cfg = hub_config(dsn(pg_database), REDIS_URL, prefix, pg_schema=schema)
-        async with running_hub(cfg) as (_, base_a), running_hub(cfg) as (hub_b, base_b):
-            async with Api(base_a) as a, Api(base_b) as b:
-                reg = await a.register("erin")
-                assert (await b.call("GET", "/v1/me", token=reg["access_token"]))[0] == 200
-                await a.call("POST", "/v1/auth/logout", None, reg["access_token"])
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 5
-                while (await b.call("GET", "/v1/me", token=reg["access_token"]))[0] != 401:
-                    assert loop.time() < deadline
-                    await asyncio.sleep(0.05)
+        async with running_hub(cfg) as (_, base_a), running_hub(cfg) as (_, base_b), Api(base_a) as a, Api(base_b) as b:
+            reg = await a.register("erin")
+            assert (await b.call("GET", "/v1/me", token=reg["access_token"]))[0] == 200
+            await a.call("POST", "/v1/auth/logout", None, reg["access_token"])
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while (await b.call("GET", "/v1/me", token=reg["access_token"]))[0] != 401:
+                assert loop.time() < deadline
+                await asyncio.sleep(0.05)
 
 
 async def test_guest_then_upgrade_keeps_the_account(pg_database: str) -> None:
@@ -155,7 +154,7 @@ async def test_guest_then_upgrade_keeps_the_account(pg_database: str) -> None:
 
 
 async def test_login_limit_per_address_triggers_then_expires(pg_database: str) -> None:
-    async with hub_env(pg_database, login_failures_per_ip=5, login_window_s=1.5) as (hub, api):
+    async with hub_env(pg_database, login_failures_per_ip=5, login_window_s=1.5) as (_hub, api):
         await api.register("fay")
         for i in range(5):  # five different names: the per-account backoff stays out of the way
             status, _ = await api.call("POST", "/v1/auth/login", {"login": f"nobody{i}", "password": "wrong password"})

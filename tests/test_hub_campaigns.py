@@ -87,55 +87,54 @@ async def test_join_places_on_most_free_capacity_and_tokens_are_bound(pg_databas
 
 
 async def test_waitlist_when_full(pg_database: str) -> None:
-    async with hub_env(pg_database) as (hub, api):
-        async with FakeServer(REDIS_URL, hub.cfg.redis_prefix, "srv") as srv:
-            tok = {h: (await api.register(h)) for h in ("ann", "ben", "cat", "dan")}
-            cid = (await _create(api, tok["ann"]["access_token"], max_players=2))["campaign_id"]
+    async with hub_env(pg_database) as (hub, api), FakeServer(REDIS_URL, hub.cfg.redis_prefix, "srv") as srv:
+        tok = {h: (await api.register(h)) for h in ("ann", "ben", "cat", "dan")}
+        cid = (await _create(api, tok["ann"]["access_token"], max_players=2))["campaign_id"]
 
-            async def join(h: str) -> tuple[int, Any]:
-                return await api.call("POST", f"/v1/campaigns/{cid}/join", None, tok[h]["access_token"])
+        async def join(h: str) -> tuple[int, Any]:
+            return await api.call("POST", f"/v1/campaigns/{cid}/join", None, tok[h]["access_token"])
 
-            assert (await join("ann"))[0] == 200
-            assert (await join("ben"))[0] == 200  # the second seat: reserved while its token lives
-            assert await join("cat") == (202, {"campaign_id": cid, "waitlist": {"position": 1}})
-            assert (await join("dan"))[1]["waitlist"] == {"position": 2}
-            assert (await join("cat"))[1]["waitlist"] == {"position": 1}, "asking again keeps the place"
-            # Both play; then ben leaves the game and his reservation has lapsed: cat gets the seat, not dan.
-            await hub.redis.delete(hub.keys.reservations(cid))
-            srv.campaigns[cid].accounts = [tok["ann"]["account"]["account_id"]]
-            srv.campaigns[cid].ccu = 1
-            await srv.beat()
-            assert (await join("dan"))[0] == 202
-            status, seat = await join("cat")
-            assert status == 200 and seat["token"]
-            assert (await join("dan"))[1]["waitlist"] == {"position": 1}
+        assert (await join("ann"))[0] == 200
+        assert (await join("ben"))[0] == 200  # the second seat: reserved while its token lives
+        assert await join("cat") == (202, {"campaign_id": cid, "waitlist": {"position": 1}})
+        assert (await join("dan"))[1]["waitlist"] == {"position": 2}
+        assert (await join("cat"))[1]["waitlist"] == {"position": 1}, "asking again keeps the place"
+        # Both play; then ben leaves the game and his reservation has lapsed: cat gets the seat, not dan.
+        await hub.redis.delete(hub.keys.reservations(cid))
+        srv.campaigns[cid].accounts = [tok["ann"]["account"]["account_id"]]
+        srv.campaigns[cid].ccu = 1
+        await srv.beat()
+        assert (await join("dan"))[0] == 202
+        status, seat = await join("cat")
+        assert status == 200 and seat["token"]
+        assert (await join("dan"))[1]["waitlist"] == {"position": 1}
 
 
 async def test_kick_ban_and_leave(pg_database: str) -> None:
-    async with hub_env(pg_database) as (hub, api):
-        async with FakeServer(REDIS_URL, hub.cfg.redis_prefix, "srv") as srv:
-            ada = await api.register("ada")
-            bob = await api.register("bob")
-            eve = await api.register("eve")
-            cid = (await _create(api, ada["access_token"]))["campaign_id"]
-            for who in (bob, eve):
-                assert (await api.call("POST", f"/v1/campaigns/{cid}/join", None, who["access_token"]))[0] == 200
-            bob_id = bob["account"]["account_id"]
-            # Only the owner kicks; the kicked member is kicked from the server too, and stays out.
-            assert (await api.call("DELETE", f"/v1/campaigns/{cid}/members/{bob_id}", None, eve["access_token"]))[0] == 403
-            assert (await api.call("DELETE", f"/v1/campaigns/{cid}/members/{bob_id}", None, ada["access_token"]))[0] == 204
-            await _until(lambda: _true(srv.kicked == [(cid, bob_id)]))
-            status, body = await api.call("POST", f"/v1/campaigns/{cid}/join", None, bob["access_token"])
-            assert status == 403
-            assert (await api.call("GET", f"/v1/campaigns/{cid}/members", None, bob["access_token"]))[0] == 403
-            status, members = await api.call("GET", f"/v1/campaigns/{cid}/members", None, ada["access_token"])
-            assert {m["handle"] for m in members["members"]} == {"ada", "eve"}
+    async with hub_env(pg_database) as (hub, api), FakeServer(REDIS_URL, hub.cfg.redis_prefix, "srv") as srv:
+        ada = await api.register("ada")
+        bob = await api.register("bob")
+        eve = await api.register("eve")
+        cid = (await _create(api, ada["access_token"]))["campaign_id"]
+        for who in (bob, eve):
+            assert (await api.call("POST", f"/v1/campaigns/{cid}/join", None, who["access_token"]))[0] == 200
+        bob_id = bob["account"]["account_id"]
+        # Only the owner kicks; the kicked member is kicked from the server too, and stays out.
+        kick = f"/v1/campaigns/{cid}/members/{bob_id}"
+        assert (await api.call("DELETE", kick, None, eve["access_token"]))[0] == 403
+        assert (await api.call("DELETE", kick, None, ada["access_token"]))[0] == 204
+        await _until(lambda: _true(srv.kicked == [(cid, bob_id)]))
+        status, body = await api.call("POST", f"/v1/campaigns/{cid}/join", None, bob["access_token"])
+        assert status == 403
+        assert (await api.call("GET", f"/v1/campaigns/{cid}/members", None, bob["access_token"]))[0] == 403
+        status, members = await api.call("GET", f"/v1/campaigns/{cid}/members", None, ada["access_token"])
+        assert {m["handle"] for m in members["members"]} == {"ada", "eve"}
 
-            # A fair-play ban (the game servers' table) keeps an account out of every campaign.
-            await hub.fairplay.add_ban(account=eve["account"]["account_id"], reason="speed hack", created_by="referee")
-            status, body = await api.call("POST", f"/v1/campaigns/{cid}/join", None, eve["access_token"])
-            assert status == 403 and "banned" in body["message"] and "token" not in body
-            assert (await api.call("POST", f"/v1/campaigns/{cid}/leave", None, ada["access_token"]))[0] == 409
+        # A fair-play ban (the game servers' table) keeps an account out of every campaign.
+        await hub.fairplay.add_ban(account=eve["account"]["account_id"], reason="speed hack", created_by="referee")
+        status, body = await api.call("POST", f"/v1/campaigns/{cid}/join", None, eve["access_token"])
+        assert status == 403 and "banned" in body["message"] and "token" not in body
+        assert (await api.call("POST", f"/v1/campaigns/{cid}/leave", None, ada["access_token"]))[0] == 409
 
 
 async def _true(value: bool) -> bool:
@@ -143,41 +142,41 @@ async def _true(value: bool) -> bool:
 
 
 async def test_lifecycle_schedule_complete_archive_replay(pg_database: str) -> None:
-    async with hub_env(pg_database) as (hub, api):
-        async with FakeServer(REDIS_URL, hub.cfg.redis_prefix, "srv") as srv:
-            ada = (await api.register("ada"))["access_token"]
-            start = time.time() + 1.0
-            c = await _create(api, ada, schedule={"kind": "once", "start": start, "hours": 1})
-            cid = c["campaign_id"]
-            assert c["status"] == "scheduled" and c["ends_at"] - c["starts_at"] == 3600
-            status, body = await api.call("POST", f"/v1/campaigns/{cid}/join", None, ada)
-            assert status == 409 and body["error"] == "not_open"
-            assert (await api.call("GET", f"/v1/campaigns/{cid}/replay", None, ada))[0] == 404
+    async with hub_env(pg_database) as (hub, api), FakeServer(REDIS_URL, hub.cfg.redis_prefix, "srv") as srv:
+        ada = (await api.register("ada"))["access_token"]
+        start = time.time() + 1.0
+        c = await _create(api, ada, schedule={"kind": "once", "start": start, "hours": 1})
+        cid = c["campaign_id"]
+        assert c["status"] == "scheduled" and c["ends_at"] - c["starts_at"] == 3600
+        status, body = await api.call("POST", f"/v1/campaigns/{cid}/join", None, ada)
+        assert status == 409 and body["error"] == "not_open"
+        assert (await api.call("GET", f"/v1/campaigns/{cid}/replay", None, ada))[0] == 404
 
-            async def opened() -> bool:
-                return (await api.call("GET", f"/v1/campaigns/{cid}", None, ada))[1]["status"] == "open"
+        async def opened() -> bool:
+            return (await api.call("GET", f"/v1/campaigns/{cid}", None, ada))[1]["status"] == "open"
 
-            await _until(opened)
-            assert (await api.call("POST", f"/v1/campaigns/{cid}/join", None, ada))[0] == 200
-            assert (await api.call("GET", f"/v1/campaigns/{cid}", None, ada))[1]["status"] == "running"
-            assert (await api.call("POST", f"/v1/campaigns/{cid}/archive", None, ada))[0] == 409
-            status, done = await api.call("POST", f"/v1/campaigns/{cid}/complete", None, ada)
-            assert status == 200 and done["status"] == "completed" and done["completed_at"]
-            await _until(lambda: _true(srv.stopped == [cid]))
-            assert (await api.call("POST", f"/v1/campaigns/{cid}/join", None, ada))[1]["error"] == "ended"
-            status, arch = await api.call("POST", f"/v1/campaigns/{cid}/archive", None, ada)
-            assert status == 200 and arch["status"] == "archived"
-            status, rep = await api.call("GET", f"/v1/campaigns/{cid}/replay", None, ada)
-            assert status == 200 and rep["command"] == f"arbiter replay /data/{cid} --verify"
+        await _until(opened)
+        assert (await api.call("POST", f"/v1/campaigns/{cid}/join", None, ada))[0] == 200
+        assert (await api.call("GET", f"/v1/campaigns/{cid}", None, ada))[1]["status"] == "running"
+        assert (await api.call("POST", f"/v1/campaigns/{cid}/archive", None, ada))[0] == 409
+        status, done = await api.call("POST", f"/v1/campaigns/{cid}/complete", None, ada)
+        assert status == 200 and done["status"] == "completed" and done["completed_at"]
+        await _until(lambda: _true(srv.stopped == [cid]))
+        assert (await api.call("POST", f"/v1/campaigns/{cid}/join", None, ada))[1]["error"] == "ended"
+        status, arch = await api.call("POST", f"/v1/campaigns/{cid}/archive", None, ada)
+        assert status == 200 and arch["status"] == "archived"
+        status, rep = await api.call("GET", f"/v1/campaigns/{cid}/replay", None, ada)
+        assert status == 200 and rep["command"] == f"arbiter replay /data/{cid} --verify"
 
-            # A one-shot window that ends completes by itself.
-            c2 = await _create(api, ada, schedule={"kind": "once", "start": time.time() - 3600 + 1.0, "hours": 1})
-            assert c2["status"] == "open"
+        # A one-shot window that ends completes by itself.
+        c2 = await _create(api, ada, schedule={"kind": "once", "start": time.time() - 3600 + 1.0, "hours": 1})
+        assert c2["status"] == "open"
 
-            async def completed() -> bool:
-                return (await api.call("GET", f"/v1/campaigns/{c2['campaign_id']}", None, ada))[1]["status"] == "completed"
+        async def completed() -> bool:
+            _, got = await api.call("GET", f"/v1/campaigns/{c2['campaign_id']}", None, ada)
+            return bool(got["status"] == "completed")
 
-            await _until(completed)
+        await _until(completed)
 
 
 async def test_a_down_server_and_where_the_data_is(pg_database: str) -> None:
@@ -186,7 +185,7 @@ async def test_a_down_server_and_where_the_data_is(pg_database: str) -> None:
         cid = (await _create(api, ada))["campaign_id"]
         status, body = await api.call("POST", f"/v1/campaigns/{cid}/join", None, ada)
         assert status == 503 and "free slot" in body["message"]
-        async with FakeServer(REDIS_URL, hub.cfg.redis_prefix, "first", data="machine-a:/data") as first:
+        async with FakeServer(REDIS_URL, hub.cfg.redis_prefix, "first", data="machine-a:/data"):
             assert (await api.call("POST", f"/v1/campaigns/{cid}/join", None, ada))[0] == 200
         # Its server is gone: the record expires (here: removed), the sweeper sets the campaign open again.
         await hub.redis.delete(hub.keys.server("first"), hub.keys.campaign_server(cid))
@@ -200,7 +199,7 @@ async def test_a_down_server_and_where_the_data_is(pg_database: str) -> None:
         async with FakeServer(REDIS_URL, hub.cfg.redis_prefix, "second", data="machine-b:/data") as second:
             status, body = await api.call("POST", f"/v1/campaigns/{cid}/join", None, ada)
             assert status == 503 and "machine-a" in body["message"] and not second.started
-            status, servers = await api.call("GET", "/v1/admin/servers", None, ada)
+            status, _servers = await api.call("GET", "/v1/admin/servers", None, ada)
             assert status == 403
         # machine-a is back: the campaign restarts there.
         async with FakeServer(REDIS_URL, hub.cfg.redis_prefix, "first-again", data="machine-a:/data") as back:
