@@ -152,10 +152,10 @@ async def body(request: web.Request, spec: Mapping[str, Check], required: tuple[
 def params(request: web.Request, spec: Mapping[str, Check]) -> dict[str, Any]:
     if len(request.query_string) > 2048:
         refuse(400, "the query string is too long")
-    keys = list(request.query.keys())
-    if len(keys) != len(set(keys)):
+    items = list(request.query.items())
+    if len(items) != len({k for k, _ in items}):
         refuse(400, "a query parameter is repeated")
-    return query({k: request.query[k] for k in keys}, spec)
+    return query(dict(items), spec)
 
 
 def no_query(request: web.Request) -> None:
