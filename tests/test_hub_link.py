@@ -161,7 +161,7 @@ async def test_redis_outage_never_stops_the_tick_and_the_link_resyncs() -> None:
                 return (
                     raw is not None
                     and json.loads(raw)["campaign"] == CAMP
-                    and await redis.exists(keys.server("srv-test"))
+                    and await redis.exists(keys.server("srv-test")) == 1
                 )
 
             await _eventually(back, 10)
