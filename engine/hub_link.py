@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import socket
 from dataclasses import dataclass
@@ -65,16 +66,25 @@ class HubLinkConfig:
 def add_hub_link_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("hub link (docs/hub.md)")
     g.add_argument("--hub-redis", default="", metavar="URL", help="register with the hub through this Redis")
-    g.add_argument("--hub-prefix", default=DEFAULT_PREFIX, help="Redis key prefix shared with the hub")
+    prefix = os.environ.get("ARBITER_REDIS_PREFIX", DEFAULT_PREFIX)
+    g.add_argument("--hub-prefix", default=prefix, type=_prefix,
+                   help="Redis key prefix shared with the hub ($ARBITER_REDIS_PREFIX)")  # fmt: skip
     g.add_argument("--public-url", default="", help="URL players connect to ({port} = the bound port)")
     g.add_argument("--server-id", default="", help="registry id (default: generated)")
+
+
+def _prefix(text: str) -> str:
+    try:
+        return check_prefix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def start_hub_link(server: GameServer, args: argparse.Namespace) -> HubLink | None:
     """The link `arbiter serve` asked for (None without --hub-redis)."""
     if not args.hub_redis:
         return None
-    link = HubLink(server, HubLinkConfig(args.hub_redis, check_prefix(args.hub_prefix), args.public_url,
+    link = HubLink(server, HubLinkConfig(args.hub_redis, args.hub_prefix, args.public_url,
                                          args.server_id))  # fmt: skip
     await link.start()
     return link

@@ -32,7 +32,8 @@ def add_hub_parser(sub: Any) -> argparse.ArgumentParser:
     h.add_argument("--host", default="127.0.0.1")
     h.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed on start)")
     h.add_argument("--pg-schema", default="public")
-    h.add_argument("--redis-prefix", default="arbiter:")
+    h.add_argument("--redis-prefix", default=os.environ.get("ARBITER_REDIS_PREFIX", "arbiter:"),
+                   help="Redis key prefix (default $ARBITER_REDIS_PREFIX or %(default)s)")  # fmt: skip
     h.add_argument("--games", default="", help="comma-separated games campaigns may use (default: any)")
     h.add_argument("--max-players", type=int, default=50, help="largest max_players a campaign may ask for")
     h.add_argument("--trust-forwarded", action="store_true", help="client address from X-Forwarded-For")
