@@ -65,7 +65,8 @@ class HubLinkConfig:
 
 def add_hub_link_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("hub link (docs/hub.md)")
-    g.add_argument("--hub-redis", default="", metavar="URL", help="register with the hub through this Redis")
+    g.add_argument("--hub-redis", default=os.environ.get("ARBITER_HUB_REDIS", ""), metavar="URL",
+                   help="register with the hub through this Redis (default $ARBITER_HUB_REDIS)")  # fmt: skip
     prefix = os.environ.get("ARBITER_REDIS_PREFIX", DEFAULT_PREFIX)
     g.add_argument("--hub-prefix", default=prefix, type=_prefix,
                    help="Redis key prefix shared with the hub ($ARBITER_REDIS_PREFIX)")  # fmt: skip

@@ -6,8 +6,9 @@ from its control queue, so every hub process, not only its own, can place campai
 campaign it runs
 
     python -m engine.cli serve --campaign ID --game G --seed S --max-players N --port 0
-        --data-dir DATA --pg DSN --hub-redis URL --hub-prefix P --public-url ws://HOST:{port}/ [--set k=v ...]
+        --data-dir DATA --hub-prefix P --public-url ws://HOST:{port}/ --server-id ID [--set k=v ...]
 
+with the hub's PostgreSQL DSN and Redis URL in its environment (ARBITER_PG_DSN, ARBITER_HUB_REDIS),
 waits for its ARBITER_READY line, and answers with the URL. The child registers itself (engine/hub_link.py)
 and is the one players connect to. Its log goes to DATA/logs/ID.log. A child that exits frees its
 slot; at the hub's shutdown every child gets SIGTERM (they shut down gracefully, journal flushed).
@@ -125,13 +126,17 @@ class LocalSpawner:
         cmd = [
             sys.executable, "-m", "engine.cli", "serve", "--campaign", spec.campaign, "--game", spec.game,
             "--seed", str(spec.seed), "--max-players", str(spec.max_players), "--host", cfg.spawn_host,
-            "--port", "0", "--data-dir", str(self.root), "--pg", cfg.pg_dsn, "--hub-redis", cfg.redis_url,
-            "--hub-prefix", cfg.redis_prefix, "--public-url", f"ws://{cfg.spawn_public_host}:{{port}}/",
+            "--port", "0", "--data-dir", str(self.root), "--hub-prefix", cfg.redis_prefix, "--public-url", f"ws://{cfg.spawn_public_host}:{{port}}/",
             "--server-id", server_id,
         ]  # fmt: skip
         for key, value in spec.config.items():
             cmd += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
         return [*cmd, *cfg.spawn_args]
+
+    def env(self) -> dict[str, str]:
+        """The child's environment: the DSN and the Redis URL travel here, not in its command line,
+        where any user of the machine could read a password in them (ps)."""
+        return {**os.environ, "ARBITER_PG_DSN": self.cfg.pg_dsn, "ARBITER_HUB_REDIS": self.cfg.redis_url}
 
     async def _spawn(self, child: Child) -> None:
         cid = child.spec.campaign
@@ -141,7 +146,7 @@ class LocalSpawner:
             child.log_file = open(logs / f"{cid}.log", "ab")  # noqa: SIM115 - closed when the child exits
             child.proc = await asyncio.create_subprocess_exec(
                 *self.command(child.spec, child.server_id), stdout=asyncio.subprocess.PIPE, stderr=child.log_file,
-                stdin=asyncio.subprocess.DEVNULL, env=dict(os.environ), start_new_session=True,
+                stdin=asyncio.subprocess.DEVNULL, env=self.env(), start_new_session=True,
             )  # fmt: skip
             log.info("campaign %s: started arbiter serve (pid %d)", cid, child.proc.pid)
             port = await self._wait_ready(child)
