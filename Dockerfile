@@ -17,6 +17,7 @@ COPY engine ./engine
 COPY sim ./sim
 COPY netcode ./netcode
 COPY persistence ./persistence
+COPY hub ./hub
 COPY bench ./bench
 RUN pip install . && chown -R arbiter:arbiter /app
 
