@@ -6,7 +6,6 @@ its invite code is shown to its members only. A kicked member stays out.
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 from typing import Any
 
@@ -274,7 +273,3 @@ async def _reload(hub: Hub, row: CampaignRow) -> CampaignRow:
     fresh = await hub.campaigns.get(row.campaign_id)
     assert fresh is not None
     return fresh
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

@@ -141,7 +141,7 @@ def refresh_digest(token: str) -> bytes:
 
 
 def new_id(kind: str) -> str:
-    """`a_...` accounts, `c_...` campaigns, `s_...` sessions: 80 random bits in base32."""
+    """`a_...` accounts, `c_...` campaigns, `s_...` sessions: 80 random bits in hex."""
     return f"{kind}_{secrets.token_hex(10)}"
 
 

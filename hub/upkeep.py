@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 
 from hub.http import PG_DOWN
 from hub.schedule import next_weekly
@@ -47,8 +48,7 @@ class Upkeep:
                              self._loop(self.poll_revocations, self.hub.cfg.revocation_poll_s),
                              self._boards())  # fmt: skip
 
-    async def _loop(self, step: object, every: float) -> None:
-        assert callable(step)
+    async def _loop(self, step: Callable[[], Awaitable[None]], every: float) -> None:
         while True:
             try:
                 await step()

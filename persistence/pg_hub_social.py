@@ -133,13 +133,6 @@ class SocialStore:
         )
         return [r[0] for r in rows]
 
-    async def are_friends(self, a: str, b: str) -> bool:
-        return bool(
-            await self.pool.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM friends WHERE account_id = $1 AND friend_id = $2)", a, b
-            )
-        )
-
     async def requests(self, account: str) -> tuple[list[str], list[str]]:
         """(incoming, outgoing) pending requests."""
         rows = await self.pool.fetch(

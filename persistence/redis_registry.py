@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import secrets
 import time
 from collections.abc import Mapping
@@ -138,9 +137,6 @@ class Registry:
             for cid in record.campaigns:
                 await self._del_if_equal(keys=[k.campaign_server(cid)], args=[record.id], client=p)
             await p.execute()
-
-    async def drop_campaign(self, server_id: str, campaign: str) -> None:
-        await self._del_if_equal(keys=[self.keys.campaign_server(campaign)], args=[server_id])
 
     async def servers(self, *, include_down: bool = True) -> list[ServerStatus]:
         k = self.keys
@@ -329,15 +325,3 @@ async def _run(handler: ControlHandler, req: ControlRequest) -> dict[str, Any]:
     except Exception as exc:  # a handler bug must not kill the control loop
         log.exception("control request %s (%s) failed", req.id, req.op)
         return {"ok": False, "error": f"internal error: {type(exc).__name__}"}
-
-
-def finite_config(config: Mapping[str, Any]) -> dict[str, ConfigValue]:
-    """Config values that survive JSON and a command line (no NaN/inf, no nesting)."""
-    out: dict[str, ConfigValue] = {}
-    for key, value in config.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"config {key} is not finite")
-        if not isinstance(value, (bool, int, float, str)):
-            raise ValueError(f"config {key} must be a number, a string or a boolean")
-        out[str(key)] = value
-    return out
