@@ -19,6 +19,9 @@ COPY netcode ./netcode
 COPY persistence ./persistence
 COPY hub ./hub
 COPY bench ./bench
+# The browser pages and SDK (/play, /watch, /web/): served from here, not from the installed package.
+COPY web ./web
+ENV ARBITER_WEB_DIR=/app/web
 RUN pip install . && chown -R arbiter:arbiter /app
 
 USER arbiter

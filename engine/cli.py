@@ -54,7 +54,8 @@ def _parse_kv(items: Sequence[str]) -> dict[str, object]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from engine.server import GameServer, ServerConfig
+    from engine.relocation import RestoreError, ShipConfig
+    from engine.server import ServerConfig, open_server
 
     cfg = ServerConfig(
         game=args.game,
@@ -75,7 +76,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fairplay=_fairplay_config(args),
         admin_port=None if args.admin_port < 0 else args.admin_port,
         admin_host=args.admin_host,
+        metrics_on_game_port=args.metrics_on_game_port,
+        ship=ShipConfig(
+            interval_s=args.ship_every,
+            snapshot_every_s=args.ship_snapshot_every,
+            ack=args.ack_after,
+            restore_timeout_s=args.restore_timeout,
+        ),
+        drain_timeout=args.drain_timeout,
+        hub_url=args.hub_url,
+        watch_public=args.watch_public,
     )
+    if args.ack_after == "pg" and not (cfg.pg_dsn and cfg.data_dir):
+        print("arbiter serve: --ack-after pg needs --pg (or $ARBITER_PG_DSN) and a --data-dir", file=sys.stderr)
+        return 2
     if args.max_players:
         cfg.game_config = {**dict(cfg.game_config), "max_players": args.max_players}
 
@@ -94,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         from engine.hub_link import start_hub_link
 
-        server = GameServer(cfg, verifier=verifier)
+        server = await open_server(cfg, verifier)
         await server.start()
         link = await start_hub_link(server, args)
         server.install_signal_handlers()
@@ -103,6 +117,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if link is not None:
             await link.close()
 
+    try:
+        return _run_serve(main, args)
+    except RestoreError as exc:  # a campaign to restore while PostgreSQL is unreachable
+        print(f"arbiter serve: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_serve(main: Callable[[], Any], args: argparse.Namespace) -> int:
     profile_to = os.environ.get("ARBITER_PROFILE")
     if profile_to:
         # Where does the time go: a cProfile of the whole serve run, written at shutdown.
@@ -197,11 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-players", type=int, default=0)
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="game config")
     s.add_argument("--no-uvloop", action="store_true")
+    w = s.add_argument_group("browser pages (docs/web.md)")
+    w.add_argument("--hub-url", default=os.environ.get("ARBITER_HUB_URL", ""),
+                   help="the hub /play logs in through (default $ARBITER_HUB_URL; none: guests, tokens)")  # fmt: skip
+    w.add_argument("--watch-public", action="store_true", help="/watch without an admin token")
     f = s.add_argument_group("fair play (docs/fairplay.md)")
     f.add_argument("--fairplay", default="enforce", choices=("enforce", "observe", "off"),
                    help="observe: score and audit, never kick or ban")  # fmt: skip
     f.add_argument("--admin-port", type=int, default=-1, help="admin API port (-1: off, 0: any free port)")
     f.add_argument("--admin-host", default="127.0.0.1")
+    f.add_argument("--metrics-on-game-port", action="store_true",
+                   help="serve /metrics on the public game port too (default: the admin listener only)")  # fmt: skip
     f.add_argument("--warn-at", type=float, default=10.0)
     f.add_argument("--kick-at", type=float, default=30.0)
     f.add_argument("--ban-at", type=float, default=60.0)
@@ -211,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ip-max-open", type=int, default=0, help="open connections per IP (0: no limit)")
     f.add_argument("--ip-limit-loopback", action="store_true", help="apply the per-IP limits to 127.0.0.1 too")
     add_hub_link_args(s)
+    r = s.add_argument_group("relocation through PostgreSQL (docs/relocation.md; needs --pg and a --data-dir)")
+    r.add_argument("--ship-every", type=float, default=1.0, metavar="S",
+                   help="ship the journal to PostgreSQL every S seconds (0: no shipping, no relocation)")  # fmt: skip
+    r.add_argument("--ship-snapshot-every", type=float, default=30.0, metavar="S",
+                   help="ship the newest world snapshot every S seconds")  # fmt: skip
+    r.add_argument("--ack-after", default="disk", choices=("disk", "pg"),
+                   help="pg: acknowledge an input only once PostgreSQL has it (survives machine loss)")  # fmt: skip
+    r.add_argument("--restore-timeout", type=float, default=15.0, metavar="S",
+                   help="with no local data, how long to wait for PostgreSQL before giving up")  # fmt: skip
+    r.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
+                   help="at SIGTERM, how long PostgreSQL may take to receive the final journal")  # fmt: skip
     s.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("bots", help="run N bot players against a server")

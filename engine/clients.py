@@ -25,6 +25,7 @@ class Client:
     last_rx_time: float = 0.0
     pending_events: list[tuple[int, int, int]] = field(default_factory=list)
     timing: TimingStats | None = None  # fair play's input-timing signal (None: off)
+    spectator: bool = False  # watches without a ship (engine/spectate.py)
 
 
 def flush_session(client: Client) -> None:

@@ -12,7 +12,7 @@ import collections
 import json
 import logging
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -63,6 +63,11 @@ class Journal:
         lo = campaign.player_lo
         self._durable = campaign.world.arrays["last_seq"][lo:].copy()
         self.durable_tick = campaign.tick_count
+        # An acknowledgement may also wait for a remote copy (engine/relocation.py, --ack-after pg):
+        # then it follows the older of the local commit and the remote one.
+        self._local_tick = campaign.tick_count
+        self._remote_tick: int | None = None
+        self.on_local_commit: Callable[[int], None] | None = None
         self.snapshots_taken = 0
         self.backlog_peak = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
@@ -131,6 +136,27 @@ class Journal:
     # -- acknowledgements -------------------------------------------------------------------------
     def on_commit(self, tick: int) -> None:
         """Called on the loop thread when every journal record up to `tick` is committed."""
+        self._local_tick = tick
+        if self.on_local_commit is not None:
+            self.on_local_commit(tick)
+        self._advance(tick if self._remote_tick is None else min(tick, self._remote_tick))
+
+    def gate_on_remote(self) -> None:
+        """From now on acknowledge only ticks that `on_remote_commit` has also reported. Call before
+        the first tick: acknowledgements restart from nothing until the remote copy catches up."""
+        self._remote_tick = -1
+        lo = self.campaign.player_lo
+        self._ring.appendleft((self.campaign.tick_count, self.campaign.world.arrays["last_seq"][lo:].copy()))
+        self._durable = np.zeros_like(self._durable)
+
+    def on_remote_commit(self, tick: int) -> None:
+        """Every journal record up to `tick` is in the remote copy (loop thread)."""
+        if self._remote_tick is None or tick <= self._remote_tick:
+            return
+        self._remote_tick = tick
+        self._advance(min(tick, self._local_tick))
+
+    def _advance(self, tick: int) -> None:
         ring = self._ring
         best = None
         while ring and ring[0][0] <= tick:

@@ -21,11 +21,14 @@ from typing import Any
 
 import psutil
 
+from engine.agones import AgonesLink, link_server
 from engine.campaign import Campaign
 from engine.clients import Client, flush_session
 from engine.journal import Journal
+from engine.metrics import metrics_handler, process_metrics
 from engine.progress import ProgressSync
 from engine.recovery import RecoveryReport, open_campaign
+from engine.relocation import ShipConfig, Shipper, restore_from_pg
 from engine.security import token_replay
 from engine.security.admin import AdminServer, start_admin
 from engine.security.auth import AuthError, TokenVerifier
@@ -33,9 +36,12 @@ from engine.security.fairplay.referee import FairPlayConfig
 from engine.security.fairplay.server_hooks import AdminAdapter, ServerFairPlay, open_store, peer_ip
 from engine.security.fairplay.signals import TimingStats
 from engine.snapshots import SnapshotSender
+from engine.spectate import Spectators
 from engine.stats import TickStats
 from engine.ticker import FixedStep
+from engine.web_routes import WebRoutes
 from netcode.protocol import (
+    BYE_RELOCATE,
     MAX_HELLO_FRAME,
     PROTOCOL_VERSION,
     CloseCode,
@@ -43,7 +49,7 @@ from netcode.protocol import (
     dtype_to_wire,
 )
 from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, SessionState
-from netcode.ws_server import WsServerConnection, connection_factory
+from netcode.ws_server import HttpAnswer, WsServerConnection, connection_factory
 from persistence.pg_overflow import SqliteOverflow
 from persistence.pg_writer import PgWriteBehind
 
@@ -84,6 +90,11 @@ class ServerConfig:
     fairplay: FairPlayConfig = field(default_factory=FairPlayConfig)  # docs/fairplay.md
     admin_port: int | None = None  # the admin API's port (None: off; 0: any free port)
     admin_host: str = "127.0.0.1"
+    metrics_on_game_port: bool = False  # /metrics on the public game port too (default: admin listener only)
+    ship: ShipConfig = field(default_factory=ShipConfig)  # relocation through PostgreSQL (docs/relocation.md)
+    drain_timeout: float = 10.0  # at shutdown, how long PostgreSQL may take to receive the final journal
+    hub_url: str = ""  # the hub the /play page logs in through ("" = guests and pasted tokens)
+    watch_public: bool = False  # /watch without an admin token (docs/web.md)
 
 
 class GameServer:
@@ -122,9 +133,14 @@ class GameServer:
                 self._overflow = SqliteOverflow(Path(cfg.data_dir) / cfg.campaign / "pg_overflow.sqlite")
             self.progress = ProgressSync(PgWriteBehind(cfg.pg_dsn, overflow=self._overflow), self.campaign)
             self.progress.prime()
+        # Shipping must be wired before the first tick (it may gate acknowledgements).
+        self.shipper: Shipper | None = None
+        if cfg.pg_dsn and self.journal is not None and cfg.ship.enabled:
+            self.shipper = Shipper(cfg.pg_dsn, cfg.campaign, self.journal, cfg.ship)
         self._tasks: set[asyncio.Task[None]] = set()
         self.fairplay = ServerFairPlay(self, cfg.fairplay, open_store(cfg.data_dir, cfg.campaign, cfg.pg_dsn))
         self.admin: AdminServer | None = None
+        self.agones: AgonesLink | None = None
         # Join-token ids survive a restart (engine/security/token_replay.py); "" = in-memory campaign.
         self._replay_file = Path(cfg.data_dir) / cfg.campaign / token_replay.FILE_NAME if cfg.data_dir else None
         self._replay_dirty = False
@@ -145,6 +161,8 @@ class GameServer:
         self._proc = psutil.Process()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port = cfg.port
+        self.spectators = Spectators(self)
+        self.web = WebRoutes.for_server(self)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -156,9 +174,10 @@ class GameServer:
             n = token_replay.load(self._replay_file, self.verifier.replay, time.time())
             if n:
                 log.info("%d join tokens still live from before the restart stay used", n)
+        process_metrics().campaigns.add(self)
         if self.cfg.admin_port is not None:
             self.admin = await start_admin(AdminAdapter(self.fairplay), self.verifier, self.cfg.admin_host,
-                                           self.cfg.admin_port)  # fmt: skip
+                                           self.cfg.admin_port, open_get={"/metrics": metrics_handler})  # fmt: skip
             log.info("admin API on %s", self.admin.url)
         if self.progress is not None:
             await self.progress.pg.start()  # returns at once; connects and migrates in the background
@@ -170,6 +189,8 @@ class GameServer:
                     loop.call_soon_threadsafe(journal.on_commit, tick)
 
             journal.store.on_commit = committed
+        if self.shipper is not None:
+            self.shipper.start()  # returns at once; records wait on disk while PostgreSQL is away
         self._server = await self._loop.create_server(
             # A hello may carry a 4 KiB token, so the transport's frame limit is the hello's.
             connection_factory(self, max(self.cfg.max_frame, MAX_HELLO_FRAME)),
@@ -180,6 +201,7 @@ class GameServer:
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         self._accepting = True
+        self.agones = await link_server(self)  # None unless running under Agones
         if self.verifier is None:
             log.warning("join tokens are off (no ARBITER_JWT_SECRET/KEYS/KEYFILE): any hello may play")
         log.info(
@@ -212,11 +234,15 @@ class GameServer:
                 loop.add_signal_handler(sig, self.request_stop)
 
     async def _shutdown(self) -> None:
+        """Drain: stop accepting, seal the campaign (final snapshot, locally and to PostgreSQL), then
+        tell players to reconnect (`bye` "relocate") while their ships are still in that snapshot."""
         self._accepting = False
+        self.spectators.stop()
         if self._server is not None:
             self._server.close()
+        sealed = await self._seal()
         for client in list(self.clients.values()):
-            client.session.send_bye("server shutting down", CloseCode.GOING_AWAY)
+            client.session.send_bye(BYE_RELOCATE if sealed else "server shutting down", CloseCode.GOING_AWAY)
             flush_session(client)
             client.conn.close(CloseCode.GOING_AWAY, "server shutting down")
         loop = asyncio.get_running_loop()
@@ -235,13 +261,22 @@ class GameServer:
         if self.admin is not None:
             await self.admin.close()
         await self.fairplay.referee.close()
-        if self.journal is not None:
-            # Final snapshot and flush; a blocking wait is fine here, the tick has stopped.
-            ok = await asyncio.to_thread(self.journal.close)
-            if not ok:
-                log.error("campaign store did not flush completely at shutdown")
+        process_metrics().campaigns.remove(self)
+        if self.agones is not None:
+            await self.agones.stop()  # the drain is done: Agones may now delete the pod
         self._stopped.set()
         log.info("campaign %s stopped at tick %d", self.cfg.campaign, self.campaign.tick_count)
+
+    async def _seal(self) -> bool:
+        """Final snapshot and flush (the tick has stopped, so a blocking wait in a thread is fine),
+        then the journal's tail and that snapshot to PostgreSQL. True when the campaign is durable."""
+        if self.journal is None:
+            return False
+        if not await asyncio.to_thread(self.journal.close):
+            log.error("campaign store did not flush completely at shutdown")
+        if self.shipper is not None and await self.shipper.drain(self.cfg.drain_timeout):
+            log.info("campaign %s sealed in PostgreSQL at tick %d", self.cfg.campaign, self.shipper.shipped_tick)
+        return True
 
     # -- the tick ---------------------------------------------------------------------------------
     async def _tick_loop(self) -> None:
@@ -342,7 +377,7 @@ class GameServer:
                     conn.ping()
 
     # -- ConnectionHandler ------------------------------------------------------------------------
-    def http_request(self, path: str) -> tuple[int, str, bytes] | None:
+    def http_request(self, path: str) -> HttpAnswer | None:
         route = path.split("?", 1)[0]
         if route == "/health":
             ok = self._accepting and not self._stopping.is_set()
@@ -350,9 +385,12 @@ class GameServer:
             return (200 if ok else 503), "application/json", json.dumps(body).encode()
         if route == "/stats":
             return 200, "application/json", json.dumps(self.stats_dict()).encode()
+        if route == "/metrics" and self.cfg.metrics_on_game_port:
+            text, ctype = process_metrics().exposition()
+            return 200, ctype, text
         if route in ("/", "/ws"):
             return None if self._accepting else (503, "text/plain", b"shutting down\n")
-        return 404, "text/plain", b"not found\n"
+        return self.web.answer(path)
 
     def on_open(self, conn: WsServerConnection) -> None:
         loop = self._loop or asyncio.get_running_loop()
@@ -382,6 +420,8 @@ class GameServer:
         errors_before = session.offences
         for ev in session.receive(payload if not is_text else payload.decode("utf-8", "replace"), now):
             if type(ev) is InputEvent:
+                if client.spectator:
+                    continue  # a spectator's inputs only carry its snapshot acks
                 if not self.campaign.submit(
                     client.eid, ev.seq, ev.client_tick, ev.dx, ev.dy, ev.action, ev.arg, ev.arg2, ev.arg3, ev.txn
                 ):
@@ -404,6 +444,7 @@ class GameServer:
         if client is None:
             return
         self.fairplay.connection_closed(client)
+        self.stats.connection_closed(conn.bytes_in, conn.bytes_out, client.session.dropped)
         self.sender.remove(client)
         if client.eid >= 0:
             self.by_eid.pop(client.eid, None)
@@ -415,6 +456,9 @@ class GameServer:
 
     # -- helpers ----------------------------------------------------------------------------------
     def _hello(self, client: Client, ev: HelloEvent) -> None:
+        if ev.watch:
+            self.spectators.admit(client, ev)
+            return
         if not self._accepting or self.campaign.full:
             client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
             return
@@ -469,16 +513,20 @@ class GameServer:
         self.sender.add(client)
         self.by_eid[eid] = client
         self.stats.joins += 1
-        game = campaign.game
+        self.welcome(client, eid, self.sender.rep_wire)
+
+    def welcome(self, client: Client, player: int, rep: dict[str, object] | None) -> None:
+        """Send the welcome: `player` is the client's entity (0 for a spectator)."""
+        game = self.campaign.game
         client.session.accept(
-            player=eid,
-            tick=campaign.tick_count,
+            player=player,
+            tick=self.campaign.tick_count,
             tick_rate=self.cfg.tick_rate,
             send_rate=self.cfg.send_rate,
             game=game.name,
             world=game.constants(),
             dtype=dtype_to_wire(game.record_dtype),
-            rep=self.sender.rep_wire,
+            rep=rep,
         )
 
     def stats_dict(self) -> dict[str, Any]:
@@ -508,6 +556,8 @@ class GameServer:
         if self.progress is not None:
             d["pg"] = {k: v for k, v in self.progress.pg.stats().items() if isinstance(v, int | float | str | bool)}
             d["pg"]["ledger_rows"] = self.progress.ledger_rows
+        if self.shipper is not None:
+            d["ship"] = self.shipper.stats()
         j = self.journal
         if j is not None:
             st = j.store
@@ -532,8 +582,16 @@ def _restorable(progress: dict[str, Any] | None) -> dict[str, object] | None:
     return {k: progress[k] for k in ("resources", "buildings", "achievements", "txn_last") if k in progress}
 
 
+async def open_server(cfg: ServerConfig, verifier: TokenVerifier | None = None) -> GameServer:
+    """A GameServer for `cfg`; with PostgreSQL, the campaign is first restored from there when this
+    machine has no current copy of it (engine/relocation.py). Raises RestoreError when it cannot tell."""
+    if cfg.pg_dsn and cfg.data_dir and cfg.ship.enabled:
+        await restore_from_pg(cfg.pg_dsn, cfg.data_dir, cfg.campaign, cfg.ship)
+    return GameServer(cfg, verifier=verifier)
+
+
 async def serve(cfg: ServerConfig) -> GameServer:
-    server = GameServer(cfg)
+    server = await open_server(cfg)
     await server.start()
     server.install_signal_handlers()
     await server.run()

@@ -16,6 +16,7 @@ import numpy as np
 from engine.campaign import Campaign
 from engine.clients import Client, flush_session
 from engine.journal import Journal
+from engine.spectate import MAX_SPECTATORS
 from engine.stats import TickStats
 from netcode.protocol import PreparedSnapshot
 from netcode.replication.replicator import Replicator
@@ -42,35 +43,41 @@ class SnapshotSender:
         self._rotate = 0
         self.replicator: Replicator | None = None
         self.rep_wire: dict[str, object] | None = None  # the welcome's "rep" (None: raw snapshots)
+        self.watch_rep_wire: dict[str, object] | None = None  # the same for spectators: view radius 0
         self._free_slots: list[int] = []
+        self._free_watch: list[int] = []
         if cfg.replication == "delta":
             game = campaign.game
             radius = cfg.aoi_radius if cfg.aoi_radius is not None else DEFAULT_VIEW_RADIUS.get(game.name, 0.0)
             schema = schema_for(game.name, game.constants())
-            self.replicator = Replicator(schema, game.capacity, game.max_players, radius=radius or None)
+            # Client slots: the players', then MAX_SPECTATORS more for spectators.
+            n = game.max_players
+            self.replicator = Replicator(schema, game.capacity, n + MAX_SPECTATORS, radius=radius or None)
             if cfg.snapshot_budget and cfg.snapshot_budget < self.replicator.min_budget():
                 raise ValueError(f"snapshot_budget must be at least {self.replicator.min_budget()} bytes")
             self.rep_wire = {"mode": "delta", "schema": schema_to_wire(schema), "aoi": float(radius or 0.0)}
-            self._free_slots = list(range(game.max_players - 1, -1, -1))
+            self.watch_rep_wire = {**self.rep_wire, "aoi": 0.0}
+            self._free_slots = list(range(n - 1, -1, -1))
+            self._free_watch = list(range(n + MAX_SPECTATORS - 1, n - 1, -1))
         elif cfg.replication != "full":
             raise ValueError(f"replication must be 'delta' or 'full', not {cfg.replication!r}")
 
     # -- membership -------------------------------------------------------------------------------
     def add(self, client: Client) -> None:
         if self.replicator is not None:
-            client.rep_slot = self._free_slots.pop()
+            client.rep_slot = (self._free_watch if client.spectator else self._free_slots).pop()
         client.group = self._next_group
         self._next_group = (self._next_group + 1) % self.groups
 
     def remove(self, client: Client) -> None:
         if client.rep_slot >= 0 and self.replicator is not None:
             self.replicator.forget(client.rep_slot)
-            self._free_slots.append(client.rep_slot)
+            (self._free_watch if client.spectator else self._free_slots).append(client.rep_slot)
             client.rep_slot = -1
 
     # -- the send ---------------------------------------------------------------------------------
     def send(self, clients: list[Client], group: int) -> None:
-        members = [c for c in clients if c.eid >= 0 and c.group == group]
+        members = [c for c in clients if (c.eid >= 0 or c.spectator) and c.group == group]
         if not members:
             return
         tick = self.campaign.tick_count
@@ -109,9 +116,9 @@ class SnapshotSender:
         journal = self.journal
         if journal is not None:
             ack_for = journal.ack_for
-            return [ack_for(c.eid) for c in clients]
+            return [ack_for(c.eid) if c.eid >= 0 else 0 for c in clients]
         last_seq = self.campaign.world.arrays["last_seq"]
-        return [int(last_seq[c.eid & 0xFFFFF]) for c in clients]
+        return [int(last_seq[c.eid & 0xFFFFF]) if c.eid >= 0 else 0 for c in clients]
 
     def _send_full(self, tick: int, order: list[Client]) -> set[int]:
         """Raw whole-world frames (protocol.md `s`); returns the ids of the clients written to."""
@@ -139,27 +146,39 @@ class SnapshotSender:
         # clients whose frame is written right after (open, backlog under the bound).
         limit = self.cfg.write_limit
         writable = [c for c in order if c.conn.is_open and c.conn.write_buffer_size <= limit]
-        if not writable:
-            return set()
-        nb = len(writable)
-        slots = np.fromiter((c.rep_slot for c in writable), np.int64, nb)
-        rep.set_viewers(slots, np.fromiter((c.eid & 0xFFFFF for c in writable), np.int64, nb))
+        players = [c for c in writable if not c.spectator]
+        if players:
+            slots = np.fromiter((c.rep_slot for c in players), np.int64, len(players))
+            rep.set_viewers(slots, np.fromiter((c.eid & 0xFFFFF for c in players), np.int64, len(players)))
+            self._encode(rep, players, slots, self.cfg.snapshot_budget or None)
+        watchers = [c for c in writable if c.spectator]
+        if watchers:
+            # The whole world in view from its centre, no byte budget: same ring, same encoder.
+            nw = len(watchers)
+            slots = np.fromiter((c.rep_slot for c in watchers), np.int64, nw)
+            x0, y0, x1, y1 = rep.schema.bounds()
+            centre = np.full(nw, (x0 + x1) / 2), np.full(nw, (y0 + y1) / 2)
+            rep.set_viewers(slots, np.full(nw, -1, np.int64), *centre, radius=float(np.hypot(x1 - x0, y1 - y0)))
+            self._encode(rep, watchers, slots, None)
+        return {id(c) for c in writable}
+
+    def _encode(self, rep: Replicator, clients: list[Client], slots: np.ndarray, budget: int | None) -> None:
+        """Encode a group in one call into one buffer of ready WebSocket frames; one write each."""
         buf, off = rep.encode_group(
             slots,
-            [c.session.last_ack_tick or 0 for c in writable],  # the newest snapshot the client holds: its baseline
-            self._acks(writable),  # with a journal, only inputs of committed ticks (acknowledged = durable)
-            self.cfg.snapshot_budget or None,
+            [c.session.last_ack_tick or 0 for c in clients],  # the newest snapshot the client holds: its baseline
+            self._acks(clients),  # with a journal, only inputs of committed ticks (acknowledged = durable)
+            budget,
             ws=True,
         )
         a = 0
-        for client, e in zip(writable, off[1:], strict=True):
+        for client, e in zip(clients, off[1:], strict=True):
             client.conn.send_framed(buf[a:e])
             client.strikes = 0
             a = e
         stats = self.stats
-        stats.snapshots_sent += nb
+        stats.snapshots_sent += len(clients)
         stats.bytes_out += a
-        return {id(c) for c in writable}
 
     def _begin(self, rep: Replicator, tick: int, records: np.ndarray) -> None:
         rep.begin_send(tick, records)

@@ -24,6 +24,14 @@ class Ring:
         if self._n < self._buf.shape[0]:
             self._n += 1
 
+    def newest(self, k: int) -> np.ndarray:
+        """The newest min(k, kept) values, oldest first (a copy)."""
+        k = min(k, self._n)
+        if k <= 0:
+            return self._buf[:0].copy()
+        idx = (np.arange(self._i - k, self._i)) % self._buf.shape[0]
+        return self._buf[idx]
+
     def values(self) -> np.ndarray:
         return self._buf[: self._n] if self._n < self._buf.shape[0] else self._buf
 
@@ -55,6 +63,15 @@ class TickStats:
         self.slow_disconnects = 0
         self.joins = 0
         self.leaves = 0
+        # Of connections already closed (open ones are read from their connection at scrape time).
+        self.closed_bytes_in = 0
+        self.closed_bytes_out = 0
+        self.closed_rate_limited = 0
+
+    def connection_closed(self, bytes_in: int, bytes_out: int, rate_limited: int) -> None:
+        self.closed_bytes_in += bytes_in
+        self.closed_bytes_out += bytes_out
+        self.closed_rate_limited += rate_limited
 
     def achieved_hz(self) -> float:
         t = np.sort(self.tick_starts.values())

@@ -7,17 +7,31 @@
 
 It is a thin shell over the Sans-I/O `ClientSession` (netcode/client_session.py) and the
 `WsClientConnection` transport, so the bots, the tests and game clients share one protocol code path.
+
+Reconnection: give `reconnect=Reconnect(locator)` and the client rejoins by itself when the server
+says `bye` "relocate" (a drain: the campaign goes on elsewhere, or here after a restart) and, with
+`on_drop` (the default), when the connection is lost without a bye (a crashed server). The locator
+says where to rejoin and with which fresh join token: `FixedLocator` (the same URL), or one that asks
+the hub (`netcode/hub_locator.py`). The same ship comes back: the server resumes the account's ship.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from netcode.client_session import Bye, ClientSession, Error, Events, Pong, Snapshot, Welcome
+from netcode.client_session import Bye, ClientSession, Error, Events, Info, Pong, Snapshot, Welcome
+from netcode.protocol import BYE_RELOCATE
 from netcode.replication.frames import peek_delta_tick
 from netcode.ws_client import WsClientConnection, ws_connect
+
+log = logging.getLogger("arbiter.client")
 
 # Enough of a snapshot frame for peek_snapshot_tick: map header, tick, ack and the body's bin header.
 SNAPSHOT_PREFIX_BYTES = 48
@@ -28,6 +42,33 @@ class ServerError(RuntimeError):
         super().__init__(f"server error {code}: {msg}")
         self.code = code
         self.msg = msg
+
+
+class Locator(Protocol):
+    """Where to (re)join a campaign: `(ws_url, join_token)`; a fresh token each call (tokens are
+    single-use). Raise to say "not now" (the client retries until its reconnect deadline)."""
+
+    def locate(self) -> Awaitable[tuple[str, str]]: ...
+
+
+@dataclass(slots=True)
+class FixedLocator:
+    """Rejoin at `url` (a restarted server, a load balancer in front of the hosts); whoever knows
+    where the campaign went may repoint `url`."""
+
+    url: str
+    token_factory: Callable[[], str] | None = None
+
+    async def locate(self) -> tuple[str, str]:
+        return self.url, (self.token_factory() if self.token_factory is not None else "")
+
+
+@dataclass(slots=True)
+class Reconnect:
+    locator: Locator
+    timeout: float = 30.0  # give up after this long without a welcome
+    on_drop: bool = True  # also after a connection lost without a bye (not after kicks, bans, errors)
+    backoff: float = 0.1  # first retry delay; doubles up to 2 s, with jitter
 
 
 class ArbiterClient:
@@ -42,12 +83,23 @@ class ArbiterClient:
         self.errors: collections.deque[Error] = collections.deque(maxlen=keep_events)
         self.events: collections.deque[tuple[int, int, int]] = collections.deque(maxlen=keep_events)
         self.bye: Bye | None = None
+        self.info: dict[str, Any] | None = None  # spectators: the newest `st` figures
         self._count_ack = 0  # count-only clients: newest delta snapshot id received
         self.on_snapshot: Callable[[Snapshot], None] | None = None
         self._welcome_fut: asyncio.Future[Welcome] | None = None
         self._snap_waiters: list[asyncio.Future[Snapshot]] = []
         self._pong_waiters: list[asyncio.Future[float]] = []
         self._loop = asyncio.get_running_loop()
+        self.name = ""
+        self.watch = False
+        self.rcvbuf: int | None = None
+        self.reconnect: Reconnect | None = None
+        self.relocations = 0  # successful rejoins
+        self.rejoin_cause = ""  # why the last rejoin started: BYE_RELOCATE, or "connection lost"
+        self.reconnecting = False
+        self.gave_up: BaseException | None = None  # why the last reconnection failed
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._rejoined = asyncio.Event()
 
     # -- connecting -------------------------------------------------------------------------------
     @classmethod
@@ -60,20 +112,39 @@ class ArbiterClient:
         decode: bool = True,
         timeout: float = 10.0,
         rcvbuf: int | None = None,
+        reconnect: Reconnect | None = None,
+        watch: bool = False,
     ) -> ArbiterClient:
+        """`watch`: connect as a spectator (no ship; `info` holds the newest `st` figures).
+        `reconnect`: rejoin by itself after a relocation (module docstring)."""
         self = cls(decode=decode)
+        self.name, self.rcvbuf, self.reconnect, self.watch = name, rcvbuf, reconnect, watch
+        await self._join(url, token, timeout)
+        return self
+
+    async def _join(self, url: str, token: str, timeout: float) -> None:
         # The future exists before the upgrade: a refusal (banned address, connection flood) may
         # arrive right behind the 101 and must fail this connect with its ServerError, not time out.
         self._welcome_fut = self._loop.create_future()
-        self.conn = await ws_connect(url, self._on_message, self._on_close, timeout=timeout, rcvbuf=rcvbuf)
-        if self._welcome_fut.done():
-            self._welcome_fut.result()  # raises the refusal
-        self.conn.send(self.session.hello(name, token))
-        self.welcome = await asyncio.wait_for(self._welcome_fut, timeout)
-        if not decode and self.session.decoder is None:
+        mine: list[WsClientConnection] = []
+
+        def on_close(code: int, reason: str) -> None:
+            if not mine or mine[0] is self.conn:  # a superseded connection's close is no news
+                self._on_close(code, reason)
+
+        self.conn = conn = await ws_connect(url, self._on_message, on_close, timeout=timeout, rcvbuf=self.rcvbuf)
+        mine.append(conn)
+        try:
+            if self._welcome_fut.done():
+                self._welcome_fut.result()  # raises the refusal
+            conn.send(self.session.hello(self.name, token, self.watch))
+            self.welcome = await asyncio.wait_for(self._welcome_fut, timeout)
+        except BaseException:
+            conn.abort()
+            raise
+        if not self.decode and self.session.decoder is None:
             # Counting raw snapshots needs only their header: skip the entity bytes as they arrive.
-            self.conn.count_only(SNAPSHOT_PREFIX_BYTES)
-        return self
+            conn.count_only(SNAPSHOT_PREFIX_BYTES)
 
     @property
     def player(self) -> int:
@@ -121,7 +192,18 @@ class ArbiterClient:
         self._snap_waiters.append(fut)
         return await asyncio.wait_for(fut, timeout)
 
+    async def wait_rejoined(self, timeout: float = 30.0) -> None:
+        """Wait until the next successful rejoin (after a relocation); raises what made it give up."""
+        await asyncio.wait_for(self._rejoined.wait(), timeout)
+        self._rejoined.clear()
+
     async def close(self, timeout: float = 2.0) -> None:
+        self.reconnect = None  # a close we asked for is not a drop
+        task, self._reconnect_task = self._reconnect_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if self.conn is None:
             return
         self.conn.close()
@@ -177,9 +259,18 @@ class ArbiterClient:
                     self._welcome_fut.set_exception(ServerError(ev.code, ev.msg))
             elif isinstance(ev, Bye):
                 self.bye = ev
+            elif isinstance(ev, Info):
+                self.info = ev.figures
 
     def _on_close(self, code: int, reason: str) -> None:
         exc = ConnectionError(f"connection closed ({code} {reason})")
+        rc = self.reconnect
+        if rc is not None and self.welcome is not None and not self.reconnecting:
+            relocated = self.bye is not None and self.bye.reason == BYE_RELOCATE
+            if relocated or (rc.on_drop and self.bye is None):
+                self.rejoin_cause = BYE_RELOCATE if relocated else "connection lost"
+                self.reconnecting = True
+                self._reconnect_task = self._loop.create_task(self._rejoin(rc))
         if self._welcome_fut is not None and not self._welcome_fut.done():
             last = self.errors[-1] if self.errors else None
             self._welcome_fut.set_exception(ServerError(last.code, last.msg) if last else exc)
@@ -189,3 +280,38 @@ class ArbiterClient:
         for wp in self._pong_waiters:
             if not wp.done():
                 wp.set_exception(exc)
+
+    # -- reconnection -----------------------------------------------------------------------------
+    async def _rejoin(self, rc: Reconnect) -> None:
+        """Rejoin through the locator until a welcome, or give up after `rc.timeout`."""
+        deadline = self._loop.time() + rc.timeout
+        delay = rc.backoff
+        old = self.session
+        try:
+            while True:
+                # A fresh session for the new connection, continuing the input sequence of the old one.
+                self.session = ClientSession()
+                self.session.seq = old.seq
+                self.session.last_ack_seq = old.last_ack_seq
+                self._count_ack = 0
+                left = deadline - self._loop.time()
+                try:
+                    url, token = await asyncio.wait_for(rc.locator.locate(), max(0.1, left))
+                    self.bye = None
+                    await self._join(url, token, max(0.5, min(5.0, left)))
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if self._loop.time() + delay >= deadline:
+                        self.gave_up = exc
+                        log.warning("%s: no rejoin within %.0f s: %s", self.name, rc.timeout, exc)
+                        return
+                    log.debug("%s: rejoin failed (%s); retrying in %.2f s", self.name, exc, delay)
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(2.0, delay * 2)
+            self.relocations += 1
+            self.gave_up = None
+            self._rejoined.set()
+        finally:
+            self.reconnecting = False

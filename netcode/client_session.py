@@ -22,6 +22,7 @@ from netcode.protocol import (
     T_EVENTS,
     T_PONG,
     T_SNAPSHOT,
+    T_SPECTATOR_INFO,
     T_WELCOME,
     UINT32_MAX,
     UINT64_MAX,
@@ -84,7 +85,12 @@ class Bye:
     reason: str
 
 
-ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye
+@dataclass(frozen=True, slots=True)
+class Info:
+    figures: dict[str, Any]  # a spectator's once-a-second `st` frame (docs/web.md)
+
+
+ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye | Info
 
 _F32: Final = struct.Struct(">f")
 _BYTE: Final = [bytes((v,)) for v in range(256)]
@@ -153,8 +159,8 @@ class ClientSession:
 
     # ------------------------------------------------------------------ outbound
 
-    def hello(self, name: str, token: str = "") -> bytes:
-        return encode_hello(name, token)
+    def hello(self, name: str, token: str = "", watch: bool = False) -> bytes:
+        return encode_hello(name, token, watch=watch)
 
     def input(
         self,
@@ -170,7 +176,9 @@ class ClientSession:
     ) -> bytes:
         """Encode the next input; `client_tick` defaults to the newest server tick seen (the server
         checks that this clock does not run ahead of real time: docs/fairplay.md)."""
-        self.seq = seq = (self.seq + 1) & UINT32_MAX
+        # Never at or below what the server has applied: a client resuming a ship whose inputs came
+        # from an earlier connection (another process, a lost session) continues after them.
+        self.seq = seq = (max(self.seq, self.last_ack_seq) + 1) & UINT32_MAX
         ct = self.last_tick & UINT32_MAX if client_tick is None else client_tick
         if ack is None and self.decoder is not None and self.decoder.ack:
             ack = self.decoder.ack  # the newest delta snapshot we hold: the server's next baseline
@@ -217,6 +225,8 @@ class ClientSession:
         if t == T_BYE:
             self.closed = True
             return [Bye(req_str(m, "reason"))]
+        if t == T_SPECTATOR_INFO:
+            return [Info(m)]
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {t!r}")
 
     def _snapshot(self, m: dict[str, Any]) -> Snapshot:

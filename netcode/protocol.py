@@ -95,6 +95,10 @@ T_ERROR: Final = "err"
 T_PING: Final = "ping"
 T_PONG: Final = "pong"
 T_BYE: Final = "bye"
+# A bye with this reason: the campaign goes on (after a drain, on another server or this one
+# restarted); the client should reconnect, to the same URL or where the hub says (docs/protocol.md).
+BYE_RELOCATE: Final = "relocate"
+T_SPECTATOR_INFO: Final = "st"  # spectators' figures, once a second (docs/web.md)
 
 # Event kinds produced by the sim (sim/events.py); repeated here so clients need not import sim.
 EV_ACHIEVEMENT: Final = 1
@@ -197,8 +201,12 @@ def check_token(token: str) -> str:
 # --------------------------------------------------------------------------- encoders
 
 
-def encode_hello(name: str, token: str = "", version: int = PROTOCOL_VERSION) -> bytes:
-    out: bytes = _packb({"t": T_HELLO, "v": version, "token": token, "name": name})
+def encode_hello(name: str, token: str = "", version: int = PROTOCOL_VERSION, watch: bool = False) -> bytes:
+    """`watch`: ask to spectate (no ship, the whole world; docs/web.md)."""
+    m: dict[str, Any] = {"t": T_HELLO, "v": version, "token": token, "name": name}
+    if watch:
+        m["watch"] = 1
+    out: bytes = _packb(m)
     return out
 
 

@@ -60,6 +60,7 @@ class HelloEvent:
     name: str
     token: str
     version: int
+    watch: bool = False  # a spectator's hello ("watch": 1): no ship, the whole world (docs/web.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,8 +325,9 @@ class ServerSession:
             return []
         name = check_name(req_str(m, "name"))
         token = check_token(req_str(m, "token")) if "token" in m else ""
+        watch = opt_int(m, "watch", 0, 1, 0) == 1
         self._hello_seen = True
-        ev = HelloEvent(name, token, v)
+        ev = HelloEvent(name, token, v, watch)
         self.hello = ev
         return [ev]
 

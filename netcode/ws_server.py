@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol as TypingProtocol
 from typing import cast
 
@@ -43,11 +43,15 @@ log = logging.getLogger("arbiter.ws")
 log.setLevel(logging.WARNING)
 
 
+HttpAnswer = tuple[int, str, bytes] | tuple[int, str, bytes, Sequence[tuple[str, str]]]
+
+
 class ConnectionHandler(TypingProtocol):
     """What the application implements; every callback runs synchronously on the loop."""
 
-    def http_request(self, path: str) -> tuple[int, str, bytes] | None:
-        """Answer a plain HTTP GET (status, content type, body), or None to upgrade `path`."""
+    def http_request(self, path: str) -> HttpAnswer | None:
+        """Answer a plain HTTP GET (status, content type, body[, headers]), or None to upgrade `path`.
+        The optional headers (name, value) are added, a Cache-Control among them replacing the default."""
         ...
 
     def on_open(self, conn: WsServerConnection) -> None: ...
@@ -192,21 +196,13 @@ class WsServerConnection(asyncio.Protocol):
         assert proto is not None
         answer = self.handler.http_request(request.path)
         if answer is not None:
-            status, ctype, body = answer
+            status, ctype, body = answer[:3]
+            extra = list(answer[3]) if len(answer) > 3 else []
             response = proto.reject(status, "")
-            response = Response(
-                response.status_code,
-                response.reason_phrase,
-                Headers(
-                    [
-                        ("Content-Type", ctype),
-                        ("Content-Length", str(len(body))),
-                        ("Connection", "close"),
-                        ("Cache-Control", "no-store"),
-                    ]
-                ),
-                body,
-            )
+            headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Connection", "close")]
+            if not any(k.lower() == "cache-control" for k, _ in extra):
+                headers.append(("Cache-Control", "no-store"))
+            response = Response(response.status_code, response.reason_phrase, Headers(headers + extra), body)
             proto.send_response(response)
             return
         response = proto.accept(request)

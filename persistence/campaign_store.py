@@ -627,3 +627,51 @@ class CampaignStore:
         with self._cond:
             self.committed_tick = -1 if last is None else last
         return None if last is None else int(last)
+
+
+class StoreReader:
+    """Reads one campaign.sqlite beside its live `CampaignStore`, on a connection of its own.
+
+    For readers that follow the journal while the server writes it (the relocation shipper): WAL lets
+    them read committed rows without blocking the writer. Call from one thread at a time (the caller
+    serializes; it may be a different worker thread each call).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
+        self._db.execute("PRAGMA query_only=1")
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def last_tick(self) -> int:
+        """Newest committed journal tick (0 when the journal is empty)."""
+        last = self._db.execute("SELECT MAX(tick) FROM journal").fetchone()[0]
+        return 0 if last is None else int(last)
+
+    def journal_rows(self, after_tick: int, limit: int) -> list[tuple[int, bytes, str | None]]:
+        """Committed journal rows after `after_tick`, oldest first, at most `limit`, stopping at a gap."""
+        rows = self._db.execute(
+            "SELECT tick, data, state_hash FROM journal WHERE tick > ? ORDER BY tick LIMIT ?", (after_tick, limit)
+        ).fetchall()
+        out: list[tuple[int, bytes, str | None]] = []
+        expected = after_tick + 1
+        for tick, data, h in rows:
+            if tick != expected:
+                break
+            out.append((int(tick), bytes(data), h))
+            expected += 1
+        return out
+
+    def snapshot_raw(self, after_tick: int, max_tick: int) -> tuple[int, str, bytes, int] | None:
+        """The newest stored snapshot with after_tick < tick <= max_tick, as stored: (tick, state hash,
+        zlib-compressed blob, CRC-32 of the raw blob). Not checked here: the reader of the copy checks."""
+        row = self._db.execute(
+            "SELECT tick, state_hash, blob, crc FROM snapshots WHERE tick > ? AND tick <= ? ORDER BY tick DESC LIMIT 1",
+            (after_tick, max_tick),
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), bytes(row[2]), int(row[3]))
+
+    def close(self) -> None:
+        self._db.close()

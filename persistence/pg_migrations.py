@@ -297,6 +297,44 @@ CREATE TABLE reports (
 );
 CREATE INDEX reports_status_idx ON reports (status, report_id);
 CREATE INDEX reports_target_idx ON reports (target_id);
+    # 5-19: the hub (#11); 20-29: the fleet (#12, this one); 30-34: door hardening (#9).
+    Migration(
+        20,
+        "relocation: campaigns' snapshots and journal shipped to PostgreSQL",
+        """
+-- One row per shipped campaign. epoch is a fencing token: a server takes the campaign by raising it,
+-- and every write checks it, so a server presumed dead can never append to a campaign that moved on.
+-- journal_tick: every journal record up to it is here; snapshot_tick 0 = no snapshot (the genesis).
+CREATE TABLE shipped_campaigns (
+    campaign_id   TEXT PRIMARY KEY,
+    meta          JSONB NOT NULL,
+    epoch         BIGINT NOT NULL CHECK (epoch >= 1),
+    owner         TEXT NOT NULL,
+    journal_tick  BIGINT NOT NULL DEFAULT 0 CHECK (journal_tick >= 0),
+    snapshot_tick BIGINT NOT NULL DEFAULT 0 CHECK (snapshot_tick >= 0),
+    updated_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- World snapshots exactly as the campaign's SQLite keeps them (zlib of the raw blob, CRC-32 of the raw).
+CREATE TABLE shipped_snapshots (
+    campaign_id TEXT NOT NULL REFERENCES shipped_campaigns (campaign_id) ON DELETE CASCADE,
+    tick        BIGINT NOT NULL CHECK (tick >= 0),
+    state_hash  TEXT NOT NULL,
+    blob        BYTEA NOT NULL,
+    crc         BIGINT NOT NULL,
+    PRIMARY KEY (campaign_id, tick)
+);
+
+-- Journal segments: consecutive records first_tick..last_tick, msgpack then zlib (persistence/pg_ship.py).
+CREATE TABLE shipped_journal (
+    campaign_id TEXT NOT NULL REFERENCES shipped_campaigns (campaign_id) ON DELETE CASCADE,
+    first_tick  BIGINT NOT NULL CHECK (first_tick >= 1),
+    last_tick   BIGINT NOT NULL,
+    records     INTEGER NOT NULL,
+    data        BYTEA NOT NULL,
+    PRIMARY KEY (campaign_id, first_tick),
+    CHECK (last_tick >= first_tick AND records = last_tick - first_tick + 1)
+);
 """,
     ),
 )

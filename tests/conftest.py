@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 # Before numba is imported anywhere: compiled kernels survive between test processes and runs.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
@@ -37,3 +38,35 @@ def _warm_kernels() -> None:
 
 
 from tests.pgutil import pg_database  # noqa: E402, F401  (the session PostgreSQL database, for every test file)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict[str, object]:
+    """pytest-playwright launches Debian's Chromium (Playwright's own download cannot work here)."""
+    from tests.browserutil import chromium_launch_args
+
+    return chromium_launch_args()
+
+
+@pytest.fixture(scope="session")
+def browser_context_args() -> dict[str, object]:
+    # The pages' CSP forbids eval, which Playwright's wait_for_function uses.
+    return {"bypass_csp": True, "viewport": {"width": 960, "height": 600}}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """Playwright's sync API (the browser tests' session browser) leaves its event loop marked as
+    running on this thread between its calls; an asyncio test would then refuse to run its own
+    loop. Tests that do not use the browser run with the mark cleared, and it is put back after."""
+    import asyncio
+
+    saved = asyncio.events._get_running_loop()
+    aside = saved is not None and "browser" not in getattr(item, "fixturenames", ())
+    if aside:
+        asyncio.events._set_running_loop(None)
+    try:
+        yield
+    finally:
+        if aside:
+            asyncio.events._set_running_loop(saved)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from engine.security.auth import TokenVerifier
-from engine.server import GameServer, ServerConfig
+from engine.server import GameServer, ServerConfig, open_server
 
 
 @contextlib.asynccontextmanager
@@ -17,7 +17,7 @@ async def running_server(verifier: TokenVerifier | None = None, **overrides: Any
     """A GameServer on a free port, ticking, stopped on exit; `verifier` turns join tokens on."""
     overrides.setdefault("data_dir", "")  # in memory unless a test asks for a data dir
     cfg = ServerConfig(port=0, **overrides)
-    server = GameServer(cfg, verifier=verifier)
+    server = await open_server(cfg, verifier)
     await server.start()
     task = asyncio.create_task(server.run())
     try:

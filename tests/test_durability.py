@@ -75,8 +75,10 @@ def test_recovery_replays_journal_after_snapshot_and_truncates_torn_tail(tmp_pat
         con.execute("UPDATE journal SET data = substr(data, 1, 5) WHERE tick = ?", (last,))
     again, store2, rep = open_campaign(tmp_path, "c", "wander", 5, {"npcs": 100})
     try:
-        assert rep.snapshot_tick in (80, 120)  # the newest snapshot the writer kept (never beyond the tail)
-        assert rep.replayed_ticks >= 4
+        # The newest snapshot the writer kept, never beyond the tail. A snapshot due while the previous
+        # one is still in flight is taken a few ticks late (engine/journal.py), so not always on a multiple of 40.
+        assert 80 <= rep.snapshot_tick < last - 1
+        assert rep.snapshot_tick + rep.replayed_ticks == last - 1
         assert rep.truncated, "the torn tail must be reported"
         assert again.tick_count == last - 1
         assert again.state_hash() == hashes[last - 1]

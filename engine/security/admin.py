@@ -4,7 +4,8 @@ An aiohttp application on its own listener: the game port's hand-written WebSock
 only GET upgrades, and keeping operators off the players' port lets the admin port be bound to
 loopback or a private network while the game port is public. See docs/fairplay.md (## Admin API).
 
-Every request, including one for an unknown path, must carry `Authorization: Bearer <token>` with
+Every request, including one for an unknown path (except the `open_get` routes a caller adds, e.g.
+Prometheus' `GET /metrics`: the listener is internal), must carry `Authorization: Bearer <token>` with
 an admin-role join token of this campaign (engine.security.auth.bearer_claims): 401 with
 `WWW-Authenticate: Bearer` when it is missing or invalid, 403 for a valid token of another role.
 Authentication runs before routing so an unauthenticated caller learns nothing about the routes.
@@ -81,6 +82,7 @@ class AdminBackend(Protocol):
 BACKEND_KEY: Final = web.AppKey("arbiter_admin_backend", AdminBackend)
 VERIFIER_KEY: Final[web.AppKey[TokenVerifier | None]] = web.AppKey("arbiter_admin_verifier")
 CLAIMS_KEY: Final = web.RequestKey("arbiter_admin_claims", TokenClaims)
+OPEN_KEY: Final[web.AppKey[frozenset[str]]] = web.AppKey("arbiter_admin_open_paths")
 
 
 # -- errors and JSON --------------------------------------------------------------------------------
@@ -256,6 +258,8 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
 @web.middleware
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Admin-role bearer token on every request, before routing (unknown paths included)."""
+    if request.method in ("GET", "HEAD") and request.path in request.app[OPEN_KEY]:
+        return await handler(request)
     verifier = request.app[VERIFIER_KEY]
     if verifier is None:
         raise ApiError(401, "admin_disabled", _NO_KEY_MESSAGE, _challenge(None))
@@ -360,14 +364,20 @@ async def read_audit(request: web.Request) -> web.Response:
 
 
 # -- application and server -------------------------------------------------------------------------
-def make_app(backend: AdminBackend, verifier: TokenVerifier | None) -> web.Application:
-    """The admin aiohttp application (for start_admin, or to mount under another runner)."""
+def make_app(
+    backend: AdminBackend, verifier: TokenVerifier | None, open_get: Mapping[str, Handler] | None = None
+) -> web.Application:
+    """The admin aiohttp application (for start_admin, or to mount under another runner).
+    `open_get`: GET routes served without a token (scrapers of an internal listener)."""
     app = web.Application(
         middlewares=[_errors_middleware, _auth_middleware],  # errors outermost: it also shapes 401/403
         client_max_size=MAX_BODY_BYTES,
     )
     app[BACKEND_KEY] = backend
     app[VERIFIER_KEY] = verifier
+    app[OPEN_KEY] = frozenset(open_get or ())
+    for path, route in (open_get or {}).items():
+        app.router.add_get(path, route)
     app.on_response_prepare.append(_no_store)
     app.router.add_get("/admin/players", list_players)
     app.router.add_post("/admin/players/{account}/kick", kick_player)
@@ -417,6 +427,7 @@ async def start_admin(
     port: int = 0,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    open_get: Mapping[str, Handler] | None = None,
 ) -> AdminServer:
     """Serve the admin API on host:port on the running loop; `await server.close()` to stop."""
     if verifier is None:
@@ -424,7 +435,7 @@ async def start_admin(
     if ssl_context is None and not _is_loopback(host):
         # Bearer tokens are credentials: off loopback they need TLS here or in a proxy in front.
         log.warning("admin API on %s without TLS: bearer tokens cross the network in clear text", host)
-    runner = web.AppRunner(make_app(backend, verifier), shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    runner = web.AppRunner(make_app(backend, verifier, open_get), shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)

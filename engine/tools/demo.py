@@ -64,13 +64,17 @@ async def run_demo(args: argparse.Namespace) -> int:
         )
     )
     say(f"server ready at {server.url}  (health: http://{server.host}:{server.port}/health)")
+    issuer = TokenIssuer(ring)
+    web = f"http://{server.host}:{server.port}"
+    # Tokens ride in the URL fragment, which the browser never sends to a server or a log.
+    say(f"watch the bots play:  {web}/watch#token={issuer.issue('demo-admin', 'demo', role='admin', ttl=86400)}")
+    say(f"play against them:    {web}/play#token={issuer.issue('you', 'demo', name='you', ttl=86400)}  (joins once)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     duration = args.duration if args.duration > 0 else 10**9
-    issuer = TokenIssuer(ring)
     cfg = BotConfig(
         url=server.url,
         game=args.game,

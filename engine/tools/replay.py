@@ -3,7 +3,8 @@
     arbiter replay DATA_DIR_OR_FILE [--verify] [--from-tick T] [--to-tick T] [--export out.jsonl]
                    [--violations] [--json]
 
-From the genesis (the seed) by default, or from the newest snapshot at or before `--from-tick`.
+From the genesis (the seed) by default (for a campaign restored from PostgreSQL, whose kept history
+starts at a shipped snapshot: from that snapshot), or from the newest snapshot at or before `--from-tick`.
 `--verify` checks every state hash recorded in the journal and every snapshot met on the way;
 on the first mismatch it prints the tick and exits with status 1. `--violations` lists what the
 validators flag on the way (they are sim kernels, so a replay raises exactly the violations the live
@@ -70,7 +71,10 @@ def run_replay(
         if not meta:
             raise RecoveryError(f"{path}: no campaign metadata")
         campaign = Campaign(meta["game"], meta["seed"], meta["config"], campaign_id)
-        start = restore_snapshot(campaign, store, max_tick=from_tick) if from_tick is not None else 0
+        if from_tick is not None:
+            start = restore_snapshot(campaign, store, max_tick=from_tick)
+        else:
+            start = _history_start(campaign, store)
         snapshots = {t: None for t in store.snapshot_ticks()}
         snap_hashes: dict[int, str] = {}
         if verify:
@@ -148,6 +152,23 @@ def run_replay(
     }
 
 
+def _history_start(campaign: Campaign, store: CampaignStore) -> int:
+    """Where the kept history starts: the genesis, or for a campaign restored from PostgreSQL (whose
+    journal starts after a shipped snapshot, docs/relocation.md) that snapshot."""
+    bounds = store.journal_bounds()
+    first = bounds[0] if bounds is not None else None
+    if first is not None and first <= 1:
+        return 0
+    newest = store.snapshot_ticks()
+    if first is None and (not newest or newest[-1] == 0):
+        return 0
+    want = first - 1 if first is not None else newest[-1]
+    start = restore_snapshot(campaign, store, max_tick=want)
+    if start != want:
+        raise RecoveryError(f"the journal starts at tick {want + 1} but there is no intact snapshot of tick {want}")
+    return start
+
+
 def _tick_of(msg: str) -> int | None:
     import re
 
@@ -164,10 +185,15 @@ def add_replay_parser(sub: Any) -> None:
     r.add_argument("--export", default=None, help="write per-tick summaries as JSON lines")
     r.add_argument("--violations", action="store_true", help="list the validators' violations on the way")
     r.add_argument("--json", action="store_true")
+    r.add_argument("--serve", action="store_true", help="play it in the browser: serve the replay viewer")
+    r.add_argument("--host", default="127.0.0.1", help="with --serve: address to listen on")
+    r.add_argument("--port", type=int, default=8780, help="with --serve: port (0: a free one)")
     r.set_defaults(func=cmd_replay)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.serve:
+        return _serve(args)
     out = open(args.export, "w") if args.export else None  # noqa: SIM115
     try:
         rep = run_replay(args.path, verify=args.verify, from_tick=args.from_tick, to_tick=args.to_tick, export=out,
@@ -183,4 +209,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not rep["ok"]:
         print(f"replay FAILED at tick {rep['first_diverging_tick']}: {rep['error']}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engine.tools.replay_serve import serve_replay
+
+    try:
+        asyncio.run(serve_replay(args.path, args.host, args.port))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # RuntimeError: locked by a live server, bad data
+        print(f"arbiter replay: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        msg = f"cannot listen on {args.host}:{args.port} ({exc.strerror}); try --port 0"
+        print(f"arbiter replay: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
     return 0

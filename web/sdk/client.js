@@ -1,0 +1,224 @@
+// The browser client SDK: a WebSocket shell over the Sans-I/O ClientSession, like netcode/client.py.
+//
+//   const client = new ArbiterClient("ws://127.0.0.1:8765/", { name: "ada" });
+//   client.on("snapshot", (snap) => draw(snap));
+//   const welcome = await client.connect();
+//   client.sendInput({ dx: 1, dy: 0 });
+//
+// It acknowledges every snapshot (the newest delta snapshot it holds rides on each input, and an
+// input is sent after a snapshot if none went out since), pings once a second, and reconnects
+// after a lost connection with the same name and a fresh token from `getToken`, keeping its input
+// sequence so that a resumed ship takes the next input.
+
+import { ClientSession } from "./session.js";
+import { FINAL_CLOSE_CODES, ProtocolError } from "./protocol.js";
+
+/**
+ * @typedef {Object} ClientOptions
+ * @property {string} [name]         display name (and account without join tokens)
+ * @property {string} [token]        join token (or an admin token to watch)
+ * @property {() => Promise<{url?: string, token: string}>} [getToken]  fresh token (and URL) for each (re)connection
+ * @property {boolean} [watch]       spectate: whole-world snapshots, no ship
+ * @property {boolean} [reconnect]   reconnect after a lost connection (default true)
+ * @property {number} [pingInterval] seconds between pings (default 1)
+ * @property {() => number} [now]    clock in seconds (default performance.now() / 1000)
+ */
+
+/** A refusal from the server (its err code and message), or a lost connection (code 0). */
+export class ServerError extends Error {
+  /** @param {number} code @param {string} msg @param {number} [closeCode] */
+  constructor(code, msg, closeCode = 0) {
+    super(`server error ${code}: ${msg}`);
+    this.code = code;
+    this.msg = msg;
+    this.closeCode = closeCode;
+  }
+}
+
+export class ArbiterClient {
+  /** @param {string} url @param {ClientOptions} [opts] */
+  constructor(url, opts = {}) {
+    this.url = url;
+    this.opts = { name: "player", token: "", watch: false, reconnect: true, pingInterval: 1, ...opts };
+    this.now = opts.now || (() => performance.now() / 1000);
+    this.session = new ClientSession();
+    /** @type {WebSocket | null} */
+    this.ws = null;
+    /** @type {import("./session.js").Welcome | null} */
+    this.welcome = null;
+    /** @type {import("./session.js").Snapshot | null} */
+    this.latest = null;
+    this.connected = false;
+    this.closedByUser = false;
+    this.reconnects = 0;
+    this.bytesIn = 0;
+    this.snapshots = 0;
+    this.inputsSinceSnapshot = 0;
+    /** @type {Record<string, number>} */
+    this.lastValues = {};
+    /** @type {ServerError | null} */
+    this.lastError = null;
+    /** @type {Map<string, Set<Function>>} */
+    this.handlers = new Map();
+    this.pingTimer = 0;
+    this.retryTimer = 0;
+    this.backoff = 0.2;
+  }
+
+  /**
+   * Subscribe to "welcome", "snapshot", "events", "error", "pong", "bye", "info", "open",
+   * "close" ({code, reason, willReconnect}), "protocol_error".
+   * @param {string} type @param {Function} fn
+   */
+  on(type, fn) {
+    if (!this.handlers.has(type)) this.handlers.set(type, new Set());
+    /** @type {Set<Function>} */ (this.handlers.get(type)).add(fn);
+    return () => this.handlers.get(type)?.delete(fn);
+  }
+
+  /** @param {string} type @param {any} arg */
+  emit(type, arg) {
+    for (const fn of this.handlers.get(type) || []) {
+      try { fn(arg); } catch (e) { console.error(e); }
+    }
+  }
+
+  get player() { return this.welcome ? this.welcome.player : 0; }
+  /** Smoothed round trip in seconds, or null before the first pong. */
+  get rtt() { return this.session.rtt; }
+
+  /** Open the connection and say hello; resolves with the welcome, rejects with a ServerError.
+   * @returns {Promise<import("./session.js").Welcome>} */
+  connect() {
+    this.closedByUser = false;
+    return new Promise((resolve, reject) => { this.open(resolve, reject); });
+  }
+
+  /** @param {(w: any) => void} [resolve] @param {(e: any) => void} [reject] */
+  async open(resolve, reject) {
+    let token = this.opts.token || "";
+    let url = this.url;
+    if (this.opts.getToken) {
+      try {
+        const got = await this.opts.getToken();
+        token = got.token;
+        if (got.url) url = this.url = got.url;
+      } catch (e) {
+        if (reject) reject(e); else this.scheduleReconnect();
+        return;
+      }
+    }
+    this.session.reset();
+    this.lastError = null;
+    const ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    let welcomed = false;
+    ws.onopen = () => {
+      ws.send(this.session.hello(this.opts.name || "player", token, !!this.opts.watch));
+      this.emit("open", null);
+    };
+    ws.onmessage = (ev) => {
+      if (!(ev.data instanceof ArrayBuffer)) return; // text frames are not part of the protocol
+      const payload = new Uint8Array(ev.data);
+      this.bytesIn += payload.length;
+      let events;
+      try {
+        events = this.session.receive(payload, this.now());
+      } catch (e) {
+        if (e instanceof ProtocolError) { this.emit("protocol_error", e); return; }
+        throw e;
+      }
+      for (const e of events) {
+        if (e.type === "welcome") {
+          welcomed = true;
+          this.connected = true;
+          this.backoff = 0.2;
+          const resumed = this.welcome !== null && this.welcome.player === e.player;
+          this.welcome = e;
+          this.startPings();
+          this.emit("welcome", { ...e, resumed });
+          if (resolve) { resolve(e); resolve = undefined; reject = undefined; }
+        } else if (e.type === "snapshot") {
+          this.snapshots++;
+          this.latest = e;
+          this.emit("snapshot", e);
+          if (this.inputsSinceSnapshot === 0) this.sendInput(this.lastValues); // carries the ack
+          this.inputsSinceSnapshot = 0;
+        } else if (e.type === "error") {
+          this.lastError = new ServerError(e.code, e.msg);
+          this.emit("error", e);
+        } else {
+          this.emit(e.type, e);
+        }
+      }
+    };
+    ws.onclose = (ev) => {
+      this.connected = false;
+      this.stopPings();
+      if (this.ws === ws) this.ws = null;
+      const final = FINAL_CLOSE_CODES.has(ev.code) || this.closedByUser;
+      const willReconnect = !!this.opts.reconnect && !final && (welcomed || !reject);
+      this.emit("close", { code: ev.code, reason: ev.reason, willReconnect, error: this.lastError });
+      if (reject && !welcomed) {
+        const err = this.lastError || new ServerError(0, `connection closed (${ev.code} ${ev.reason})`);
+        err.closeCode = ev.code;
+        reject(err);
+        return;
+      }
+      if (willReconnect) this.scheduleReconnect();
+    };
+  }
+
+  scheduleReconnect() {
+    if (this.closedByUser || this.retryTimer) return;
+    const delay = this.backoff;
+    this.backoff = Math.min(this.backoff * 2, 3);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = 0;
+      this.reconnects++;
+      this.open();
+    }, delay * 1000);
+  }
+
+  startPings() {
+    this.stopPings();
+    this.ping();
+    this.pingTimer = setInterval(() => this.ping(), (this.opts.pingInterval || 1) * 1000);
+  }
+
+  stopPings() {
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    this.pingTimer = 0;
+  }
+
+  ping() {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(this.session.ping(this.now()));
+  }
+
+  /**
+   * Send one input (the game's input keys, e.g. {dx, dy, a, g}); returns its sequence number,
+   * or 0 when not connected. `clientTick` defaults to the newest server tick seen.
+   * @param {Record<string, number>} values @param {number} [clientTick]
+   */
+  sendInput(values, clientTick) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || !this.welcome) return 0;
+    ws.send(this.session.input(values, clientTick));
+    this.inputsSinceSnapshot++;
+    // Actions are one-shot; the thrust is held by the server and repeated with acks.
+    const held = { ...values };
+    for (const k of ["a", "g", "g2", "g3", "tx"]) delete held[k];
+    this.lastValues = held;
+    return this.session.seq;
+  }
+
+  /** Close for good (no reconnect). */
+  close() {
+    this.closedByUser = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = 0;
+    this.stopPings();
+    if (this.ws) this.ws.close(1000, "bye");
+  }
+}
