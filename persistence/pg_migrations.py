@@ -297,6 +297,8 @@ CREATE TABLE reports (
 );
 CREATE INDEX reports_status_idx ON reports (status, report_id);
 CREATE INDEX reports_target_idx ON reports (target_id);
+""",
+    ),
     # 5-19: the hub (#11); 20-29: the fleet (#12, this one); 30-34: door hardening (#9).
     Migration(
         20,
