@@ -24,7 +24,7 @@ from aiohttp import web
 from engine.security.auth import KeyRing, TokenIssuer
 from hub import chat, routes_accounts, routes_boards, routes_campaigns, routes_reports, routes_social
 from hub.config import HubConfig
-from hub.http import errors, ok
+from hub.http import cors, errors, ok
 from hub.metrics import HubMetrics
 from hub.placement import Placement
 from hub.sessions import AccessTokens, Passwords, RevokedSessions
@@ -143,7 +143,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 def make_app(hub: Hub) -> web.Application:
-    app = web.Application(client_max_size=hub.cfg.max_body, middlewares=[errors])
+    app = web.Application(client_max_size=hub.cfg.max_body, middlewares=[cors, errors])
     app[HUB_KEY] = hub
     for module in (routes_accounts, routes_campaigns, chat, routes_social, routes_boards, routes_reports):
         app.add_routes(module.routes)

@@ -37,6 +37,8 @@ def add_hub_parser(sub: Any) -> argparse.ArgumentParser:
     h.add_argument("--games", default="", help="comma-separated games campaigns may use (default: any)")
     h.add_argument("--max-players", type=int, default=50, help="largest max_players a campaign may ask for")
     h.add_argument("--trust-forwarded", action="store_true", help="client address from X-Forwarded-For")
+    h.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="browser origin allowed to call the API (repeatable; default: any)")  # fmt: skip
     h.add_argument("--grant-admin", metavar="HANDLE", help="make this account an admin, then exit")
     h.add_argument("--no-uvloop", action="store_true")
     s = h.add_argument_group("spawning game servers on this machine")
@@ -69,6 +71,7 @@ def config(args: argparse.Namespace) -> HubConfig:
         pg_dsn=args.pg, redis_url=args.redis, host=args.host, port=args.port, pg_schema=args.pg_schema,
         redis_prefix=args.redis_prefix, games=tuple(g for g in args.games.split(",") if g),
         max_players=args.max_players, trust_forwarded=args.trust_forwarded, spawn_local=args.spawn_local,
+        cors_origins=tuple(args.cors_origin) or ("*",),
         spawn_capacity=args.spawn_capacity, spawn_data_dir=args.spawn_data_dir, spawn_host=args.spawn_host,
         spawn_public_host=args.spawn_public_host, spawn_args=tuple(args.spawn_arg),
         login_failures_per_ip=args.login_failures, login_window_s=args.login_window,

@@ -54,6 +54,9 @@ class HubConfig:
 
     # HTTP and streams
     max_body: int = 64 * 1024
+    # Browsers on these origins may call the API (the /play page of a game server is one). "*" is safe
+    # here: the hub authenticates by bearer token, never by cookie, so no request carries ambient authority.
+    cors_origins: tuple[str, ...] = ("*",)
     stream_queue: int = 512  # messages buffered per stream before it counts as too slow
     stream_auth_timeout_s: float = 5.0
 

@@ -93,6 +93,31 @@ def error_response(err: ApiError) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+_CORS_METHODS: Final = "GET, POST, PATCH, DELETE"
+_CORS_HEADERS: Final = "Authorization, Content-Type"
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Cross-origin calls from browsers (no credentials: the API takes bearer tokens only)."""
+    origin = request.headers.get("Origin")
+    allowed = request.app[HUB_KEY].cfg.cors_origins
+    allow = "*" if "*" in allowed else (origin if origin in allowed else None)
+    if origin is None or allow is None:
+        return await handler(request)
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return web.Response(status=204, headers={
+            "Access-Control-Allow-Origin": allow, "Access-Control-Allow-Methods": _CORS_METHODS,
+            "Access-Control-Allow-Headers": _CORS_HEADERS, "Access-Control-Max-Age": "600", "Vary": "Origin",
+        })  # fmt: skip
+    resp = await handler(request)
+    if not resp.prepared:  # a WebSocket upgrade has sent its headers already
+        resp.headers["Access-Control-Allow-Origin"] = allow
+        resp.headers["Access-Control-Expose-Headers"] = "Retry-After"
+        resp.headers["Vary"] = "Origin"
+    return resp
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every refusal in one JSON shape; dead stores become 503, never 500 nor a hang."""
