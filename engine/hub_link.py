@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from persistence.redis_bus import Bus
-from persistence.redis_layout import DEFAULT_PREFIX, REDIS_DOWN, RedisKeys, check_prefix, open_redis
+from persistence.redis_layout import DEFAULT_PREFIX, REDIS_DOWN, RedisKeys, check_prefix, finish, open_redis, pause
 from persistence.redis_leaderboard import Leaderboards, progress_score
 from persistence.redis_presence import IN_CAMPAIGN, Presence
 from persistence.redis_registry import (
@@ -114,6 +114,7 @@ class HubLink:
         self._achievements: dict[str, int] = {}
         self._synced = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
         self.beats = 0
         self.failures = 0
 
@@ -141,14 +142,12 @@ class HubLink:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._beats()),
-            loop.create_task(serve_control(self.redis, self.blocking, self.keys, self.id, self)),
+            loop.create_task(serve_control(self.redis, self.blocking, self.keys, self.id, self, self._stop)),
         ]
         log.info("registered with the hub as %s (%s)", self.id, self.url)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await finish(self._tasks, self._stop, grace=3.0)
         with contextlib.suppress(*REDIS_DOWN, TimeoutError):
             async with asyncio.timeout(2.0):
                 await self.registry.withdraw(self.record())
@@ -160,8 +159,7 @@ class HubLink:
                 await client.aclose()
 
     async def _beats(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.heartbeat_s)
+        while not await pause(self._stop, self.cfg.heartbeat_s):
             await self.beat()
 
     async def beat(self) -> None:

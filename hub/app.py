@@ -39,7 +39,7 @@ from persistence.pg_hub_social import SocialStore
 from persistence.pg_migrations import check_schema_name
 from persistence.pg_pool import LazyPool
 from persistence.redis_bus import Bus
-from persistence.redis_layout import REDIS_DOWN, RedisKeys, open_redis
+from persistence.redis_layout import REDIS_DOWN, RedisKeys, finish, open_redis
 from persistence.redis_leaderboard import Leaderboards
 from persistence.redis_limits import Backoff, FixedWindow
 from persistence.redis_presence import Presence
@@ -124,22 +124,21 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _background(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB_KEY]
     bus_ready = asyncio.Event()
+    stop = asyncio.Event()
     tasks = [
-        asyncio.create_task(hub.bus.listen(hub.streams.on_event, hub.streams.resync, ready=bus_ready)),
-        asyncio.create_task(hub.streams.presence_loop()),
-        asyncio.create_task(hub.upkeep.run()),
+        asyncio.create_task(hub.bus.listen(hub.streams.on_event, hub.streams.resync, stop=stop, ready=bus_ready)),
+        asyncio.create_task(hub.streams.presence_loop(stop)),
+        asyncio.create_task(hub.upkeep.run(stop)),
     ]
     if hub.spawner is not None:
-        tasks.append(asyncio.create_task(hub.spawner.run()))
+        tasks.append(asyncio.create_task(hub.spawner.run(stop)))
     with contextlib.suppress(TimeoutError):  # Redis down at start: serve anyway, the bus keeps trying
         await asyncio.wait_for(bus_ready.wait(), 2.0)
     yield
     await hub.streams.close()
     if hub.spawner is not None:
         await hub.spawner.close()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await finish(tasks, stop, grace=3.0)
 
 
 def make_app(hub: Hub) -> web.Application:

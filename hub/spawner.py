@@ -34,7 +34,7 @@ from typing import IO, Any
 import redis.asyncio as aioredis
 
 from hub.config import HubConfig
-from persistence.redis_layout import REDIS_DOWN, RedisKeys
+from persistence.redis_layout import REDIS_DOWN, RedisKeys, pause
 from persistence.redis_registry import (
     CampaignLoad,
     CampaignSpec,
@@ -85,16 +85,18 @@ class LocalSpawner:
                             capacity=self.cfg.spawn_capacity, data=self.data_id, campaigns=camps,
                             health="stopping" if self._closing else "ok")  # fmt: skip
 
-    async def run(self) -> None:
-        """Heartbeat and answer control requests until cancelled."""
-        await asyncio.gather(self._heartbeat(), serve_control(self.redis, self.blocking, self.keys, self.id, self))
+    async def run(self, stop: asyncio.Event) -> None:
+        """Heartbeat and answer control requests until `stop` is set."""
+        await asyncio.gather(self._heartbeat(stop),
+                             serve_control(self.redis, self.blocking, self.keys, self.id, self, stop))  # fmt: skip
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
         ttl = max(3.0, self.cfg.spawn_heartbeat_s * 4)
         while True:
             with contextlib.suppress(*REDIS_DOWN):
                 await self.registry.publish(self.record(), ttl)
-            await asyncio.sleep(self.cfg.spawn_heartbeat_s)
+            if await pause(stop, self.cfg.spawn_heartbeat_s):
+                return
 
     # -- ControlHandler ----------------------------------------------------------------------------
     async def start_campaign(self, spec: CampaignSpec) -> tuple[str, str]:

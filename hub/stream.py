@@ -32,7 +32,7 @@ from hub.chat import history_frame
 from hub.http import dumps
 from hub.sessions import Principal, bearer
 from hub.state import Hub
-from persistence.redis_layout import REDIS_DOWN
+from persistence.redis_layout import REDIS_DOWN, pause
 
 log = logging.getLogger("arbiter.hub.stream")
 
@@ -186,9 +186,8 @@ class Streams:
                 [(c.account, c.id) for c in self.conns.values()], self.hub.cfg.presence_ttl_s
             )
 
-    async def presence_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.hub.cfg.presence_ttl_s / 3)
+    async def presence_loop(self, stop: asyncio.Event) -> None:
+        while not await pause(stop, self.hub.cfg.presence_ttl_s / 3):
             with contextlib.suppress(*REDIS_DOWN):
                 await self.refresh_presence()
 

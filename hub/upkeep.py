@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from hub.http import PG_DOWN
 from hub.schedule import next_weekly
 from hub.state import Hub
-from persistence.redis_layout import REDIS_DOWN
+from persistence.redis_layout import REDIS_DOWN, pause
 
 log = logging.getLogger("arbiter.hub.upkeep")
 
@@ -43,20 +43,20 @@ class Upkeep:
     def rebuild_soon(self) -> None:
         self._rebuild.set()
 
-    async def run(self) -> None:
-        await asyncio.gather(self._loop(self.sweep, self.hub.cfg.sweep_every_s),
-                             self._loop(self.poll_revocations, self.hub.cfg.revocation_poll_s),
-                             self._boards())  # fmt: skip
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(self._loop(self.sweep, self.hub.cfg.sweep_every_s, stop),
+                             self._loop(self.poll_revocations, self.hub.cfg.revocation_poll_s, stop),
+                             self._boards(stop))  # fmt: skip
 
-    async def _loop(self, step: Callable[[], Awaitable[None]], every: float) -> None:
-        while True:
+    async def _loop(self, step: Callable[[], Awaitable[None]], every: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
             try:
                 await step()
             except (*REDIS_DOWN, *PG_DOWN) as exc:
                 log.debug("%s skipped: %s", getattr(step, "__name__", step), type(exc).__name__)
             except Exception:
                 log.exception("%s failed", getattr(step, "__name__", step))
-            await asyncio.sleep(every)
+            await pause(stop, every)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def sweep(self) -> None:
@@ -108,11 +108,13 @@ class Upkeep:
         hub.revoked.purge()
 
     # -- leaderboards ------------------------------------------------------------------------------
-    async def _boards(self) -> None:
-        while True:
+    async def _boards(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._rebuild.wait(), BOARD_CHECK_S)
             self._rebuild.clear()
+            if stop.is_set():
+                return
             try:
                 await self.rebuild_boards()
             except (*REDIS_DOWN, *PG_DOWN) as exc:

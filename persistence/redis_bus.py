@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 
-from persistence.redis_layout import REDIS_DOWN, RedisKeys
+from persistence.redis_layout import REDIS_DOWN, RedisKeys, pause
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,13 @@ class Bus:
         on_event: Callable[[dict[str, Any]], None],
         on_connected: Callable[[], Awaitable[None]] | None = None,
         *,
+        stop: asyncio.Event,
         ready: asyncio.Event | None = None,
     ) -> None:
-        """Deliver every event to `on_event` (synchronous, quick) until cancelled; reconnect with
+        """Deliver every event to `on_event` (synchronous, quick) until `stop` is set; reconnect with
         backoff when Redis goes away, then await `on_connected()` before delivering again."""
         delay = RETRY_MIN_S
-        while True:
+        while not stop.is_set():
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
@@ -68,7 +69,7 @@ class Bus:
                     await on_connected()
                 if ready is not None:
                     ready.set()
-                while True:
+                while not stop.is_set():
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is None:
                         continue
@@ -93,5 +94,6 @@ class Bus:
                 self.connected = False
                 with contextlib.suppress(*REDIS_DOWN):
                     await pubsub.aclose()
-            await asyncio.sleep(delay)
+            if await pause(stop, delay):
+                return
             delay = min(RETRY_MAX_S, delay * 2)

@@ -34,7 +34,7 @@ from typing import Any, Final, Protocol
 
 import redis.asyncio as aioredis
 
-from persistence.redis_layout import REDIS_DOWN, RedisKeys
+from persistence.redis_layout import REDIS_DOWN, RedisKeys, pause
 
 log = logging.getLogger(__name__)
 
@@ -274,18 +274,20 @@ async def serve_control(
     keys: RedisKeys,
     server_id: str,
     handler: ControlHandler,
+    stop: asyncio.Event,
     *,
     poll_s: float = 1.0,
     retry_s: float = 1.0,
 ) -> None:
-    """Answer control requests for `server_id` until cancelled. Survives Redis outages (retries)."""
+    """Answer control requests for `server_id` until `stop` is set (persistence/redis_layout.finish).
+    Survives Redis outages (retries)."""
     qkey = keys.control(server_id)
-    while True:
+    while not stop.is_set():
         try:
             got = await blocking.blpop([qkey], timeout=poll_s)
         except REDIS_DOWN as exc:
             log.debug("control queue %s: Redis unavailable (%s)", server_id, exc)
-            await asyncio.sleep(retry_s)
+            await pause(stop, retry_s)
             continue
         if not got:
             continue

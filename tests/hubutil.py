@@ -29,7 +29,7 @@ from engine.security.auth import KeyRing
 from hub.app import HubServer, open_hub
 from hub.config import HubConfig
 from hub.state import Hub
-from persistence.redis_layout import RedisKeys, open_redis
+from persistence.redis_layout import RedisKeys, finish, open_redis
 from persistence.redis_registry import CampaignLoad, CampaignSpec, Registry, ServerRecord, serve_control
 from tests.pgutil import dsn
 
@@ -185,6 +185,7 @@ class FakeServer:
         self.stopped: list[str] = []
         self.kicked: list[tuple[str, str]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     @property
     def url(self) -> str:
@@ -217,14 +218,12 @@ class FakeServer:
 
     async def __aenter__(self) -> FakeServer:
         await self.beat()
-        self._task = asyncio.create_task(serve_control(self.redis, self.blocking, self.keys, self.id, self))
+        self._task = asyncio.create_task(serve_control(self.redis, self.blocking, self.keys, self.id, self, self._stop))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await finish([self._task], self._stop, grace=3.0)
         await self.redis.aclose()
         await self.blocking.aclose()
 

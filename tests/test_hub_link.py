@@ -13,7 +13,7 @@ from engine.hub_link import HubLink, HubLinkConfig
 from engine.security.auth import TokenIssuer, TokenVerifier
 from netcode.client import ArbiterClient
 from persistence.redis_bus import Bus
-from persistence.redis_layout import RedisKeys, open_redis
+from persistence.redis_layout import RedisKeys, finish, open_redis
 from persistence.redis_leaderboard import Leaderboards, progress_score
 from persistence.redis_presence import Presence
 from persistence.redis_registry import CampaignSpec, Registry, new_request, send_control
@@ -43,7 +43,8 @@ async def test_registration_presence_scores_and_control() -> None:
         registry, presence, boards = Registry(redis, keys), Presence(redis, keys), Leaderboards(redis, keys)
         events: list[dict[str, Any]] = []
         ready = asyncio.Event()
-        bus_task = asyncio.create_task(Bus(redis, keys).listen(events.append, ready=ready))
+        bus_stop = asyncio.Event()
+        bus_task = asyncio.create_task(Bus(redis, keys).listen(events.append, stop=bus_stop, ready=ready))
         await ready.wait()
         link = _link(server, REDIS_URL, prefix)
         await link.start()
@@ -111,7 +112,7 @@ async def test_registration_presence_scores_and_control() -> None:
             await bob.close()
         finally:
             await link.close()
-            bus_task.cancel()
+            await finish([bus_task], bus_stop, grace=3.0)
             await redis.aclose()
             await blocking.aclose()
         # A clean stop leaves the registry at once.
