@@ -110,8 +110,10 @@ class Upkeep:
     # -- leaderboards ------------------------------------------------------------------------------
     async def _boards(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rebuild.wait(), BOARD_CHECK_S)
+            waiters = [asyncio.ensure_future(e.wait()) for e in (self._rebuild, stop)]
+            await asyncio.wait(waiters, timeout=BOARD_CHECK_S, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
             self._rebuild.clear()
             if stop.is_set():
                 return

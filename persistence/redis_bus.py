@@ -70,7 +70,7 @@ class Bus:
                 if ready is not None:
                     ready.set()
                 while not stop.is_set():
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.25)
                     if msg is None:
                         continue
                     data = msg.get("data")

@@ -276,7 +276,7 @@ async def serve_control(
     handler: ControlHandler,
     stop: asyncio.Event,
     *,
-    poll_s: float = 1.0,
+    poll_s: float = 0.5,
     retry_s: float = 1.0,
 ) -> None:
     """Answer control requests for `server_id` until `stop` is set (persistence/redis_layout.finish).
