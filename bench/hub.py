@@ -85,8 +85,11 @@ async def database() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def hub_process(pg: str, prefix: str, extra: list[str], ring: KeyRing) -> AsyncIterator[tuple[str, int]]:
-    cmd = [sys.executable, "-m", "engine.cli", "--log-level", "WARNING", "hub", "--pg", pg, "--redis", REDIS,
+async def hub_process(
+    pg: str, prefix: str, extra: list[str], ring: KeyRing, redis: str = REDIS
+) -> AsyncIterator[tuple[str, int]]:
+    """An `arbiter hub` process on a free port (limits raised for load); (its base URL, its pid)."""
+    cmd = [sys.executable, "-m", "engine.cli", "--log-level", "WARNING", "hub", "--pg", pg, "--redis", redis,
            "--redis-prefix", prefix, "--port", "0", "--registrations", "1000000", "--login-failures", "1000000",
            "--chat-rate", "1000000", *extra]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, env={**os.environ, **ring.to_env()})

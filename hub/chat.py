@@ -108,8 +108,7 @@ async def campaign_history(request: web.Request) -> web.Response:
     q = params(request, _HISTORY)
     who = principal(request)
     channel, _ = await _campaign_channel(hub, who, request.match_info["cid"])
-    messages = await hub.social.history(channel, q.get("limit", hub.cfg.chat_history), q.get("before"))
-    return ok({"channel": channel, "messages": await with_names(hub, messages)})
+    return await _history(hub, channel, q)
 
 
 @routes.post("/v1/dm/{who}")
@@ -130,5 +129,9 @@ async def dm_history(request: web.Request) -> web.Response:
     q = params(request, _HISTORY)
     who = principal(request)
     channel, _ = await _dm_channel(hub, who, request.match_info["who"])
+    return await _history(hub, channel, q)
+
+
+async def _history(hub: Hub, channel: str, q: dict[str, Any]) -> web.Response:
     messages = await hub.social.history(channel, q.get("limit", hub.cfg.chat_history), q.get("before"))
     return ok({"channel": channel, "messages": await with_names(hub, messages)})

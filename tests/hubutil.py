@@ -16,7 +16,7 @@ import secrets
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -150,6 +150,15 @@ class Api:
 
 def _json(body: Any) -> bytes:
     return json.dumps(body).encode()
+
+
+async def eventually(pred: Callable[[], Awaitable[bool]], timeout: float = 10.0, step: float = 0.05) -> None:
+    """Await `pred()` until it is true; fail after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await pred():
+        assert loop.time() < deadline, f"condition not met within {timeout:.1f} s"
+        await asyncio.sleep(step)
 
 
 async def next_frame(

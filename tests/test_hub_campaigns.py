@@ -4,7 +4,6 @@ their campaign, the waitlist, kicks, bans, the lifecycle and what happens when a
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from typing import Any
@@ -13,21 +12,13 @@ import pytest
 
 from engine.security.auth import AuthCode, AuthError, TokenVerifier
 from hub.schedule import next_weekly
-from tests.hubutil import REDIS_URL, RING, Api, FakeServer, hub_env
+from tests.hubutil import REDIS_URL, RING, Api, FakeServer, eventually, hub_env
 
 
 async def _create(api: Api, token: str, **fields: Any) -> dict[str, Any]:
     status, body = await api.call("POST", "/v1/campaigns", {"title": "Dawn", "game": "startales", **fields}, token)
     assert status == 201, body
     return dict(body)
-
-
-async def _until(pred: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await pred():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_create_discover_and_private_invites(pg_database: str) -> None:
@@ -123,7 +114,7 @@ async def test_kick_ban_and_leave(pg_database: str) -> None:
         kick = f"/v1/campaigns/{cid}/members/{bob_id}"
         assert (await api.call("DELETE", kick, None, eve["access_token"]))[0] == 403
         assert (await api.call("DELETE", kick, None, ada["access_token"]))[0] == 204
-        await _until(lambda: _true(srv.kicked == [(cid, bob_id)]))
+        await eventually(lambda: _true(srv.kicked == [(cid, bob_id)]))
         status, body = await api.call("POST", f"/v1/campaigns/{cid}/join", None, bob["access_token"])
         assert status == 403
         assert (await api.call("GET", f"/v1/campaigns/{cid}/members", None, bob["access_token"]))[0] == 403
@@ -155,13 +146,13 @@ async def test_lifecycle_schedule_complete_archive_replay(pg_database: str) -> N
         async def opened() -> bool:
             return (await api.call("GET", f"/v1/campaigns/{cid}", None, ada))[1]["status"] == "open"
 
-        await _until(opened)
+        await eventually(opened)
         assert (await api.call("POST", f"/v1/campaigns/{cid}/join", None, ada))[0] == 200
         assert (await api.call("GET", f"/v1/campaigns/{cid}", None, ada))[1]["status"] == "running"
         assert (await api.call("POST", f"/v1/campaigns/{cid}/archive", None, ada))[0] == 409
         status, done = await api.call("POST", f"/v1/campaigns/{cid}/complete", None, ada)
         assert status == 200 and done["status"] == "completed" and done["completed_at"]
-        await _until(lambda: _true(srv.stopped == [cid]))
+        await eventually(lambda: _true(srv.stopped == [cid]))
         assert (await api.call("POST", f"/v1/campaigns/{cid}/join", None, ada))[1]["error"] == "ended"
         status, arch = await api.call("POST", f"/v1/campaigns/{cid}/archive", None, ada)
         assert status == 200 and arch["status"] == "archived"
@@ -176,7 +167,7 @@ async def test_lifecycle_schedule_complete_archive_replay(pg_database: str) -> N
             _, got = await api.call("GET", f"/v1/campaigns/{c2['campaign_id']}", None, ada)
             return bool(got["status"] == "completed")
 
-        await _until(completed)
+        await eventually(completed)
 
 
 async def test_a_down_server_and_where_the_data_is(pg_database: str) -> None:
@@ -194,7 +185,7 @@ async def test_a_down_server_and_where_the_data_is(pg_database: str) -> None:
             row = await hub.campaigns.get(cid)
             return row is not None and row.status == "open"
 
-        await _until(reopened)
+        await eventually(reopened)
         # Another machine has room, but the campaign's data is on machine-a: it is not started elsewhere.
         async with FakeServer(REDIS_URL, hub.cfg.redis_prefix, "second", data="machine-b:/data") as second:
             status, body = await api.call("POST", f"/v1/campaigns/{cid}/join", None, ada)

@@ -5,22 +5,17 @@ two hubs; the leaderboard shows both; a second campaign lands on the second game
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import re
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from bench import hub as bench_hub
 from engine.security.auth import AuthCode
 from netcode.client import ArbiterClient, ServerError
-from tests.hubutil import REDIS_URL, RING, Api, next_frame, redis_prefix
+from tests.hubutil import REDIS_URL, RING, Api, eventually, next_frame, redis_prefix
 from tests.pgutil import dsn, fresh_database
 
 READY = re.compile(rb"ARBITER_HUB_READY (http://\S+/)")
@@ -28,33 +23,10 @@ READY = re.compile(rb"ARBITER_HUB_READY (http://\S+/)")
 
 @contextlib.asynccontextmanager
 async def hub_process(db: str, prefix: str, data: Path) -> AsyncIterator[str]:
-    cmd = [sys.executable, "-m", "engine.cli", "--log-level", "WARNING", "hub", "--pg", dsn(db), "--redis", REDIS_URL,
-           "--redis-prefix", prefix, "--port", "0", "--spawn-local", "--spawn-capacity", "1",
-           "--spawn-data-dir", str(data), "--argon2-memory-kib", "256", "--argon2-time-cost", "1"]  # fmt: skip
-    env = {**os.environ, **RING.to_env()}
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, env=env)
-    assert proc.stdout is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)
-        m = READY.search(line)
-        assert m, f"hub did not start: {line!r}"
-        yield m.group(1).decode().rstrip("/")
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-
-async def _eventually(pred: Any, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await pred():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
+    spawn = ["--spawn-local", "--spawn-capacity", "1", "--spawn-data-dir", str(data)]
+    cheap = ["--argon2-memory-kib", "256", "--argon2-time-cost", "1"]  # tests only; bench.hub uses OWASP's
+    async with bench_hub.hub_process(dsn(db), prefix, [*spawn, *cheap], RING, REDIS_URL) as (url, _):
+        yield url
 
 
 async def test_two_hubs_two_servers_two_players(tmp_path: Path) -> None:
@@ -112,7 +84,7 @@ async def _scenario(a: Api, b: Api) -> None:
         _, board = await b.call("GET", f"/v1/campaigns/{cid}/leaderboard", None, B)
         return {e["handle"] for e in board.get("entries", [])} == {"ada", "bob"}
 
-    await _eventually(both_ranked)
+    await eventually(both_ranked)
     _, around = await a.call("GET", f"/v1/campaigns/{cid}/leaderboard/around-me?n=1", None, A)
     assert around["rank"] in (1, 2) and all(isinstance(e["score"], int) for e in around["entries"])
 

@@ -17,18 +17,10 @@ from persistence.redis_layout import RedisKeys, finish, open_redis
 from persistence.redis_leaderboard import Leaderboards, progress_score
 from persistence.redis_presence import Presence
 from persistence.redis_registry import CampaignSpec, Registry, new_request, send_control
-from tests.hubutil import REDIS_URL, RING, OwnRedis, redis_prefix
+from tests.hubutil import REDIS_URL, RING, OwnRedis, eventually, redis_prefix
 from tests.serverutil import running_server, url, wait_for
 
 CAMP = "c_0123456789abcdef0123"
-
-
-async def _eventually(pred: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await pred():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 def _link(server: Any, redis_url: str, prefix: str) -> HubLink:
@@ -62,7 +54,7 @@ async def test_registration_presence_scores_and_control() -> None:
                 st = await presence.status(["a_ada", "a_bob"])
                 return all(s.status == "in_campaign" and s.campaign == CAMP for s in st.values())
 
-            await _eventually(both_in)
+            await eventually(both_in)
             rec = await registry.locate(CAMP)
             assert rec is not None and rec.campaigns[CAMP].accounts == ["a_ada", "a_bob"] and rec.ccu == 2
             assert any(
@@ -77,7 +69,7 @@ async def test_registration_presence_scores_and_control() -> None:
             async def scored() -> bool:
                 return (await boards.top(CAMP, 5))[:1] == [(1, "a_ada", 40)]
 
-            await _eventually(scored)
+            await eventually(scored)
             assert await boards.top(None, 5) == [(1, "a_ada", 40), (2, "a_bob", 0)]
             await boards.set_scores(CAMP, {"a_ada": 40})  # the same push again changes nothing
             await boards.set_scores("c_other", {"a_ada": 2})
@@ -99,7 +91,7 @@ async def test_registration_presence_scores_and_control() -> None:
             async def bob_gone() -> bool:
                 return (await presence.status(["a_bob"]))["a_bob"].status == "offline"
 
-            await _eventually(bob_gone)
+            await eventually(bob_gone)
             spec = CampaignSpec("c_another0123456789ab", "startales", 1, 4)
             answer = await send_control(
                 redis, blocking, keys, "srv-test", new_request("start", spec.campaign, 5.0, spec=spec)
@@ -165,7 +157,7 @@ async def test_redis_outage_never_stops_the_tick_and_the_link_resyncs() -> None:
                     and await redis.exists(keys.server("srv-test")) == 1
                 )
 
-            await _eventually(back, 10)
+            await eventually(back, 10)
             assert await Leaderboards(redis, keys).top(CAMP, 5) == [(1, "ada", 0)], (
                 "scores pushed again after the flush"
             )

@@ -4,23 +4,14 @@ acknowledged is missing from the history."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from engine.hub_link import HubLink, HubLinkConfig
 from engine.security.auth import TokenVerifier
 from netcode.client import ArbiterClient
-from tests.hubutil import RING, Api, OwnRedis, hub_config, next_frame, running_hub
+from tests.hubutil import RING, Api, OwnRedis, eventually, hub_config, next_frame, running_hub
 from tests.pgutil import dsn, fresh_database
 from tests.serverutil import running_server, wait_for
-
-
-async def _eventually(pred: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await pred():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_redis_restart_mid_play() -> None:
@@ -71,8 +62,8 @@ async def _play(
         _, board = await api.call("GET", f"/v1/campaigns/{cid}/leaderboard", None, A)
         return any(e["handle"] == "bob" and e["score"] == 77 for e in board.get("entries", []))
 
-    await _eventually(bob_scored)
-    await _eventually(lambda: _pg_has_score(hub, bob_id))
+    await eventually(bob_scored)
+    await eventually(lambda: _pg_has_score(hub, bob_id))
 
     # Redis dies. The game goes on; chat is refused (not acknowledged), nothing acknowledged is lost.
     own.stop()
@@ -97,13 +88,13 @@ async def _play(
         f = lists["friends"]
         return bool(f) and f[0]["status"] == "in_campaign" and f[0]["campaign"] == cid
 
-    await _eventually(presence_back)
-    await _eventually(bob_scored)  # the live push, and the rebuild from PostgreSQL
+    await eventually(presence_back)
+    await eventually(bob_scored)  # the live push, and the rebuild from PostgreSQL
 
     async def rebuilt() -> bool:
         return bool(await hub.boards.built())
 
-    await _eventually(rebuilt)
+    await eventually(rebuilt)
     _, board = await api.call("GET", "/v1/leaderboards/global", None, A)
     assert {e["handle"]: e["score"] for e in board["entries"]}["bob"] == 77
     status, msg = await api.call("POST", path, {"text": "after"}, A)
