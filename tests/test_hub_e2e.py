@@ -6,7 +6,6 @@ two hubs; the leaderboard shows both; a second campaign lands on the second game
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from engine.security.auth import AuthCode
 from netcode.client import ArbiterClient, ServerError
 from tests.hubutil import REDIS_URL, RING, Api, eventually, next_frame, redis_prefix
 from tests.pgutil import dsn, fresh_database
-
-READY = re.compile(rb"ARBITER_HUB_READY (http://\S+/)")
 
 
 @contextlib.asynccontextmanager
