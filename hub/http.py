@@ -94,6 +94,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 _CORS_METHODS: Final = "GET, POST, PATCH, DELETE"
+_METHODS: Final = frozenset({"GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS"})
 _CORS_HEADERS: Final = "Authorization, Content-Type"
 
 
@@ -153,7 +154,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("unhandled error on %s %s", request.method, route)
         return error_response(ApiError(500, "internal error", code="internal"))
     finally:
-        hub.metrics.requests.labels(request.method, route, str(status)).inc()
+        method = request.method if request.method in _METHODS else "OTHER"  # labels stay bounded
+        hub.metrics.requests.labels(method, route, str(status)).inc()
         hub.metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
 
