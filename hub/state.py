@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from hub.upkeep import Upkeep
 
 log = logging.getLogger("arbiter.hub")
+
+LOG_EVERY_S: Final = 10.0
 
 
 @dataclass(slots=True)
@@ -73,6 +76,8 @@ class Hub:
     placement: Placement = field(init=False)
     upkeep: Upkeep = field(init=False)
     spawner: LocalSpawner | None = None
+    _unpublished: int = 0
+    _warned_at: float = -1e9
 
     async def publish(self, event: dict[str, Any]) -> bool:
         """Best effort: an event lost while Redis is down is made good by the subscribers' resync."""
@@ -81,7 +86,12 @@ class Hub:
             return True
         except REDIS_DOWN as exc:
             self.metrics.redis_errors.inc()
-            log.warning("bus event %s not published: Redis unavailable (%s)", event.get("t"), type(exc).__name__)
+            self._unpublished += 1
+            now = time.monotonic()
+            if now - self._warned_at >= LOG_EVERY_S:  # an outage must not flood the log
+                self._warned_at = now
+                log.warning("%d bus events not published so far: Redis unavailable (%s)", self._unpublished,
+                            type(exc).__name__)  # fmt: skip
             return False
 
     async def names(self, account_ids: list[str]) -> dict[str, dict[str, str]]:
