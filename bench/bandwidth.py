@@ -2,8 +2,8 @@
 
     python -m bench.bandwidth [--json] [--clients 200] [--npcs 1000] [--seconds 10] [--radius 100]
 
-Headless (no sockets): the real `wander` game at 60 Hz ticks with N players driven like the
-`engine/tools/bots.py` WanderBrain (an input every 3 ticks = 20 Hz), snapshots at 20 Hz. Every client
+Headless (no sockets): the real `wander` game at 60 Hz ticks with N players driven by its bot
+brain (sim/games/wander.py WanderBrain, an input every 3 ticks = 20 Hz), snapshots at 20 Hz. Every client
 acknowledges every snapshot it receives before the next send; the run is repeated with 5 %
 independent loss per (client, snapshot). Modes:
 
@@ -27,14 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.tools.bots import WanderBrain
 from netcode.protocol import PreparedSnapshot
 from netcode.replication.frames import encode_delta_frame
 from netcode.replication.replicator import Replicator
-from netcode.replication.schema import schema_for
+from netcode.replication.schema import schema_of
 from netcode.replication.warm import warmup as rep_warmup
-from sim.events import EventBuffer
-from sim.inputs import InputBatch
+from sim.entities import SLOT_MASK
+from sim.games.wander import WanderBrain
 from sim.registry import make_game
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bandwidth.json"
@@ -47,13 +46,14 @@ def run(clients: int, npcs: int, seconds: float, radius: float, loss: float, see
     game = make_game("wander", {"npcs": npcs, "max_players": clients, "tick_rate": TICK_RATE})
     world = game.create_world(seed)
     eids = np.array([game.join(world) for _ in range(clients)], dtype=np.int64)
-    own = eids & 0xFFFFF
+    own = eids & SLOT_MASK
     rng = np.random.default_rng(seed)
-    brain = WanderBrain(clients, rng, 0.0)
+    brain = WanderBrain(clients, rng, game.welcome_constants(), game.wire_spec())
+    brain.illegal = 0.0
     seqs = np.zeros(clients, dtype=np.int64)
-    inputs, events = InputBatch(clients), EventBuffer(4 * clients)
+    inputs, events = game.input_batch(clients), game.event_buffer(4 * clients)
     records = np.zeros(game.capacity, dtype=game.record_dtype)
-    schema = schema_for("wander", game.constants())
+    schema = schema_of(game.replicated_fields())
     reps = {
         "full_delta": (Replicator(schema, game.capacity, clients), None),
         "aoi_delta": (Replicator(schema, game.capacity, clients, radius=radius), None),
@@ -74,9 +74,9 @@ def run(clients: int, npcs: int, seconds: float, radius: float, loss: float, see
     for tick in range(1, ticks + 1):
         for i in range(clients):
             if (i + tick) % 3 == 0:
-                dx, dy, _, _ = brain.next_input(i)
+                move = brain.next_input(i, None)
                 seqs[i] += 1
-                inputs.add(int(eids[i]), int(seqs[i]), tick, dx, dy)
+                inputs.add(int(eids[i]), int(seqs[i]), tick, move["dx"], move["dy"])
         events.clear()
         game.step(world, inputs, events)
         inputs.clear()

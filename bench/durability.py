@@ -39,6 +39,7 @@ from engine.journal import Journal, pack_snapshot
 from engine.recovery import open_campaign
 from engine.tools.replay import run_replay
 from persistence.campaign_store import DB_FILENAME
+from sim.entities import SLOT_MASK
 
 RESULTS = Path(__file__).resolve().parent / "results" / "durability.json"
 TICK_RATE = 60
@@ -48,7 +49,7 @@ HARVEST, BUILD, STOP = 1, 2, 3
 
 # ------------------------------------------------------------------------------------ bot-like load
 class BotLoad:
-    """Vectorized stand-in for engine/tools/bots.py's StartalesBrain, driving a Campaign headlessly.
+    """Vectorized stand-in for startales' bot brain (StartalesBrain), driving a Campaign headlessly.
 
     Each player flies towards a target planet (thrust clipped to the unit disc), harvests when close,
     builds now and then, and moves on after a while. Inputs go through `Campaign.submit` in batch order,
@@ -59,10 +60,10 @@ class BotLoad:
         self.c = campaign
         self.rng = np.random.default_rng(seed)
         self.eids = np.array([campaign.join(f"bot{i}", f"acct{i}")[0] for i in range(players)], dtype=np.int64)
-        self.slots = self.eids & 0xFFFFF
+        self.slots = self.eids & SLOT_MASK
         self.seq = np.zeros(players, dtype=np.int64)
         game = campaign.game
-        self.n_planets = int(getattr(game, "planets", 0))
+        self.n_planets = int(game.cfg.get("planets", 0))
         self.target = self.rng.integers(0, max(1, self.n_planets), players)
         self.at_target = np.zeros(players, dtype=np.int64)
         self.phase = np.arange(players) % INPUT_EVERY
@@ -100,7 +101,7 @@ class BotLoad:
         self.seq[who] += 1
         seq, eids = self.seq, self.eids
         for k, i in enumerate(who.tolist()):
-            c.submit(int(eids[i]), int(seq[i]), tick, float(tx[k]), float(ty[k]), int(action[k]), 0)
+            c.submit(int(eids[i]), int(seq[i]), tick, (float(tx[k]), float(ty[k]), int(action[k])))
         return int(who.size)
 
 

@@ -23,10 +23,13 @@ import numpy as np
 
 from netcode.replication.frames import encode_delta_frame
 from netcode.replication.replicator import Replicator
-from netcode.replication.schema import wander_schema
+from netcode.replication.schema import schema_of
 from netcode.replication.warm import warmup as rep_warmup
 from sim.aoi import AoiGrid
-from sim.games.wander import RECORD_DTYPE
+from sim.games.wander import Wander
+
+WANDER = Wander()
+RECORD_DTYPE = WANDER.record_dtype
 
 RESULTS = Path(__file__).resolve().parent / "results" / "encode.json"
 
@@ -45,7 +48,7 @@ def _world(n: int, rng: np.random.Generator, size: float) -> np.ndarray:
 def bench_encode(visible: int, sends: int, clients: int = 50) -> dict[str, object]:
     rng = np.random.default_rng(visible)
     recs = _world(visible, rng, 1000.0)
-    rep = Replicator(wander_schema(), visible, clients)
+    rep = Replicator(schema_of(WANDER.replicated_fields()), visible, clients)
     acks = np.zeros(clients, dtype=np.int64)
     samples: list[float] = []
     frame_ns: list[float] = []

@@ -50,11 +50,11 @@ from engine.security.fairplay.kinds import (
 from engine.security.fairplay.policy import Policy, Violation
 from netcode.protocol import CloseCode, ErrorCode, encode_hello, encode_input
 from netcode.session import ServerSession
-from sim.events import EV_ACHIEVEMENT, EventBuffer
+from sim.entities import SLOT_MASK
+from sim.events import EV_ACHIEVEMENT
 from sim.games.startales.constants import ACTION_BUILD, ACTION_CLAIM, ACTION_GIFT, ACTION_HARVEST, MAX_SPEED
-from sim.games.startales.game import StartalesGame, scan_arg
-from sim.games.startales.rules import startales_books
-from sim.inputs import InputBatch
+from sim.games.startales.game import Startales, scan_arg
+from sim.games.startales.rules import books as startales_books
 from sim.pacing import DISC as PACE_DISC
 from sim.pacing import PACE_COLS, pace_limits
 from sim.violations import (
@@ -75,7 +75,7 @@ TICK_RATE = 60
 
 # -- cost ----------------------------------------------------------------------------------------
 def bench_cost(players: int, ticks: int) -> dict[str, Any]:
-    game = StartalesGame({"max_players": players, "planets": 48, "drones": 200})
+    game = Startales({"max_players": players, "planets": 48, "drones": 200})
     world = game.create_world(11)
     eids = np.array([game.join(world) for _ in range(players)], dtype=np.uint32)
     a = world.arrays
@@ -84,7 +84,7 @@ def bench_cost(players: int, ticks: int) -> dict[str, Any]:
     a["bal_crystal"][:players] = 10**6
     a["ledger"][0] += 2 * 10**6 * players
     rng = np.random.default_rng(5)
-    batch, events = InputBatch(players * 2), EventBuffer(players * 16)
+    batch, events = game.input_batch(players * 2), game.event_buffer(players * 16)
     acts = rng.choice([0, 0, 0, 0, ACTION_HARVEST, ACTION_BUILD, ACTION_GIFT, ACTION_CLAIM], players)
     seq = np.zeros(players, dtype=np.int64)
     with_inputs, without = [], []
@@ -106,11 +106,11 @@ def bench_cost(players: int, ticks: int) -> dict[str, Any]:
         game.step(world, batch, events)
         without.append(time.perf_counter() - t0)
     books = []
-    vio = events.violations.arrays()
+    bound = {k: a[k] for k in ("alive", "generation", "is_player", "vx", "vy", "planet_deposit", "bal_metal",
+                                "bal_crystal", "ledger")}  # fmt: skip
     for _ in range(ticks):
         t0 = time.perf_counter()
-        startales_books(a["meta"], a["alive"], a["generation"], a["is_player"], a["vx"], a["vy"],
-                        a["planet_deposit"], a["bal_metal"], a["bal_crystal"], a["ledger"], *vio)  # fmt: skip
+        startales_books(**bound, vio=events.violations.view, player_lo=game.params["player_lo"])
         books.append(time.perf_counter() - t0)
     w, wo = float(np.median(with_inputs)), float(np.median(without))
     del lo
@@ -127,10 +127,10 @@ def bench_cost(players: int, ticks: int) -> dict[str, Any]:
 
 def bench_honest(bots: int, minutes: float, seed: int = 1) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    game = StartalesGame({"max_players": bots + 8, "planets": 48, "drones": 200, "width": 4000, "height": 4000})
+    game = Startales({"max_players": bots + 8, "planets": 48, "drones": 200, "width": 4000, "height": 4000})
     world = game.create_world(seed)
     fleet = HonestFleet(game, world, bots, rng)
-    batch, events = InputBatch(bots * 16), EventBuffer(bots * 16)
+    batch, events = game.input_batch(bots * 16), game.event_buffer(bots * 16)
     policy = Policy()
     ticks = int(minutes * 60 * TICK_RATE)
     violations: dict[str, int] = {}
@@ -190,16 +190,16 @@ class CheatWorld:
     """A small world with honest players and one cheater; the cheater's inputs come from a script."""
 
     def __init__(self) -> None:
-        self.game = StartalesGame({"max_players": 32, "planets": 12, "drones": 20, "width": 2000, "height": 2000})
+        self.game = Startales({"max_players": 32, "planets": 12, "drones": 20, "width": 2000, "height": 2000})
         self.world = self.game.create_world(3)
         self.fleet = HonestFleet(self.game, self.world, 16, np.random.default_rng(4))
         self.cheat = self.game.join(self.world)
         self.victim = int(self.fleet.eids[0])
         a = self.world.arrays
-        self.cp = (self.cheat & 0xFFFFF) - int(a["meta"][META_PLAYER_LO])
+        self.cp = (self.cheat & SLOT_MASK) - int(a["meta"][META_PLAYER_LO])
         self.seq = 0
         self.sent = self.accepted = 0  # the cheater's inputs, and how many the sim applied
-        self.batch, self.events = InputBatch(4096), EventBuffer(4096)
+        self.batch, self.events = self.game.input_batch(4096), self.game.event_buffer(4096)
 
     def send(self, dx: float = 0.0, dy: float = 0.0, act: int = 0, arg: int = 0, ct: int | None = None,
              amount: int = 0, txn: int = 0) -> None:  # fmt: skip
@@ -208,7 +208,7 @@ class CheatWorld:
         self.batch.add(self.cheat, self.seq, self.world.tick if ct is None else ct, dx, dy, act, arg, 0, amount, txn)
 
     def park(self, planet: int = 0) -> None:
-        a, s = self.world.arrays, self.cheat & 0xFFFFF
+        a, s = self.world.arrays, self.cheat & SLOT_MASK
         a["x"][s], a["y"][s], a["vx"][s], a["vy"][s] = a["x"][planet], a["y"][planet] + 5, 0.0, 0.0
 
 
@@ -229,7 +229,7 @@ def _flood(t: int, start: int, w: CheatWorld) -> None:
 
 def _harvest_far(t: int, start: int, w: CheatWorld) -> None:
     if t == 0:
-        a, s = w.world.arrays, w.cheat & 0xFFFFF
+        a, s = w.world.arrays, w.cheat & SLOT_MASK
         far = np.argmax(np.min(np.hypot(a["x"][:12, None] - np.arange(0, 2000, 50)[None, :], 0), axis=0))
         a["x"][s], a["y"][s] = float(far * 50), 1000.0
         a["x"][:12] = np.where(np.abs(a["x"][:12] - far * 50) < 400, a["x"][:12] + 800, a["x"][:12]) % 2000
@@ -264,7 +264,7 @@ def _forged_claim(t: int, start: int, w: CheatWorld) -> None:
 
 
 def _speed(w: CheatWorld) -> float:
-    a, s = w.world.arrays, w.cheat & 0xFFFFF
+    a, s = w.world.arrays, w.cheat & SLOT_MASK
     return float(np.hypot(a["vx"][s], a["vy"][s]))
 
 
@@ -272,7 +272,7 @@ SIM_CHEATS: dict[str, tuple[Cheat, int, Callable[[CheatWorld], bool]]] = {
     # name: (script, violation kind, neutralized?)
     # the dilated clock's inputs are refused once it runs ahead, and the ship is no faster
     "speed_hack": (_speed_hack, V_TIME, lambda w: w.accepted < w.sent and _speed(w) <= MAX_SPEED * 1.0001),
-    "thrust_beyond_range": (_thrust, V_THRUST, lambda w: w.world.arrays["tx"][w.cheat & 0xFFFFF] == 0.0),
+    "thrust_beyond_range": (_thrust, V_THRUST, lambda w: w.world.arrays["tx"][w.cheat & SLOT_MASK] == 0.0),
     # no more inputs applied than one per tick plus the burst credit
     "input_flood": (_flood, V_INPUT_RATE, lambda w: w.accepted <= w.world.tick + pace_limits(TICK_RATE)[0]),
     "harvest_out_of_range": (_harvest_far, V_HARVEST_RANGE, lambda w: w.world.arrays["harvested"][w.cp] == 0),
@@ -327,7 +327,7 @@ def detect_sim(name: str, seconds: float = 30.0) -> dict[str, Any]:
 
 
 def _session(now: float = 0.0) -> ServerSession:
-    s = ServerSession(opened_at=now)
+    s = ServerSession(opened_at=now, inputs=Startales.inputs)
     s.receive(encode_hello("cheat"), now)
     s.accept(1, 0, 60, 20, "startales", {}, [("id", "<u4")])
     return s
@@ -367,7 +367,7 @@ def detect_protocol() -> list[dict[str, Any]]:
         before = flood.offences
         for _ in range(10):  # 1000 messages/s
             seq[0] += 1
-            passed[0] += len(flood.receive(encode_input(seq[0], 0, 0.1, 0.0), t))
+            passed[0] += len(flood.receive(encode_input(seq[0], 0, {"dx": 0.1, "dy": 0.0}), t))
         flood.data_to_send()
         # Only the bucket's rate (and its burst) reaches the engine.
         return flood.offences > before and flood.last_offence == ErrorCode.RATE_LIMITED, (
@@ -376,7 +376,7 @@ def detect_protocol() -> list[dict[str, Any]]:
 
     run("message_flood", V_FLOOD, flood_step)
 
-    def offence_step(payload: bytes, code: ErrorCode) -> Callable[[float], bool]:
+    def offence_step(payload: bytes, code: ErrorCode) -> Callable[[float], tuple[bool, bool]]:
         def step(t: float) -> tuple[bool, bool]:
             s = _session(t)
             events = s.receive(payload, t)
@@ -440,7 +440,7 @@ def main() -> None:
     ap.add_argument("--players", type=int, default=1000, help="players of the cost run")
     ap.add_argument("--cost-ticks", type=int, default=300)
     args = ap.parse_args()
-    StartalesGame().warmup()
+    Startales().warmup()
     cost = bench_cost(args.players, args.cost_ticks)
     honest = bench_honest(args.bots, args.minutes)
     cheats = [detect_sim(name) for name in SIM_CHEATS] + detect_protocol()

@@ -1,11 +1,12 @@
 """The honest players of bench.fairplay: a network model (delay, jitter, stalls, loss, TCP order, in
-ticks) and a fleet of bots deciding from stale views like engine/tools/bots.py's StartalesBrain, vectorized
+ticks) and a fleet of bots deciding from stale views like startales' bot brain (StartalesBrain), vectorized
 so that 1000 of them run faster than real time."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from sim.entities import SLOT_MASK
 from sim.games.startales.constants import (
     ACTION_BUILD,
     ACTION_CLAIM,
@@ -15,7 +16,7 @@ from sim.games.startales.constants import (
     BUILD_COST_CRYSTAL,
     BUILD_COST_METAL,
 )
-from sim.games.startales.game import StartalesGame
+from sim.games.startales.game import Startales
 from sim.inputs import InputBatch
 from sim.world import META_PLAYER_LO, World
 
@@ -61,19 +62,19 @@ _ROW = np.dtype(
 
 # -- honest players ------------------------------------------------------------------------------
 class HonestFleet:
-    """Bots deciding from stale views, as engine/tools/bots.py's StartalesBrain does, vectorized."""
+    """Bots deciding from stale views, as sim/games/startales/brain.py's StartalesBrain does, vectorized."""
 
-    def __init__(self, game: StartalesGame, world: World, n: int, rng: np.random.Generator) -> None:
+    def __init__(self, game: Startales, world: World, n: int, rng: np.random.Generator) -> None:
         self.game, self.world, self.n, self.rng = game, world, n, rng
         self.eids = np.array([game.join(world) for _ in range(n)], dtype=np.int64)
         lo = int(world.arrays["meta"][META_PLAYER_LO])
-        self.slots = (self.eids & 0xFFFFF).astype(np.int64)
+        self.slots = (self.eids & SLOT_MASK).astype(np.int64)
         self.p = self.slots - lo
         self.phase = rng.integers(0, 3, n)
         self.seq = np.zeros(n, dtype=np.int64)
         self.up, self.down = Link(n, rng), Link(n, rng)
         self.view = np.zeros(n, dtype=np.int64)  # newest server tick each bot has seen
-        self.target = rng.integers(0, game.planets, n)
+        self.target = rng.integers(0, game.cfg["planets"], n)
         self.harvesting = np.zeros(n, dtype=bool)
         self.since = np.zeros(n, dtype=np.int64)
         self.spend_visible = np.zeros(n, dtype=np.int64)  # view tick from which the last spend is seen
@@ -94,7 +95,7 @@ class HonestFleet:
 
     def decide(self, now: int) -> None:
         """Every bot whose 20 Hz slot is now: look (stale), decide, send (into the up link)."""
-        who = np.nonzero((now % 3) == self.phase)[0]
+        who = np.flatnonzero(self.phase == now % 3)
         if who.size == 0:
             return
         rng = self.rng
@@ -151,7 +152,7 @@ class HonestFleet:
         self.since[who[harvest]] = now
         act[leave] = ACTION_STOP
         self.harvesting[who[leave]] = False
-        self.target[who[leave]] = rng.integers(0, self.game.planets, int(leave.sum()))
+        self.target[who[leave]] = rng.integers(0, self.game.cfg["planets"], int(leave.sum()))
         arrive = self.up.delays(now, who)
         spend = build | gift
         # The bot sees its spend applied once its view passes the tick it lands in (+ the step).

@@ -30,7 +30,7 @@ import numpy as np
 from locust import User, events, task
 from locust.exception import StopUser
 
-from engine.tools.bots import StartalesBrain, WanderBrain
+from engine.tools.bots import BotView, brain_for
 from netcode.client_session import Snapshot
 from netcode.hub_locator import hub_join
 from netcode.sync_client import SyncArbiterClient
@@ -77,11 +77,8 @@ class ArbiterUser(User):
         welcome = self.player.welcome
         assert welcome is not None
         rng = np.random.default_rng(abs(hash(self.account)) % 2**32)
-        self.startales = welcome.game == "startales"
-        if self.startales:
-            self.brain: Any = StartalesBrain(1, rng, {**welcome.world, "tick_rate": welcome.tick_rate})
-        else:
-            self.brain = WanderBrain(1, rng, 0.0)
+        # The game's own brain (honest players), or the generic one for a game not installed here.
+        self.brain: Any = brain_for(welcome.game)(1, rng, welcome.world, welcome.spec)
         self.next_send = time.monotonic()
         self.last_snapshot_at: float | None = None
         self.last_ack = 0
@@ -90,9 +87,10 @@ class ArbiterUser(User):
         campaign = getattr(opts, "campaign", "default")
         if getattr(opts, "hub", ""):
             return hub_join(opts.hub, campaign, opts.hub_token)
-        make = getattr(self.environment, "_arbiter_tokens", False)
+        make: Any = getattr(self.environment, "_arbiter_tokens", False)
         if make is False:
-            make = self.environment._arbiter_tokens = _token_factory(campaign)  # type: ignore[attr-defined]
+            make = _token_factory(campaign)
+            self.environment._arbiter_tokens = make
         return str(self.host), make(self.account) if make else ""
 
     def _fire(self, name: str, seconds: float, exc: BaseException | None = None) -> None:
@@ -102,16 +100,13 @@ class ArbiterUser(User):
     @task
     def play(self) -> None:
         c = self.player
-        if self.startales:
-            if c.events:
-                self.brain.on_events(0, list(c.events))
-                c.events.clear()
-            dx, dy, action, arg, arg2, arg3, txn = self.brain.next_input(0, c)
-        else:
-            dx, dy, action, arg = self.brain.next_input(0)
-            arg2 = arg3 = txn = 0
+        if c.events:
+            self.brain.on_events(0, list(c.events))
+            c.events.clear()
+        snap = c.latest
+        view = BotView(snap.tick, c.player, snap.entities) if snap is not None else None
         try:
-            c.send_input(dx, dy, action, arg, arg2=arg2, arg3=arg3, txn=txn)
+            c.send_input(**self.brain.next_input(0, view))
             self.next_send += self.period
             now = time.monotonic()
             if self.next_send < now - 1.0:  # far behind (a stalled process): do not burst to catch up

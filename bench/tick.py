@@ -3,8 +3,9 @@
     python -m bench.tick [--json] [--ticks N]
 
 Rows: full `game.step` for startales (scaling drones) and wander (scaling NPCs) at 1k/10k/100k
-entities with 64 players sending an input every tick; and the movement kernels alone, numba vs
-`sim.reference`, measured in the same run. `--json` prints one JSON object per row and writes
+entities with 64 players sending an input every tick; and each game's movement alone (NPC drift
+plus the players' move rule: thrust for startales, velocity for wander), numba vs the numpy
+references of `tests/reference.py`, measured in the same run. `--json` prints one JSON object per row and writes
 them to bench/results/tick.json.
 """
 
@@ -15,14 +16,13 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from sim.events import EventBuffer
-from sim.inputs import InputBatch
-from sim.movement import startales_move, wander_move
-from sim.reference import startales_move_ref, wander_move_ref
+from sim.movement import drift, move_thrust, move_velocity
 from sim.registry import make_game
+from tests.reference import drift_ref, move_thrust_ref, move_velocity_ref
 
 SIZES = (1_000, 10_000, 100_000)
 PLAYERS = 64
@@ -55,7 +55,7 @@ def bench_tick(name: str, entities: int, ticks: int) -> dict[str, object]:
     world = game.create_world(42)
     eids = np.array([game.join(world) for _ in range(PLAYERS)], dtype=np.uint32)
     rng = np.random.default_rng(0)
-    inputs, events = InputBatch(PLAYERS), EventBuffer(8 * PLAYERS)
+    inputs, events = game.input_batch(PLAYERS), game.event_buffer(8 * PLAYERS)
     samples: list[float] = []
     for t in range(ticks + 20):
         ang = rng.uniform(0, 2 * np.pi, PLAYERS)
@@ -64,7 +64,8 @@ def bench_tick(name: str, entities: int, ticks: int) -> dict[str, object]:
         inputs.seq[:] = t + 1
         inputs.dx[:] = (0.7 * np.cos(ang)).astype(np.float32)
         inputs.dy[:] = (0.7 * np.sin(ang)).astype(np.float32)
-        inputs.action[:] = rng.choice([0, 0, 0, 1, 2, 3], PLAYERS) if name == "startales" else 0
+        if name == "startales":
+            inputs.action[:] = rng.choice([0, 0, 0, 1, 2, 3], PLAYERS)
         events.clear()
         t0 = time.perf_counter_ns()
         game.step(world, inputs, events)
@@ -83,6 +84,7 @@ def bench_tick(name: str, entities: int, ticks: int) -> dict[str, object]:
 
 
 def _move_state(n: int) -> dict[str, np.ndarray]:
+    """n entities, the last 1 % of them players (as games lay them out), in a 4000 u world."""
     r = np.random.default_rng(1)
     f = np.float32
     return {
@@ -93,23 +95,33 @@ def _move_state(n: int) -> dict[str, np.ndarray]:
         "tx": r.uniform(-0.7, 0.7, n).astype(f),
         "ty": r.uniform(-0.7, 0.7, n).astype(f),
         "alive": np.ones(n, np.uint8),
-        "is_player": (r.random(n) < 0.01).astype(np.uint8),
-        "kind": np.where(r.random(n) < 0.01, 2, 1).astype(np.uint8),
     }
 
 
 def bench_move(name: str, n: int, reps: int) -> dict[str, object]:
     s = _move_state(n)
     f = np.float32
+    lo, dt, bounds = n - n // 100, f(1 / 60), np.array([0, 0, 4000, 4000], dtype=f)
+    drift_args: tuple[Any, ...] = (s["x"], s["y"], s["vx"], s["vy"], s["alive"], 0, lo, dt, f(4000), f(4000))
+    move: Any
+    move_ref: Any
     if name == "wander_move":
-        args = (s["x"], s["y"], s["vx"], s["vy"], s["alive"], s["is_player"], f(1 / 60), f(4000), f(4000))
-        fast, ref = wander_move, wander_move_ref
+        move_args: tuple[Any, ...] = (s["x"], s["y"], s["vx"], s["vy"], s["alive"], lo, dt, bounds)
+        move, move_ref = move_velocity, move_velocity_ref
     else:
-        args = (s["x"], s["y"], s["vx"], s["vy"], s["tx"], s["ty"], s["kind"], s["alive"])
-        args += (f(1 / 60), f(4000), f(4000), f(200), f(300))
-        fast, ref = startales_move, startales_move_ref
-    nb = _time(lambda: fast(*args), reps)
-    npy = _time(lambda: ref(*args), reps)
+        move_args = (s["x"], s["y"], s["vx"], s["vy"], s["tx"], s["ty"], s["alive"], lo, dt, bounds, f(200), f(300))
+        move, move_ref = move_thrust, move_thrust_ref
+
+    def fast() -> None:
+        drift(*drift_args)
+        move(*move_args)
+
+    def ref() -> None:
+        drift_ref(*drift_args)
+        move_ref(*move_args)
+
+    nb = _time(fast, reps)
+    npy = _time(ref, reps)
     p50_nb, p50_np = _pct(nb, 50), _pct(npy, 50)
     return {
         "game": name,

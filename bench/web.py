@@ -26,8 +26,11 @@ from playwright.sync_api import sync_playwright
 
 from netcode.protocol import encode_welcome
 from netcode.replication.replicator import Replicator
-from netcode.replication.schema import schema_to_wire, wander_schema
-from sim.games.wander import RECORD_DTYPE
+from netcode.replication.schema import schema_of, schema_to_wire
+from sim.games.wander import Wander
+
+WANDER = Wander()
+RECORD_DTYPE = WANDER.record_dtype
 
 RESULTS = Path(__file__).resolve().parent / "results" / "web.json"
 CHROMIUM = os.environ.get("ARBITER_CHROMIUM", "/usr/bin/chromium")
@@ -39,7 +42,7 @@ PAGE = "<!doctype html><canvas id=view style='width:1280px;height:720px;display:
 def delta_frames(visible: int, sends: int, seed: int = 1) -> list[bytes]:
     """A welcome and `sends` acked delta frames of a world of `visible` moving entities."""
     rng = np.random.default_rng(seed)
-    schema = wander_schema()
+    schema = schema_of(WANDER.replicated_fields())
     rep = Replicator(schema, visible, 1, radius=None)
     recs = np.zeros(visible, dtype=RECORD_DTYPE)
     recs["id"] = (1 << 20) | np.arange(visible, dtype=np.uint32)

@@ -18,32 +18,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.events import EventBuffer
+from sim.entities import SLOT_MASK
 from sim.game_api import Game
 from sim.inputs import InputBatch
 from sim.registry import make_game
 from sim.statehash import state_hash
 from sim.world import META_PLAYER_LO, World
 
-SLOT_MASK = (1 << 20) - 1
 # A journal join record is "account" or "account\x00{restored progress as JSON}".
 JOIN_PAYLOAD_SEP = "\x00"
 
 # recorder(tick, joins, leaves, inputs) is called after each step, before the inputs are cleared.
 Recorder = Callable[[int, list[tuple[int, str]], list[int], InputBatch], None]
 
-
-_INPUT_FIELDS = ("eid", "seq", "client_tick", "dx", "dy", "action", "arg", "arg2", "arg3", "txn")
-
-
-def _fill_batch(batch: InputBatch, inputs: np.ndarray, n: int) -> None:
-    """Copy `n` journal input records into the batch columns. A compact record (no arg2, arg3,
-    txn) leaves those columns as `InputBatch.clear` left them: zero."""
-    names = inputs.dtype.names or ()
-    for name in _INPUT_FIELDS:
-        if name in names:
-            getattr(batch, name)[:n] = inputs[name]
-    batch.n = n
 
 
 class ReplayDivergenceError(RuntimeError):
@@ -75,8 +62,8 @@ class Campaign:
         self.seed = int(seed)
         self.config = dict(config or {})
         cap = input_capacity or max(256, self.game.max_players * 8)
-        self.inputs = InputBatch(cap)
-        self.events = EventBuffer(max(1024, self.game.max_players * 8))
+        self.inputs = self.game.input_batch(cap)
+        self.events = self.game.event_buffer(max(1024, self.game.max_players * 8))
         self._record = np.zeros(self.game.capacity, dtype=self.game.record_dtype)
         self.players: dict[int, str] = {}  # online: entity id -> display name
         self.accounts: dict[str, int] = {}  # every player ship in the world: account -> entity id
@@ -118,17 +105,18 @@ class Campaign:
         journal's join record so that replay applies exactly the same state.
 
         An account whose ship is still in the world (after a crash, before it was reaped) gets the
-        same entity back. A second simultaneous connection of an online account gets its own ship.
+        same entity back, without `restore`. An account has one ship: joining an account that is
+        online is a caller's bug (the server serializes hellos per account and hands the ship over).
         """
         key = account or name
+        if JOIN_PAYLOAD_SEP in key:  # it would smuggle a restore payload into the journal record
+            raise ValueError("an account id may not contain NUL")
         eid = self.accounts.get(key)
-        if eid is not None and eid not in self.players:
+        if eid is not None:
+            if eid in self.players:
+                raise ValueError(f"account {key!r} is already playing entity {eid}")
             self.players[eid] = name
             return eid, True
-        if eid is not None:
-            key = f"{key}#{len(self.accounts)}"
-            while key in self.accounts:
-                key += "'"
         eid = int(self.game.join(self.world))
         record_key = key
         if restore:
@@ -140,9 +128,7 @@ class Campaign:
         return eid, False
 
     def _restore(self, eid: int, progress: Mapping[str, object]) -> None:
-        fn = getattr(self.game, "restore_progress", None)
-        if fn is not None:
-            fn(self.world, eid, progress)
+        self.game.restore_progress(self.world, eid, progress)
 
     def leave(self, eid: int) -> None:
         """The player is gone: its ship leaves the world at the start of the next tick."""
@@ -155,7 +141,7 @@ class Campaign:
 
     def player_value(self, eid: int, name: str) -> int | float | None:
         """A player ship's value of a world array: per-entity arrays are indexed by slot,
-        per-player arrays (startales' balances, ...) by slot - player_lo. None if absent."""
+        per-player arrays (a game's `Player` fields) by slot - player_lo. None if absent."""
         arr = self.world.arrays.get(name)
         if arr is None:
             return None
@@ -171,21 +157,10 @@ class Campaign:
         return sorted(e for e in self.accounts.values() if e not in self.players)
 
     # -- inputs -----------------------------------------------------------------------------------
-    def submit(
-        self,
-        eid: int,
-        seq: int,
-        client_tick: int,
-        dx: float,
-        dy: float,
-        action: int = 0,
-        arg: int = 0,
-        arg2: int = 0,
-        arg3: int = 0,
-        txn: int = 0,
-    ) -> bool:
-        """File an input for the next tick; False when the buffer is full (a flood)."""
-        return self.inputs.add(eid, seq, client_tick, dx, dy, action, arg, arg2, arg3, txn)
+    def submit(self, eid: int, seq: int, client_tick: int, values: tuple[float | int, ...], bound: int = 0) -> bool:
+        """File an input (the game's values in spec order; `bound`: its connection's rewind bound in
+        ticks, 0 = none measured) for the next tick; False when the buffer is full (a flood)."""
+        return self.inputs.add_values(eid, seq, client_tick, values, bound)
 
     def last_seq(self, eid: int) -> int:
         return int(self._last_seq[eid & SLOT_MASK])
@@ -254,13 +229,9 @@ class Campaign:
                     if e == eid:
                         del self.accounts[key]
         batch = self.inputs
-        if batch.n:
-            batch.clear()
-        n = len(inputs)
-        if n:
-            if n > batch.capacity:
-                raise ReplayDivergenceError(f"tick {tick}: {n} inputs exceed the input buffer")
-            _fill_batch(batch, inputs, n)
+        if len(inputs) > batch.capacity:
+            raise ReplayDivergenceError(f"tick {tick}: {len(inputs)} inputs exceed the input buffer")
+        batch.fill(inputs)
         return self._replay_step(joins, leaves, group_events)
 
     def _replay_step(self, joins: list[tuple[int, str]], leaves: list[int], group_events: bool) -> TickResult:
@@ -295,3 +266,6 @@ class Campaign:
 
     def state_hash(self) -> int:
         return state_hash(self.world)
+
+    def always_relevant(self) -> np.ndarray | None:
+        return self.game.always_relevant(self.world)

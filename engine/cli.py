@@ -33,7 +33,7 @@ def _fairplay_config(args: argparse.Namespace) -> FairPlayConfig:
     policy = PolicyConfig(mode=args.fairplay, warn_at=args.warn_at, kick_at=args.kick_at, ban_at=args.ban_at,
                           ban_s=args.ban_seconds)  # fmt: skip
     conn = ConnLimitConfig(rate=args.ip_conn_rate, burst=args.ip_conn_burst, max_open=args.ip_max_open,
-                           loopback=args.ip_limit_loopback)  # fmt: skip
+                           max_unauth=args.ip_max_unauth, loopback=args.ip_limit_loopback)  # fmt: skip
     return FairPlayConfig(policy=policy, conn=conn)
 
 
@@ -51,6 +51,18 @@ def _parse_kv(items: Sequence[str]) -> dict[str, object]:
             except ValueError:
                 out[key] = value
     return out
+
+
+def _webrtc_config(args: argparse.Namespace) -> Any:
+    from engine.webrtc.relay import WebRtcConfig, turn_secret_from_env
+
+    if args.webrtc_workers < 0:
+        raise ValueError("--webrtc-workers must be 0 or more")
+    secret = turn_secret_from_env()
+    if args.turn_url and not secret:
+        raise ValueError("--turn-url needs the TURN secret in ARBITER_TURN_SECRET (coturn's static-auth-secret)")
+    return WebRtcConfig(workers=args.webrtc_workers, host_ips=tuple(args.webrtc_ip), turn_urls=tuple(args.turn_url),
+                        turn_secret=secret, turn_ttl=args.turn_ttl, voice_radius=args.voice_radius)  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -76,6 +88,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fairplay=_fairplay_config(args),
         admin_port=None if args.admin_port < 0 else args.admin_port,
         admin_host=args.admin_host,
+        upgrade_timeout=args.upgrade_timeout,
+        handshake_timeout=args.hello_timeout,
+        max_connections=args.max_connections,
+        max_unauth=args.max_unauth,
+        account_conflict=args.account_conflict,
         metrics_on_game_port=args.metrics_on_game_port,
         ship=ShipConfig(
             interval_s=args.ship_every,
@@ -89,6 +106,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if args.ack_after == "pg" and not (cfg.pg_dsn and cfg.data_dir):
         print("arbiter serve: --ack-after pg needs --pg (or $ARBITER_PG_DSN) and a --data-dir", file=sys.stderr)
+        return 2
+    try:
+        cfg.webrtc = _webrtc_config(args)
+    except ValueError as exc:
+        print(f"arbiter serve: {exc}", file=sys.stderr)
         return 2
     if args.max_players:
         cfg.game_config = {**dict(cfg.game_config), "max_players": args.max_players}
@@ -117,9 +139,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if link is not None:
             await link.close()
 
+    from engine.recovery import RecoveryError
+    from persistence.campaign_store import CampaignLockedError
+    from persistence.journal_codec import JournalFormatError
+    from sim.spec import ConfigError
+
     try:
         return _run_serve(main, args)
-    except RestoreError as exc:  # a campaign to restore while PostgreSQL is unreachable
+    # a campaign to restore while PostgreSQL is unreachable; a journal of another format; ...
+    except (RestoreError, ConfigError, JournalFormatError, CampaignLockedError, RecoveryError) as exc:
         print(f"arbiter serve: {exc}", file=sys.stderr)
         return 2
 
@@ -152,8 +180,9 @@ def cmd_bots(args: argparse.Namespace) -> int:
         print(f"arbiter bots: {exc}", file=sys.stderr)
         return 2
     cfg = BotConfig(
-        token_factory=_token_factory(TokenIssuer(ring), args.campaign) if ring is not None else None,
+        token_factory=token_factory(TokenIssuer(ring)) if ring is not None else None,
         url=args.url,
+        campaign=args.campaign,
         game=args.game,
         count=args.count,
         duration=args.duration,
@@ -162,7 +191,7 @@ def cmd_bots(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
 
-    async def main() -> None:
+    async def main() -> int:
         report = await run_bots(cfg)
         d = report.as_dict()
         if args.json:
@@ -170,14 +199,19 @@ def cmd_bots(args: argparse.Namespace) -> int:
         else:
             for k, v in d.items():
                 print(f"{k:>24}: {v}")
+        if not report.connected and report.connect_failures:
+            why = "; ".join(f"{n} x {reason}" for reason, n in report.connect_errors.items())
+            print(f"arbiter bots: no bot could join ({why})", file=sys.stderr)
+            return 1
+        return 0
 
-    _loop_runner(not args.no_uvloop)(main())
-    return 0
+    return int(_loop_runner(not args.no_uvloop)(main()))
 
 
-def _token_factory(issuer: Any, campaign: str) -> Callable[[str], str]:
-    def make(account: str) -> str:
-        # One fresh token per connection: a token id is refused once used.
+def token_factory(issuer: Any) -> Callable[[str, str], str]:
+    """(account, campaign) -> a fresh join token (a token id is refused once used)."""
+
+    def make(account: str, campaign: str) -> str:
         return str(issuer.issue(account, campaign, name=account, ttl=600))
 
     return make
@@ -192,12 +226,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from engine.hub_link import add_hub_link_args
 
+    from sim.games import DEFAULT_GAME
+    from sim.registry import game_names
+
+    games = game_names()  # every installed `arbiter.games` entry point
     p = argparse.ArgumentParser(prog="arbiter", description="Arbiter authoritative game server")
     p.add_argument("--log-level", default=os.environ.get("ARBITER_LOG", "INFO"))
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run one campaign server")
-    s.add_argument("--game", default="startales", choices=("startales", "wander"))
+    s.add_argument("--game", default=DEFAULT_GAME, choices=games)
     s.add_argument("--campaign", default="default")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--host", default="127.0.0.1")
@@ -227,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fairplay", default="enforce", choices=("enforce", "observe", "off"),
                    help="observe: score and audit, never kick or ban")  # fmt: skip
     f.add_argument("--admin-port", type=int, default=-1, help="admin API port (-1: off, 0: any free port)")
+    w = s.add_argument_group("WebRTC (docs/webrtc.md)")
+    w.add_argument("--webrtc-workers", type=int, default=0, help="relay worker processes (0: WebSocket only)")
+    w.add_argument("--webrtc-ip", action="append", default=[], help="address for host candidates (repeatable)")
+    w.add_argument("--turn-url", action="append", default=[], help="turn:host:port?transport=udp (repeatable)")
+    w.add_argument("--turn-ttl", type=int, default=3600, help="seconds a TURN credential stays valid")
+    w.add_argument("--voice-radius", type=float, default=None, help="proximity voice radius (default: view)")
     f.add_argument("--admin-host", default="127.0.0.1")
     f.add_argument("--metrics-on-game-port", action="store_true",
                    help="serve /metrics on the public game port too (default: the admin listener only)")  # fmt: skip
@@ -239,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ip-max-open", type=int, default=0, help="open connections per IP (0: no limit)")
     f.add_argument("--ip-limit-loopback", action="store_true", help="apply the per-IP limits to 127.0.0.1 too")
     add_hub_link_args(s)
+    f.add_argument("--ip-max-unauth", type=int, default=16, help="connections per IP not yet playing (0: no limit)")
+    g = s.add_argument_group("the door (docs/security.md)")
+    g.add_argument("--upgrade-timeout", type=float, default=5.0, help="seconds from TCP accept to the upgrade")
+    g.add_argument("--hello-timeout", type=float, default=5.0, help="seconds from the upgrade to the hello")
+    g.add_argument("--max-connections", type=int, default=4096, help="open connections, every phase")
+    g.add_argument("--max-unauth", type=int, default=1024, help="connections not yet playing, every address")
+    g.add_argument("--account-conflict", default="takeover", choices=("takeover", "refuse"),
+                   help="a second connection of a playing account takes its ship over, or is refused")
     r = s.add_argument_group("relocation through PostgreSQL (docs/relocation.md; needs --pg and a --data-dir)")
     r.add_argument("--ship-every", type=float, default=1.0, metavar="S",
                    help="ship the journal to PostgreSQL every S seconds (0: no shipping, no relocation)")  # fmt: skip
@@ -254,19 +306,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bots", help="run N bot players against a server")
     b.add_argument("--url", default="ws://127.0.0.1:8765/")
-    b.add_argument("--game", default="wander", choices=("startales", "wander"))
     b.add_argument("--count", type=int, default=10)
     b.add_argument("--duration", type=float, default=10.0)
     b.add_argument("--input-rate", type=float, default=20.0)
     b.add_argument("--full-decoders", type=int, default=8)
     b.add_argument("--seed", type=int, default=12345)
-    b.add_argument("--campaign", default="default", help="campaign id the minted join tokens are for")
+    b.add_argument("--campaign", default=None, help="campaign the minted join tokens name (default: the server's)")
+    b.add_argument("--game", default=None, choices=games, help="whose brain the bots use (default: the server's game)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--no-uvloop", action="store_true")
     b.set_defaults(func=cmd_bots)
 
     d = sub.add_parser("demo", help="start a server and bots in one command")
-    d.add_argument("--game", default="startales", choices=("startales", "wander"))
+    d.add_argument("--game", default=DEFAULT_GAME, choices=games)
     d.add_argument("--bots", type=int, default=20)
     d.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
     d.add_argument("--seed", type=int, default=1)

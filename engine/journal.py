@@ -19,7 +19,8 @@ import numpy as np
 
 from engine.campaign import Campaign
 from persistence.campaign_store import CampaignStore
-from persistence.journal_codec import encode_tick, inputs_from_columns
+from persistence.journal_codec import encode_tick
+from sim.entities import SLOT_MASK
 from sim.inputs import InputBatch
 from sim.statehash import state_hash
 from sim.world import World
@@ -77,12 +78,7 @@ class Journal:
 
     # -- tick path --------------------------------------------------------------------------------
     def record(self, tick: int, joins: list[tuple[int, str]], leaves: list[int], batch: InputBatch) -> None:
-        n = batch.n
-        inputs = inputs_from_columns(
-            batch.eid[:n], batch.seq[:n], batch.client_tick[:n], batch.dx[:n], batch.dy[:n],
-            batch.action[:n], batch.arg[:n], batch.arg2[:n], batch.arg3[:n], batch.txn[:n],
-        )  # fmt: skip
-        blob = encode_tick(tick, joins, leaves, inputs)
+        blob = encode_tick(tick, joins, leaves, batch.records())
         h = state_hash(self.campaign.world) if self.hash_every and tick % self.hash_every == 0 else None
         self._backlog.append((tick, blob, h))
         self._drain()
@@ -166,7 +162,7 @@ class Journal:
             self._durable = best[1]
 
     def ack_for(self, eid: int) -> int:
-        i = (eid & 0xFFFFF) - self.campaign.player_lo
+        i = (eid & SLOT_MASK) - self.campaign.player_lo
         return int(self._durable[i]) if 0 <= i < len(self._durable) else 0
 
     @property

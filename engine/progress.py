@@ -1,10 +1,11 @@
 """Durable player data in PostgreSQL: the resource ledger and per-campaign progress.
 
-Fed from the tick without waiting: every balance change the sim reports (EV_BALANCE) becomes one
-ledger row with a deterministic transaction id (campaign:tick:entity:resource), so a retried batch
-or a replayed journal never writes a row twice; progress rows (balances, buildings, achievements,
-last position) are upserted every few seconds and when a player leaves. Everything goes through
-`PgWriteBehind`'s bounded buffer; nothing here awaits on the tick.
+Fed from the tick without waiting: every balance change the sim reports (EV_BALANCE, on the game's
+`resources`) becomes one ledger row with a deterministic transaction id
+(campaign:tick:entity:resource), so a retried batch or a replayed journal never writes a row twice;
+progress rows (the game's `progress`: resources and durable fields, and the last position) are
+upserted every few seconds and when a player leaves. Everything goes through `PgWriteBehind`'s
+bounded buffer; nothing here awaits on the tick.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from typing import Any
 from engine.campaign import Campaign, TickResult
 from persistence.pg_rows import LedgerTxn, Progress
 from persistence.pg_writer import PgWriteBehind
-from sim.events import EV_BALANCE, EV_BUILT
+from sim.entities import SLOT_MASK
+from sim.events import EV_BALANCE
 
 log = logging.getLogger("arbiter.progress")
-
-RESOURCE_FIELDS = ("bal_metal", "bal_crystal")  # resource id = index (sim/events.py EV_BALANCE)
 
 
 class ProgressSync:
@@ -28,6 +28,9 @@ class ProgressSync:
         self.campaign = campaign
         self._balance: dict[tuple[int, int], int] = {}
         self.ledger_rows = 0
+        # Ships that joined fresh because their progress could not be loaded (PostgreSQL down):
+        # nothing of theirs is written, so the progress PostgreSQL holds is never overwritten.
+        self.unsaved: set[int] = set()
 
     # -- tick path (synchronous, never blocks) ----------------------------------------------------
     def on_tick(self, result: TickResult) -> None:
@@ -37,9 +40,8 @@ class ProgressSync:
         owner = {e: k for k, e in campaign.accounts.items()}
         for eid, events in result.events.items():
             account = owner.get(eid)
-            if account is None:
+            if account is None or eid in self.unsaved:
                 continue
-            built = any(kind == EV_BUILT for kind, _, _ in events)
             for kind, res, balance in events:
                 if kind != EV_BALANCE:
                     continue
@@ -54,7 +56,7 @@ class ProgressSync:
                         account_id=account,
                         campaign_id=campaign.campaign_id,
                         tick=result.tick,
-                        kind="build" if built and amount < 0 else "harvest",
+                        kind="credit" if amount > 0 else "debit",
                         resource=int(res),
                         amount=int(amount),
                         balance_after=int(balance),
@@ -67,7 +69,7 @@ class ProgressSync:
         campaign = self.campaign
         n = 0
         for account, eid in sorted(campaign.accounts.items()):
-            if eids is not None and eid not in eids:
+            if (eids is not None and eid not in eids) or eid in self.unsaved:
                 continue
             p = player_progress(campaign, eid)
             self.pg.upsert_progress(
@@ -76,11 +78,13 @@ class ProgressSync:
                     campaign_id=campaign.campaign_id,
                     tick=campaign.tick_count,
                     resources=p["resources"],
-                    buildings=p["buildings"],
-                    achievements=p["achievements"],
-                    last_x=p["x"],
-                    last_y=p["y"],
-                    txn_last=p["txn_last"],
+                    buildings=int(p.get("buildings", 0)),
+                    achievements=int(p.get("achievements", 0)),
+                    last_x=p.get("x"),
+                    last_y=p.get("y"),
+                    last_vx=p.get("vx"),
+                    last_vy=p.get("vy"),
+                    txn_last=int(p.get("txn_last", 0)),
                 )
             )
             n += 1
@@ -100,20 +104,17 @@ class ProgressSync:
             self._balance[(eid, int(res))] = amount
 
     def forget(self, eid: int) -> None:
-        for res in range(len(RESOURCE_FIELDS)):
+        self.unsaved.discard(eid)
+        for res in range(len(self.campaign.game.resources)):
             self._balance.pop((eid, res), None)
 
 
 def player_progress(campaign: Campaign, eid: int) -> dict[str, Any]:
-    """Balances, buildings, achievements and position of a player ship, from the world arrays."""
-    at = campaign.player_value
-    arrays = campaign.world.arrays
-    resources = {str(r): int(at(eid, f) or 0) for r, f in enumerate(RESOURCE_FIELDS) if f in arrays}
-    return {
-        "resources": resources,
-        "buildings": int(at(eid, "buildings") or 0),
-        "achievements": int(at(eid, "achievements") or 0),
-        "txn_last": int(at(eid, "txn_last") or 0),
-        "x": float(at(eid, "x") or 0.0),
-        "y": float(at(eid, "y") or 0.0),
-    }
+    """A player ship's durable progress (the game's `progress`: resources, durable fields) and its
+    position and velocity, from the world arrays."""
+    out = campaign.game.progress(campaign.world, eid & SLOT_MASK)
+    for f in ("x", "y", "vx", "vy"):
+        v = campaign.player_value(eid, f)
+        if v is not None:
+            out[f] = float(v)
+    return out

@@ -30,7 +30,7 @@ from persistence.campaign_store import (
     JournalReader,
     format_hash,
 )
-from persistence.journal_codec import COMPACT_INPUT_DTYPE, MAGIC, VERSION_COMPACT
+from persistence.journal_codec import FORMAT, MAGIC, JournalFormatError, Layout, campaign_format_meta, layout_of
 from sim.statehash import state_hash
 
 log = logging.getLogger("arbiter.recovery")
@@ -80,13 +80,14 @@ class JournalScan:
     Same contract as the store's `JournalReader` (consecutive, intact records; stops at the first
     unusable row and leaves the reason in `problem`; `last_tick` is the last tick yielded), but it
     reads rows in batches on its own connection and decodes each record once. The common record
-    (no joins or leaves, one-byte counts) takes a fast path: CRC, header and length checks, then a
-    read-only view of the input bytes, with no copy. Any other row goes through `JournalReader`
-    itself, so joins, leaves and every corrupt or out-of-sequence case get exactly its checks,
-    decoding and report.
+    (no joins or leaves, one-byte counts and column mask) takes a fast path: CRC, header and length
+    checks, then a read-only view of the present input columns, with no copy. Any other row goes
+    through `JournalReader` itself, so joins, leaves and every corrupt or out-of-sequence case get
+    exactly its checks, decoding and report.
     """
 
     def __init__(self, store: CampaignStore, after_tick: int, to_tick: int | None = None, batch: int = 4096) -> None:
+        self._layout = store.layout
         self._path = store.path
         self._after = after_tick
         self._to = (1 << 63) - 1 if to_tick is None else to_tick
@@ -104,20 +105,20 @@ class JournalScan:
                 "SELECT tick, data, state_hash FROM journal WHERE tick > ? AND tick <= ? ORDER BY tick",
                 (self._after, self._to),
             )
-            crc32, frombuffer, dtype, match = zlib.crc32, np.frombuffer, COMPACT_INPUT_DTYPE, _HASH_TEXT.fullmatch
+            crc32, frombuffer, layout, match = zlib.crc32, np.frombuffer, layout_of(self._layout), _HASH_TEXT.fullmatch
             while True:
                 batch = cur.fetchmany(self._batch)
                 if not batch:
                     return
                 for row in batch:
                     tick, data, h = row
-                    fast = _fast_decode(data, tick, self.last_tick + 1, crc32, frombuffer, dtype)
+                    fast = _fast_decode(data, tick, self.last_tick + 1, crc32, frombuffer, layout)
                     if fast is not None and (h is None or (type(h) is str and match(h))):
                         self.last_tick = tick
                         yield tick, _NO_JOINS, _NO_LEAVES, fast, h
                         continue
                     # Slow path: the store's own reader decides (and decodes joins and leaves).
-                    reader = JournalReader(iter((row,)), self.last_tick)
+                    reader = JournalReader(iter((row,)), self.last_tick, self._layout)
                     entry = next(reader, None)
                     if entry is None:
                         self.problem = reader.problem
@@ -130,14 +131,14 @@ class JournalScan:
 
 
 def _fast_decode(
-    data: object, tick: int, expected: int, crc32: Any, frombuffer: Any, dtype: np.dtype
+    data: object, tick: int, expected: int, crc32: Any, frombuffer: Any, layout: Layout
 ) -> np.ndarray | None:
-    """Inputs of a compact, join- and leave-free record with one-byte counts (COMPACT_INPUT_DTYPE:
-    without the extended fields, which are zero), or None for the slow path."""
+    """The inputs of a join- and leave-free record with one-byte counts and column mask, as their
+    present columns (absent ones are zero), or None for the slow path."""
     if tick != expected or type(data) is not bytes:
         return None
     end = len(data) - 4
-    if end < 6 or data[0] != MAGIC or data[1] != VERSION_COMPACT:
+    if end < 6 or data[0] != MAGIC or data[1] != FORMAT:
         return None
     if crc32(memoryview(data)[:end]) != int.from_bytes(data[end:], "little"):
         return None
@@ -156,9 +157,18 @@ def _fast_decode(
         return None
     n_joins, n_leaves, n_inputs = data[pos], data[pos + 1], data[pos + 2]
     pos += 3
-    if n_joins or n_leaves or n_inputs >= 0x80 or pos + n_inputs * 28 != end:
+    if n_joins or n_leaves or n_inputs >= 0x80:
         return None
-    out: np.ndarray = frombuffer(data, dtype=dtype, count=n_inputs, offset=pos)
+    if n_inputs == 0:
+        empty: np.ndarray = frombuffer(data, dtype=layout.dtype, count=0, offset=pos)
+        return empty if pos == end else None
+    mask = data[pos]
+    if mask >= 0x80 or mask & ~layout.full:
+        return None
+    dtype = layout.present(mask)[0]
+    if pos + 1 + n_inputs * dtype.itemsize != end:
+        return None
+    out: np.ndarray = frombuffer(data, dtype=dtype, count=n_inputs, offset=pos + 1)
     return out
 
 
@@ -203,6 +213,19 @@ def replay_records(
     return n, checked
 
 
+def open_for_replay(store: CampaignStore, meta: Mapping[str, Any], campaign_id: str) -> Campaign:
+    """The campaign a store holds, at its genesis, once its journal is known to be readable: of
+    this journal format (JournalFormatError otherwise) and of the game's current input layout."""
+    layout = store.layout
+    campaign = Campaign(meta["game"], meta["seed"], meta["config"], campaign_id)
+    if campaign.inputs.dtype != layout:
+        raise JournalFormatError(
+            f"the journal's inputs ({', '.join(layout.names or ())}) are not game {meta['game']!r}'s inputs "
+            f"({', '.join(campaign.inputs.names)}): the game changed since the campaign was created"
+        )
+    return campaign
+
+
 def restore_snapshot(campaign: Campaign, store: CampaignStore, max_tick: int | None = None) -> int:
     """Load the newest intact snapshot (≤ max_tick) into `campaign`; returns its tick (0 = genesis)."""
     snap = store.latest_snapshot(max_tick)
@@ -243,6 +266,7 @@ def open_campaign(
                     "campaign": campaign_id,
                     "tick_rate": str(tick_rate),
                     "engine_version": ENGINE_VERSION,
+                    **campaign_format_meta(campaign.inputs.dtype),
                 }
             )
             w = campaign.world
@@ -254,7 +278,7 @@ def open_campaign(
                 log.warning(
                     "data dir holds %s seed %d; ignoring --game %s --seed %d", meta["game"], meta["seed"], game, seed
                 )
-            campaign = Campaign(meta["game"], meta["seed"], meta["config"], campaign_id)
+            campaign = open_for_replay(store, meta, campaign_id)
             report.snapshot_tick = restore_snapshot(campaign, store)
             repair = store.repair_tail(after_tick=report.snapshot_tick)
             if not repair.ok:
@@ -278,6 +302,8 @@ def resolve_store_path(path: str | Path) -> tuple[Path, str]:
     """Accept a data dir with one campaign, a campaign dir, or the SQLite file; → (data_dir, id)."""
     p = Path(path)
     if p.is_file():
+        if p.name != DB_FILENAME:
+            raise FileNotFoundError(f"{p} is not a campaign ({DB_FILENAME})")
         return p.parent.parent, p.parent.name
     if (p / DB_FILENAME).is_file():
         return p.parent, p.name
@@ -285,5 +311,5 @@ def resolve_store_path(path: str | Path) -> tuple[Path, str]:
     if len(found) == 1:
         return p, found[0].name
     if not found:
-        raise FileNotFoundError(f"no campaign under {p}")
+        raise FileNotFoundError(f"no campaign under {p} (a data dir holds CAMPAIGN/{DB_FILENAME})")
     raise ValueError(f"{p} holds several campaigns ({', '.join(d.name for d in found)}); name one")

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import time
 from collections.abc import Mapping
@@ -24,14 +23,17 @@ import psutil
 from engine.agones import AgonesLink, link_server
 from engine.campaign import Campaign
 from engine.clients import Client, flush_session
+from engine.door import Door
+from engine.info import info_response
 from engine.journal import Journal
+from engine.latency import PING_INTERVAL_S, rewind_bound
 from engine.metrics import metrics_handler, process_metrics
 from engine.progress import ProgressSync
 from engine.recovery import RecoveryReport, open_campaign
 from engine.relocation import ShipConfig, Shipper, restore_from_pg
 from engine.security import token_replay
 from engine.security.admin import AdminServer, start_admin
-from engine.security.auth import AuthError, TokenVerifier
+from engine.security.auth import AuthError, TokenVerifier, bearer_claims
 from engine.security.fairplay.referee import FairPlayConfig
 from engine.security.fairplay.server_hooks import AdminAdapter, ServerFairPlay, open_store, peer_ip
 from engine.security.fairplay.signals import TimingStats
@@ -40,25 +42,27 @@ from engine.spectate import Spectators
 from engine.stats import TickStats
 from engine.ticker import FixedStep
 from engine.web_routes import WebRoutes
+from engine.webrtc.relay import WebRtcConfig, WebRtcRelay
 from netcode.protocol import (
     BYE_RELOCATE,
     MAX_HELLO_FRAME,
-    PROTOCOL_VERSION,
     CloseCode,
     ErrorCode,
     dtype_to_wire,
 )
 from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession, SessionState
-from netcode.ws_server import HttpAnswer, WsServerConnection, connection_factory
+from netcode.signaling import MAX_SIGNAL_FRAME, SIGNAL_EVENTS
+from netcode.ws_server import DoorLimits, HttpAnswer, WsServerConnection, connection_factory
 from persistence.pg_overflow import SqliteOverflow
 from persistence.pg_writer import PgWriteBehind
+from sim.games import DEFAULT_GAME
 
 log = logging.getLogger("arbiter.server")
 
 
 @dataclass(slots=True)
 class ServerConfig:
-    game: str = "startales"
+    game: str = DEFAULT_GAME
     campaign: str = "default"
     seed: int = 1
     host: str = "127.0.0.1"
@@ -80,7 +84,14 @@ class ServerConfig:
     max_offences: int = 5
     input_rate: float = 120.0  # inbound messages per second per connection (token bucket)
     input_burst: float = 60.0
-    handshake_timeout: float = 5.0
+    handshake_timeout: float = 5.0  # upgrade → hello (the session's deadline)
+    upgrade_timeout: float = 5.0  # TCP accept → a complete HTTP upgrade request
+    max_request_bytes: int = 8192  # HTTP request head before the upgrade
+    max_headers: int = 32
+    max_connections: int = 4096  # open connections, every phase
+    max_unauth: int = 1024  # connections not yet playing (HTTP, upgrade, hello), every address
+    max_backlog: int = 256 * 1024  # a connection's write buffer beyond this: dropped (docs/security.md)
+    account_conflict: str = "takeover"  # a second hello of a playing account: "takeover" or "refuse"
     idle_timeout: float = 20.0  # no bytes from a client for this long: it is gone
     ping_interval: float = 5.0
     replication: str = "delta"  # "delta": AOI + quantized deltas (docs/replication.md); "full": raw world
@@ -95,6 +106,7 @@ class ServerConfig:
     drain_timeout: float = 10.0  # at shutdown, how long PostgreSQL may take to receive the final journal
     hub_url: str = ""  # the hub the /play page logs in through ("" = guests and pasted tokens)
     watch_public: bool = False  # /watch without an admin token (docs/web.md)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)  # docs/webrtc.md; workers=0: off
 
 
 class GameServer:
@@ -125,6 +137,10 @@ class GameServer:
                     f"; truncated: {r.truncated}" if r.truncated else "",
                 )  # fmt: skip
         self.campaign = campaign or Campaign(cfg.game, cfg.seed, config, cfg.campaign)
+        game = self.campaign.game
+        self._spec = game.wire_spec()  # the welcome's "spec" and "world", made once
+        self._world_constants = game.welcome_constants()
+        self._lag = game.max_rewind > 0  # lag compensation: measure every player's RTT
         self.progress: ProgressSync | None = None
         self._overflow: SqliteOverflow | None = None
         if cfg.pg_dsn:
@@ -148,6 +164,9 @@ class GameServer:
         self.sender = SnapshotSender(cfg, self.campaign, self.journal, self.stats)
         self.clients: dict[WsServerConnection, Client] = {}
         self.by_eid: dict[int, Client] = {}
+        # The one connection each account holds: a hello, a progress load in flight, or a ship.
+        self.by_account: dict[str, Client] = {}
+        self.door = Door(self)
         self._server: asyncio.Server | None = None
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -163,6 +182,7 @@ class GameServer:
         self.port = cfg.port
         self.spectators = Spectators(self)
         self.web = WebRoutes.for_server(self)
+        self.rtc = WebRtcRelay(self, cfg.webrtc) if cfg.webrtc.workers > 0 else None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -191,9 +211,18 @@ class GameServer:
             journal.store.on_commit = committed
         if self.shipper is not None:
             self.shipper.start()  # returns at once; records wait on disk while PostgreSQL is away
+        if self.rtc is not None:
+            await self.rtc.start()
+        cfg = self.cfg
+        self.door.raise_fd_limit()
+        # A hello may carry a 4 KiB token (with WebRTC, an offer may be larger still).
+        frame = max(cfg.max_frame, MAX_HELLO_FRAME, self._signal_frame)
+        limits = DoorLimits(
+            max_size=frame, max_message=frame, max_request_bytes=cfg.max_request_bytes,
+            max_headers=cfg.max_headers, pause_reading_at=cfg.write_limit, max_backlog=cfg.max_backlog,
+        )  # fmt: skip
         self._server = await self._loop.create_server(
-            # A hello may carry a 4 KiB token, so the transport's frame limit is the hello's.
-            connection_factory(self, max(self.cfg.max_frame, MAX_HELLO_FRAME)),
+            connection_factory(self, limits, loop.time),
             self.cfg.host,
             self.cfg.port,
             backlog=2048,
@@ -251,6 +280,8 @@ class GameServer:
             await asyncio.sleep(0.02)
         for client in list(self.clients.values()):
             client.conn.abort()
+        if self.rtc is not None:
+            await self.rtc.close()
         if self.progress is not None:
             self.progress.save()
             if not await self.progress.pg.stop(5.0):
@@ -351,6 +382,7 @@ class GameServer:
                 self.progress.save()
             if self._replay_dirty:
                 await self._save_replay_cache()
+            self.door.deadlines(now)
             if reap_at is not None and now >= reap_at:
                 reap_at = None
                 orphans = self.campaign.offline_ships()
@@ -360,6 +392,8 @@ class GameServer:
                     log.info("%d ships whose players did not come back after recovery left the world", len(orphans))
             for client in list(self.clients.values()):
                 conn = client.conn
+                if self._lag and client.eid >= 0 and now - client.latency.ping_at >= PING_INTERVAL_S:
+                    self._ping(client, now)
                 rx = conn.bytes_in
                 if rx != client.last_rx_count:
                     client.last_rx_count = rx
@@ -377,14 +411,28 @@ class GameServer:
                     conn.ping()
 
     # -- ConnectionHandler ------------------------------------------------------------------------
-    def http_request(self, path: str) -> HttpAnswer | None:
+    def on_connect(self, conn: WsServerConnection) -> bool:
+        return self.door.accept(conn, self.now())
+
+    def on_error(self, conn: WsServerConnection, cause: str, exc: BaseException | None) -> None:
+        self.door.error(conn, cause, exc, self.now())
+
+    def http_request(
+        self, path: str, headers: Mapping[str, str] | None = None, method: str = "GET"
+    ) -> HttpAnswer | None:
         route = path.split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"only GET and HEAD\n"
         if route == "/health":
             ok = self._accepting and not self._stopping.is_set()
             body = {"status": "ok" if ok else "stopping", "tick": self.campaign.tick_count}
             return (200 if ok else 503), "application/json", json.dumps(body).encode()
         if route == "/stats":
-            return 200, "application/json", json.dumps(self.stats_dict()).encode()
+            return 200, "application/json", json.dumps(self.door.public_stats()).encode()
+        if route == "/stats/full":
+            return self._full_stats((headers or {}).get("authorization"))
+        if route == "/info":
+            return info_response(self.cfg.game, self.cfg.campaign, self.cfg.tick_rate, self.cfg.send_rate)
         if route == "/metrics" and self.cfg.metrics_on_game_port:
             text, ctype = process_metrics().exposition()
             return 200, ctype, text
@@ -392,10 +440,21 @@ class GameServer:
             return None if self._accepting else (503, "text/plain", b"shutting down\n")
         return self.web.answer(path)
 
+    def _full_stats(self, authorization: str | None) -> HttpAnswer:
+        """Every figure, for an admin-role bearer token (like the admin API; never open without keys)."""
+        if self.verifier is None:
+            return 401, "text/plain", b"needs join-token keys on the server and an admin token\n"
+        try:
+            bearer_claims(authorization, self.verifier, role="admin")
+        except AuthError as e:
+            self.door.log.event(self.now(), logging.INFO, "http: /stats/full refused", e.code.name)
+            return e.http_status, "text/plain", (e.public_message + "\n").encode()
+        return 200, "application/json", json.dumps(self.stats_dict()).encode()
+
     def on_open(self, conn: WsServerConnection) -> None:
         loop = self._loop or asyncio.get_running_loop()
         now = loop.time()
-        if not self.fairplay.admit_connection(conn):  # banned address or a connection flood
+        if self.fairplay.refuse_banned_address(conn):
             return
         session = ServerSession(
             max_offences=self.cfg.max_offences,
@@ -404,11 +463,36 @@ class GameServer:
             burst=self.cfg.input_burst,
             handshake_timeout=self.cfg.handshake_timeout,
             opened_at=now,
+            max_signal_frame=self._signal_frame,
+            inputs=self.campaign.game.inputs,
         )
         client = Client(conn, session, now, last_rx_time=now, ip=peer_ip(conn))
         if self.fairplay.timing:
             client.timing = TimingStats()
         self.clients[conn] = client
+        if self._lag:
+            self._ping(client, now)  # an RTT sample before the first input, if the client answers
+
+    def _ping(self, client: Client, now: float) -> None:
+        lat = client.latency
+        lat.ping_id = (lat.ping_id + 1) & 0xFFFFFFFF
+        lat.ping_at = now
+        lat.waiting = True
+        client.conn.ping(lat.ping_id.to_bytes(4, "big"))
+
+    def on_pong(self, conn: WsServerConnection, payload: bytes) -> None:
+        """A WebSocket pong: an RTT sample when it answers the newest ping (engine/latency.py)."""
+        client = self.clients.get(conn)
+        if client is None or not self._lag:
+            return
+        lat = client.latency
+        if not lat.waiting or len(payload) != 4 or int.from_bytes(payload, "big") != lat.ping_id:
+            return  # unsolicited, stale or repeated: no sample
+        now = (self._loop or asyncio.get_running_loop()).time()
+        lat.waiting = False
+        lat.sample(now - lat.ping_at)
+        game, cfg = self.campaign.game, self.cfg
+        lat.bound = rewind_bound(lat, cfg.tick_rate, cfg.send_rate, game.max_rewind)
 
     def on_message(self, conn: WsServerConnection, payload: bytes, is_text: bool) -> None:
         client = self.clients.get(conn)
@@ -422,9 +506,7 @@ class GameServer:
             if type(ev) is InputEvent:
                 if client.spectator:
                     continue  # a spectator's inputs only carry its snapshot acks
-                if not self.campaign.submit(
-                    client.eid, ev.seq, ev.client_tick, ev.dx, ev.dy, ev.action, ev.arg, ev.arg2, ev.arg3, ev.txn
-                ):
+                if not self.campaign.submit(client.eid, ev.seq, ev.client_tick, ev.values, client.latency.bound):
                     self.stats.inputs_dropped += 1
                 if client.timing is not None:
                     self.fairplay.input_arrived(client, now)
@@ -432,6 +514,11 @@ class GameServer:
                 self._hello(client, ev)
             elif type(ev) is PingEvent:
                 session.pong(ev.client_time, now * 1000.0, self.campaign.tick_count)
+            elif isinstance(ev, SIGNAL_EVENTS):  # WebRTC (netcode/signaling.py, engine/webrtc/relay.py)
+                if self.rtc is not None:
+                    self.rtc.signal(client, ev)
+                else:
+                    session.notify(ErrorCode.RTC_UNAVAILABLE, "this server runs no WebRTC relay workers")
         if session.offences != errors_before:
             self.stats.protocol_errors += session.offences - errors_before
             self.fairplay.offence(client)
@@ -440,12 +527,17 @@ class GameServer:
             conn.close(int(session.close_code), session.close_reason or "")
 
     def on_close(self, conn: WsServerConnection) -> None:
+        admitted = self.door.closed(conn)
         client = self.clients.pop(conn, None)
+        self.fairplay.connection_closed(peer_ip(conn), admitted, client)
         if client is None:
             return
-        self.fairplay.connection_closed(client)
         self.stats.connection_closed(conn.bytes_in, conn.bytes_out, client.session.dropped)
         self.sender.remove(client)
+        if self.by_account.get(client.account) is client:
+            del self.by_account[client.account]
+        if self.rtc is not None:
+            self.rtc.drop(client)
         if client.eid >= 0:
             self.by_eid.pop(client.eid, None)
             if self.progress is not None:
@@ -455,19 +547,24 @@ class GameServer:
             self.stats.leaves += 1
 
     # -- helpers ----------------------------------------------------------------------------------
+    @property
+    def _signal_frame(self) -> int:
+        return MAX_SIGNAL_FRAME if self.rtc is not None else 0
+
     def _hello(self, client: Client, ev: HelloEvent) -> None:
         if ev.watch:
             self.spectators.admit(client, ev)
             return
-        if not self._accepting or self.campaign.full:
-            client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
+        if not self._accepting:
+            client.session.reject(ErrorCode.SERVER_FULL, "server shutting down", CloseCode.GOING_AWAY)
             return
         name, account = ev.name, ev.name
         if self.verifier is not None:
             try:
                 claims = self.verifier.verify(ev.token)
             except AuthError as e:
-                log.info("hello refused from %s: %s %s", client.conn.peer, e.code.name, e.detail)
+                self.door.log.event(self.now(), logging.INFO, f"hello refused: {e.code.name}",
+                                    f"{client.conn.peer} {e.detail}")  # fmt: skip
                 self.stats.auth_refusals += 1
                 client.session.reject(int(e.code), e.public_message, CloseCode.UNAUTHORIZED)
                 self.fairplay.token_refused(client, e.code)
@@ -476,47 +573,97 @@ class GameServer:
             self._replay_dirty = True
         if self.fairplay.refuse_banned(client, account):
             return
-        client.account = account
+        # One account, one connection, one ship: hellos of an account are serialized here, on the
+        # loop, and a progress load in flight belongs to the account, not to a connection.
+        holder = self.by_account.get(account)
+        if holder is not None:
+            if self.cfg.account_conflict == "refuse":
+                client.session.reject(ErrorCode.ACCOUNT_IN_USE, "this account is already connected",
+                                      CloseCode.ACCOUNT_IN_USE)  # fmt: skip
+                return
+            self._take_over(holder, client, name)
+            return
+        if self.campaign.full and account not in self.campaign.accounts:
+            client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
+            return
+        client.account, client.name = account, name
+        self.by_account[account] = client
         if self.progress is not None and account not in self.campaign.accounts:
             # A new ship for this account: fetch its durable progress first, off the tick.
-            task = asyncio.get_running_loop().create_task(self._admit_with_progress(client, name, account))
+            task = asyncio.get_running_loop().create_task(self._admit_with_progress(account))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
-        self._admit(client, name, account, None)
+        self._admit(client, None)
 
-    async def _admit_with_progress(self, client: Client, name: str, account: str) -> None:
+    def _take_over(self, old: Client, new: Client, name: str) -> None:
+        """A newer connection of `old.account` replaces `old`: the ship, if there is one, carries
+        over as it is (no leave, no join, no second restore); else the load in flight admits `new`."""
+        account = old.account
+        new.account, new.name = account, name
+        self.by_account[account] = new
+        eid = old.eid
+        old.eid = -1  # its on_close leaves the ship alone
+        old.session.send_bye("replaced by a newer connection of this account", CloseCode.REPLACED)
+        flush_session(old)
+        old.conn.close(int(CloseCode.REPLACED), "replaced by a newer connection")
+        if eid < 0:
+            return
+        self.sender.remove(old)
+        self.campaign.players[eid] = name
+        self._seat(new, eid)
+        log.info("%s: a new connection took ship %d over", account, eid)
+
+    async def _admit_with_progress(self, account: str) -> None:
         assert self.progress is not None
         restore = None
+        failed = False
         try:
             restore = await self.progress.pg.load_progress(account, self.cfg.campaign, timeout=2.0)
-        except Exception as exc:  # PostgreSQL down: play on with a fresh ship, say so loudly
-            log.warning("progress of %s not loaded (%s): joining with a fresh ship", account, exc)
+        except Exception as exc:
+            failed = True
+            self.door.log.event(self.now(), logging.WARNING, "progress not loaded", f"{account}: {exc}")
+        client = self.by_account.get(account)  # the newest connection of the account, if any
+        if client is None or client.eid >= 0:
+            return
         if client.conn.is_open and client.session.state is SessionState.AWAIT_HELLO:
             if self.campaign.full:
                 client.session.reject(ErrorCode.SERVER_FULL, "campaign is full", CloseCode.SERVER_FULL)
             else:
-                self._admit(client, name, account, restore)
+                self._admit(client, restore)
+                if failed and self.progress is not None:
+                    # A fresh ship: saving it would overwrite the progress PostgreSQL holds.
+                    self.progress.unsaved.add(client.eid)
             flush_session(client)
             if client.session.close_code is not None:
                 client.conn.close(int(client.session.close_code), client.session.close_reason or "")
+        if client.eid < 0 and self.by_account.get(account) is client:
+            del self.by_account[account]
 
-    def _admit(self, client: Client, name: str, account: str, restore: dict[str, Any] | None) -> None:
+    def _admit(self, client: Client, restore: dict[str, Any] | None) -> None:
         campaign = self.campaign
-        eid, resumed = campaign.join(name, account, _restorable(restore))
+        account, name = client.account, client.name
+        eid, resumed = campaign.join(name, account, restorable(restore, campaign.game.durable))
         if self.progress is not None:
             self.progress.joined(eid, account, name)
         if resumed:
             log.info("%s resumed entity %d", account, eid)
+        self.stats.joins += 1
+        self._seat(client, eid)
+
+    def _seat(self, client: Client, eid: int) -> None:
+        """`client` now plays ship `eid`: the welcome, then snapshots. Like a client coming back
+        after a relocation, it keeps counting input seqs from where the ship's were (protocol.md)."""
         client.eid = eid
-        client.name = name
         self.sender.add(client)
         self.by_eid[eid] = client
-        self.stats.joins += 1
         self.welcome(client, eid, self.sender.rep_wire)
 
     def welcome(self, client: Client, player: int, rep: dict[str, object] | None) -> None:
-        """Send the welcome: `player` is the client's entity (0 for a spectator)."""
+        """Send the welcome: `player` is the client's entity (0 for a spectator). The connection
+        leaves the unauthenticated phase (docs/security.md)."""
+        if self.door.admitted(client.conn):
+            self.fairplay.connection_admitted(client.ip)
         game = self.campaign.game
         client.session.accept(
             player=player,
@@ -524,62 +671,28 @@ class GameServer:
             tick_rate=self.cfg.tick_rate,
             send_rate=self.cfg.send_rate,
             game=game.name,
-            world=game.constants(),
+            world=self._world_constants,
             dtype=dtype_to_wire(game.record_dtype),
             rep=rep,
+            spec=self._spec,
         )
 
     def stats_dict(self) -> dict[str, Any]:
-        d = self.stats.as_dict()
-        with self._proc.oneshot():
-            cpu = self._proc.cpu_times()
-            rss = self._proc.memory_info().rss
-        d.update(
-            {
-                "protocol_version": PROTOCOL_VERSION,
-                "game": self.cfg.game,
-                "campaign": self.cfg.campaign,
-                "tick": self.campaign.tick_count,
-                "tick_rate": self.cfg.tick_rate,
-                "send_rate": self.cfg.send_rate,
-                "ccu": len(self.by_eid),
-                "connections": len(self.clients),
-                "overruns": self._ticker.late_ticks,
-                "dropped_ticks": self._ticker.dropped_ticks,
-                "uptime_s": round(time.time() - self._started_wall, 3),
-                "cpu_s": round(cpu.user + cpu.system, 3),
-                "rss_mb": round(rss / 2**20, 1),
-                "pid": os.getpid(),
-            }
-        )
-        d["fairplay"] = self.fairplay.referee.stats()
-        if self.progress is not None:
-            d["pg"] = {k: v for k, v in self.progress.pg.stats().items() if isinstance(v, int | float | str | bool)}
-            d["pg"]["ledger_rows"] = self.progress.ledger_rows
-        if self.shipper is not None:
-            d["ship"] = self.shipper.stats()
-        j = self.journal
-        if j is not None:
-            st = j.store
-            d.update(
-                {
-                    "durable_tick": j.durable_tick,
-                    "journal_backlog": j.backlog,
-                    "store_queue_depth": st.queue_depth,
-                    "store_last_commit_ms": round(st.last_commit_ms, 3),
-                    "store_bytes_written": st.bytes_written,
-                    "store_write_errors": st.write_errors,
-                    "snapshots_taken": j.snapshots_taken,
-                }
-            )
-        return d
+        """Every figure (/stats/full, /metrics)."""
+        return self.door.full_stats()
 
 
-def _restorable(progress: dict[str, Any] | None) -> dict[str, object] | None:
-    """The part of a stored progress row a fresh ship takes over (positions are not restored)."""
+def restorable(progress: dict[str, Any] | None, durable: tuple[str, ...] = ()) -> dict[str, object] | None:
+    """The part of a stored progress row a returning ship takes over: the game's resources and
+    durable fields (`Game.durable`), and where it was and how it moved (docs/security.md,
+    "Reconnecting")."""
     if not progress:
         return None
-    return {k: progress[k] for k in ("resources", "buildings", "achievements", "txn_last") if k in progress}
+    out: dict[str, object] = {k: progress[k] for k in ("resources", *durable) if k in progress}
+    pos = [progress.get(k) for k in ("last_x", "last_y", "last_vx", "last_vy")]
+    if pos[0] is not None and pos[1] is not None:
+        out["pos"] = [float(v or 0.0) for v in pos]
+    return out
 
 
 async def open_server(cfg: ServerConfig, verifier: TokenVerifier | None = None) -> GameServer:

@@ -20,16 +20,14 @@ from engine.spectate import MAX_SPECTATORS
 from engine.stats import TickStats
 from netcode.protocol import PreparedSnapshot
 from netcode.replication.replicator import Replicator
-from netcode.replication.schema import schema_for, schema_to_wire
+from netcode.replication.schema import schema_of, schema_to_wire
 from netcode.replication.warm import warmup as replication_warmup
+from sim.entities import SLOT_MASK
 
 if TYPE_CHECKING:
     from engine.server import ServerConfig
 
 log = logging.getLogger("arbiter.snapshots")
-
-# View radius of interest management per game (world units); see docs/replication.md.
-DEFAULT_VIEW_RADIUS: dict[str, float] = {"wander": 100.0, "startales": 600.0}
 
 
 class SnapshotSender:
@@ -48,8 +46,8 @@ class SnapshotSender:
         self._free_watch: list[int] = []
         if cfg.replication == "delta":
             game = campaign.game
-            radius = cfg.aoi_radius if cfg.aoi_radius is not None else DEFAULT_VIEW_RADIUS.get(game.name, 0.0)
-            schema = schema_for(game.name, game.constants())
+            radius = cfg.aoi_radius if cfg.aoi_radius is not None else game.view_radius  # docs/replication.md
+            schema = schema_of(game.replicated_fields())
             # Client slots: the players', then MAX_SPECTATORS more for spectators.
             n = game.max_players
             self.replicator = Replicator(schema, game.capacity, n + MAX_SPECTATORS, radius=radius or None)
@@ -118,22 +116,21 @@ class SnapshotSender:
             ack_for = journal.ack_for
             return [ack_for(c.eid) if c.eid >= 0 else 0 for c in clients]
         last_seq = self.campaign.world.arrays["last_seq"]
-        return [int(last_seq[c.eid & 0xFFFFF]) if c.eid >= 0 else 0 for c in clients]
+        return [int(last_seq[c.eid & SLOT_MASK]) if c.eid >= 0 else 0 for c in clients]
 
     def _send_full(self, tick: int, order: list[Client]) -> set[int]:
         """Raw whole-world frames (protocol.md `s`); returns the ids of the clients written to."""
         prep = PreparedSnapshot(tick, self.campaign.replicate())
         limit = max(self.cfg.write_limit, 2 * len(prep.tail))
-        writable = [c for c in order if c.conn.write_buffer_size <= limit]
+        writable = [c for c in order if c.unreliable.write_buffer_size <= limit]
         sent: set[int] = set()
         stats = self.stats
         for client, ack in zip(writable, self._acks(writable), strict=True):
-            conn = client.conn
-            before = conn.bytes_out
-            if conn.send_parts(prep.frame(ack)):
+            frame = prep.frame(ack)
+            if client.unreliable.send_parts(frame):
                 client.strikes = 0
                 stats.snapshots_sent += 1
-                stats.bytes_out += conn.bytes_out - before
+                stats.bytes_out += len(frame)
                 sent.add(id(client))
         return sent
 
@@ -145,11 +142,11 @@ class SnapshotSender:
         # Encoding a delta commits the server to what the client now holds: only encode for
         # clients whose frame is written right after (open, backlog under the bound).
         limit = self.cfg.write_limit
-        writable = [c for c in order if c.conn.is_open and c.conn.write_buffer_size <= limit]
+        writable = [c for c in order if c.unreliable.is_open and c.unreliable.write_buffer_size <= limit]
         players = [c for c in writable if not c.spectator]
         if players:
             slots = np.fromiter((c.rep_slot for c in players), np.int64, len(players))
-            rep.set_viewers(slots, np.fromiter((c.eid & 0xFFFFF for c in players), np.int64, len(players)))
+            rep.set_viewers(slots, np.fromiter((c.eid & SLOT_MASK for c in players), np.int64, len(players)))
             self._encode(rep, players, slots, self.cfg.snapshot_budget or None)
         watchers = [c for c in writable if c.spectator]
         if watchers:
@@ -173,7 +170,7 @@ class SnapshotSender:
         )
         a = 0
         for client, e in zip(clients, off[1:], strict=True):
-            client.conn.send_framed(buf[a:e])
+            client.unreliable.send_framed(buf[a:e])
             client.strikes = 0
             a = e
         stats = self.stats
@@ -182,9 +179,9 @@ class SnapshotSender:
 
     def _begin(self, rep: Replicator, tick: int, records: np.ndarray) -> None:
         rep.begin_send(tick, records)
-        fn = getattr(self.campaign.game, "always_relevant", None)  # e.g. startales' planets
-        if fn is not None:
-            rep.always = np.asarray(fn(self.campaign.world), dtype=np.uint32)
+        always = self.campaign.always_relevant()  # e.g. startales' planets
+        if always is not None:
+            rep.always = always
 
     # -- warm-up ----------------------------------------------------------------------------------
     def warmup(self) -> None:
@@ -202,7 +199,7 @@ class SnapshotSender:
         records = self.campaign.replicate().copy()
         if records.size == 0:
             return
-        own = np.array([int(records["id"][0]) & 0xFFFFF, -1], dtype=np.int64)
+        own = np.array([int(records["id"][0]) & SLOT_MASK, -1], dtype=np.int64)
         for tick, ack in ((1, 0), (2, 1)):
             self._begin(rep, tick, records)
             rep.set_viewers(np.arange(2, dtype=np.int64), own)

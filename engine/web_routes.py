@@ -116,6 +116,7 @@ class WebRoutes:
                 "tokens": server.verifier is not None,
                 "watch_public": cfg.watch_public,
                 "ws": "/",
+                "webrtc": server.rtc is not None,  # relay workers: the page moves to data channels
             }
 
         return cls(config)

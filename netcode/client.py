@@ -1,7 +1,8 @@
 """The Python client SDK: connect, hello, send inputs, receive snapshots as numpy arrays, RTT.
 
     client = await ArbiterClient.connect("ws://127.0.0.1:8765/", name="ada")
-    client.send_input(0.5, 0.0)
+    client.send_input(0.5, 0.0)                 # the game's inputs in the order of the welcome's spec
+    client.send_input(dx=0.5, a=1, g=3)         # ... or by wire key
     snap = await client.next_snapshot()
     me = snap.entities[snap.entities["id"] == client.player]
 
@@ -22,14 +23,28 @@ import collections
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from netcode.client_session import Bye, ClientSession, Error, Events, Info, Pong, Snapshot, Welcome
 from netcode.protocol import BYE_RELOCATE
 from netcode.replication.frames import peek_delta_tick
+from netcode.signaling import (
+    RtcAnswer,
+    RtcState,
+    TurnServers,
+    VoiceSlots,
+    encode_block,
+    encode_talk,
+    encode_turn_request,
+)
 from netcode.ws_client import WsClientConnection, ws_connect
+
+if TYPE_CHECKING:
+    from aiortc import MediaStreamTrack
+
+    from netcode.rtc_client import RtcLink
 
 log = logging.getLogger("arbiter.client")
 
@@ -90,6 +105,11 @@ class ArbiterClient:
         self._snap_waiters: list[asyncio.Future[Snapshot]] = []
         self._pong_waiters: list[asyncio.Future[float]] = []
         self._loop = asyncio.get_running_loop()
+        self.rtc: RtcLink | None = None  # the WebRTC path, once start_webrtc() was called
+        self.voice_slots: list[int] = []  # who speaks in each receiving audio section (0: nobody)
+        self.rtc_states: list[RtcState] = []
+        self._turn_waiters: list[asyncio.Future[TurnServers]] = []
+        self._rtc_closing: asyncio.Task[None] | None = None
         self.name = ""
         self.watch = False
         self.rcvbuf: int | None = None
@@ -156,28 +176,72 @@ class ArbiterClient:
         return self.conn is not None and self.conn.is_open
 
     # -- sending ----------------------------------------------------------------------------------
-    def send_input(
-        self,
-        dx: float,
-        dy: float,
-        action: int = 0,
-        arg: int = 0,
-        client_tick: int | None = None,
-        *,
-        arg2: int = 0,
-        arg3: int = 0,
-        txn: int = 0,
-    ) -> int:
-        """Send one input; returns its sequence number. `arg2`, `arg3` and `txn` are for actions
-        that need them (startales' GIFT: resource, amount, transaction id)."""
+    def send_input(self, *values: float | int, client_tick: int | None = None, **fields: float | int) -> int:
+        """Send one input: the game's fields in the order of the welcome's spec (`values`) and/or
+        by wire key (`fields`); absent fields are 0. Returns its sequence number."""
+        if len(values) > len(self.session.fields):
+            raise ValueError(f"{len(values)} input values for {len(self.session.fields)} fields")
+        return self.send_fields({**{f[0]: v for f, v in zip(self.session.fields, values, strict=False)}, **fields},
+                                client_tick)  # fmt: skip
+
+    def send_fields(self, fields: Mapping[str, float | int], client_tick: int | None = None) -> int:
+        """Send one input given by wire key (absent keys are 0); returns its sequence number."""
         assert self.conn is not None
         ack = self._count_ack if self._count_ack else None
-        self.conn.send(self.session.input(dx, dy, action, arg, client_tick, ack, arg2, arg3, txn))
+        payload = self.session.input(fields, client_tick, ack)
+        # Over WebRTC, movement takes the unreliable channel (the next input supersedes a lost one);
+        # an input with anything else (an action) must arrive, so it takes the reliable one.
+        rtc = self.rtc
+        if rtc is None:
+            self.conn.send(payload)
+        else:
+            move = self.session.move_keys
+            if not rtc.send(payload, reliable=any(v for k, v in fields.items() if k not in move)):
+                self.conn.send(payload)
         return self.session.seq
 
     def send_raw(self, payload: bytes) -> None:
         assert self.conn is not None
         self.conn.send(payload)
+
+    # -- WebRTC (netcode/rtc_client.py, docs/webrtc.md) ---------------------------------------------
+    async def request_turn(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The server's ICE servers with fresh time-limited TURN credentials ([] without TURN)."""
+        assert self.conn is not None
+        fut: asyncio.Future[TurnServers] = self._loop.create_future()
+        self._turn_waiters.append(fut)
+        self.conn.send(encode_turn_request())
+        return (await asyncio.wait_for(fut, timeout)).servers
+
+    async def start_webrtc(
+        self,
+        ice: Sequence[dict[str, Any]] = (),
+        *,
+        relay_only: bool = False,
+        microphone: MediaStreamTrack | None = None,
+        voice_slots: int = 0,
+        timeout: float = 15.0,
+    ) -> RtcLink:
+        """Offer WebRTC; returns the link, `.up` when the data channels carry the game."""
+        from netcode.rtc_client import RtcLink
+
+        assert self.conn is not None
+        if self.rtc is not None:
+            await self.rtc.close()
+        self.rtc = RtcLink(self.conn.send, self._on_message, ice, relay_only=relay_only, microphone=microphone,
+                           voice_slots=voice_slots)  # fmt: skip
+        await self.rtc.start(timeout)
+        return self.rtc
+
+    def talk(self, on: bool) -> None:
+        """Push-to-talk: the server forwards this client's microphone only while on."""
+        assert self.conn is not None
+        self.conn.send(encode_talk(on))
+
+    def block(self, player: int, on: bool = True) -> None:
+        """Stop (or resume) hearing a player."""
+        assert self.conn is not None
+        self.conn.send(encode_block(player, on))
 
     async def ping(self, timeout: float = 5.0) -> float:
         """Round trip time in seconds, measured against the loop clock."""
@@ -198,6 +262,8 @@ class ArbiterClient:
         self._rejoined.clear()
 
     async def close(self, timeout: float = 2.0) -> None:
+        if self.rtc is not None:
+            await self.rtc.close()
         self.reconnect = None  # a close we asked for is not a drop
         task, self._reconnect_task = self._reconnect_task, None
         if task is not None:
@@ -261,9 +327,24 @@ class ArbiterClient:
                 self.bye = ev
             elif isinstance(ev, Info):
                 self.info = ev.figures
+            elif isinstance(ev, RtcAnswer | RtcState):
+                if isinstance(ev, RtcState):
+                    self.rtc_states.append(ev)
+                if self.rtc is not None:
+                    self.rtc.on_signal(ev)
+            elif isinstance(ev, VoiceSlots):
+                self.voice_slots = ev.slots
+            elif isinstance(ev, TurnServers):
+                waiters_t, self._turn_waiters = self._turn_waiters, []
+                for wt in waiters_t:
+                    if not wt.done():
+                        wt.set_result(ev)
 
     def _on_close(self, code: int, reason: str) -> None:
         exc = ConnectionError(f"connection closed ({code} {reason})")
+        rtc, self.rtc = self.rtc, None
+        if rtc is not None:  # its peer belonged to the closed session; a rejoin offers anew
+            self._rtc_closing = self._loop.create_task(rtc.close())
         rc = self.reconnect
         if rc is not None and self.welcome is not None and not self.reconnecting:
             relocated = self.bye is not None and self.bye.reason == BYE_RELOCATE

@@ -9,9 +9,11 @@ would hide bugs.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgpack
 import numpy as np
 
 from netcode.protocol import (
@@ -32,6 +34,7 @@ from netcode.protocol import (
     encode_hello,
     encode_input,
     encode_ping,
+    pack_uint,
     peek_snapshot_header,
     req_float,
     req_int,
@@ -41,6 +44,8 @@ from netcode.protocol import (
 from netcode.replication.decoder import ReplicationDecoder
 from netcode.replication.frames import decode_delta_frame
 from netcode.replication.schema import schema_from_wire
+from netcode.signaling import SERVER_TYPES as SIGNAL_TYPES
+from netcode.signaling import ServerSignal, parse_server_signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,7 @@ class Welcome:
     game: str
     world: dict[str, float | int | str]
     dtype: np.dtype
+    spec: dict[str, Any]  # the game's declaration for clients (docs/protocol.md "spec"); {} if absent
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,45 +96,65 @@ class Info:
     figures: dict[str, Any]  # a spectator's once-a-second `st` frame (docs/web.md)
 
 
-ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye | Info
+ClientEvent = Welcome | Snapshot | Events | Error | Pong | Bye | Info | ServerSignal
 
 _F32: Final = struct.Struct(">f")
-_BYTE: Final = [bytes((v,)) for v in range(256)]
+# Game input fields as the client encodes them: (key, the msgpack key [+ float32 marker], is_float).
+_Field = tuple[str, bytes, bool]
 
 
-def _mp_uint(v: int) -> bytes:
-    """msgpack's canonical encoding of 0 <= v < 2**64."""
-    if v < 128:
-        return _BYTE[v]
-    if v < 0x100:
-        return b"\xcc" + _BYTE[v]
-    if v < 0x10000:
-        return b"\xcd" + v.to_bytes(2, "big")
-    if v < 0x100000000:
-        return b"\xce" + v.to_bytes(4, "big")
-    return b"\xcf" + v.to_bytes(8, "big")
+def fields_from_spec(spec: Mapping[str, Any]) -> list[_Field]:
+    """The input fields of a welcome's spec, ready for `encode_fields`."""
+    out: list[_Field] = []
+    for f in spec.get("inputs", []):
+        ok = isinstance(f, list | tuple) and len(f) == 4 and isinstance(f[0], str)
+        if not ok or f[1] not in ("f32", "i32", "u32"):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"bad input field in spec: {f!r}"[:200])
+        out.append((f[0], msgpack.packb(f[0]) + (b"\xca" if f[1] == "f32" else b""), f[1] == "f32"))
+    return out
 
 
-def encode_thrust(seq: int, ct: int, dx: float, dy: float, ack: int | None) -> bytes | None:
-    """`encode_input(seq, ct, dx, dy, ack=ack)` byte for byte, built by hand (about half the cost of
-    packing a dict: a client sends this 20-60 times a second). None when the values are not the
-    plain shape (non-int counters, non-float thrust, a float beyond float32): use encode_input."""
-    if type(seq) is not int or type(ct) is not int or type(dx) is not float or type(dy) is not float:
+def encode_fields(
+    seq: int, ct: int, fields: Sequence[_Field], values: Mapping[str, float | int], ack: int | None
+) -> bytes | None:
+    """`encode_input(seq, ct, values, ack)` byte for byte for the fields of a spec, built by hand
+    (about half the cost of packing a dict: a client sends this 20-60 times a second). Float fields
+    are always sent (as float32), integer fields only when not 0. None when a value does not have
+    the plain shape (non-int counters, a float beyond float32, a negative integer): use
+    `encode_input`."""
+    if type(seq) is not int or type(ct) is not int or not (0 <= seq <= UINT32_MAX and 0 <= ct <= UINT32_MAX):
         return None
-    if not (0 <= seq <= UINT32_MAX and 0 <= ct <= UINT32_MAX):
+    parts = [b"", pack_uint(seq), b"\xa2ct", pack_uint(ct)]
+    append = parts.append
+    n = 3
+    for key, prefix, is_float in fields:
+        v = values.get(key, 0)
+        if is_float:
+            tv = type(v)
+            if tv is not float and tv is not int:
+                return None
+            try:
+                append(prefix + _F32.pack(v))  # prefix: the key and the float32 marker
+            except OverflowError:
+                return None
+            n += 1
+        elif v:
+            if type(v) is not int or v < 0:
+                return None
+            append(prefix + pack_uint(v))
+            n += 1
+    if ack is not None:
+        if type(ack) is not int or not 0 <= ack <= UINT64_MAX:
+            return None
+        append(b"\xa3ack" + pack_uint(ack))
+        n += 1
+    if n > 15:
         return None
-    try:
-        fx = _F32.pack(dx)
-        fy = _F32.pack(dy)
-    except OverflowError:
-        return None
-    if ack is None:
-        return b"".join((b"\x85\xa1t\xa2in\xa1s", _mp_uint(seq), b"\xa2ct", _mp_uint(ct), b"\xa2dx\xca", fx,
-                         b"\xa2dy\xca", fy))  # fmt: skip
-    if type(ack) is not int or not 0 <= ack <= UINT64_MAX:
-        return None
-    return b"".join((b"\x86\xa1t\xa2in\xa1s", _mp_uint(seq), b"\xa2ct", _mp_uint(ct), b"\xa2dx\xca", fx,
-                     b"\xa2dy\xca", fy, b"\xa3ack", _mp_uint(ack)))  # fmt: skip
+    parts[0] = _HEADS[n]
+    return b"".join(parts)
+
+
+_HEADS: Final = [bytes((0x80 | n,)) + b"\xa1t\xa2in\xa1s" for n in range(16)]  # fixmap(n), "t": "in", "s"
 
 
 # Same smoothing as TCP's SRTT (RFC 6298): steady, yet follows a real change within ~10 samples.
@@ -140,8 +166,10 @@ class ClientSession:
         "closed",
         "decoder",
         "dtype",
+        "fields",
         "last_ack_seq",
         "last_tick",
+        "move_keys",
         "rtt",
         "seq",
         "welcome",
@@ -156,6 +184,8 @@ class ClientSession:
         self.rtt: float | None = None  # EWMA of ping round trips
         self.closed = False
         self.decoder: ReplicationDecoder | None = None  # set when the welcome announces delta snapshots
+        self.fields: list[_Field] = []  # the game's input fields, from the welcome's spec
+        self.move_keys: frozenset[str] = frozenset()  # the fields of the spec's move binding
 
     # ------------------------------------------------------------------ outbound
 
@@ -164,29 +194,34 @@ class ClientSession:
 
     def input(
         self,
-        dx: float,
-        dy: float,
-        action: int = 0,
-        arg: int = 0,
+        values: Mapping[str, float | int] | Sequence[float | int] = (),
         client_tick: int | None = None,
         ack: int | None = None,
-        arg2: int = 0,
-        arg3: int = 0,
-        txn: int = 0,
     ) -> bytes:
-        """Encode the next input; `client_tick` defaults to the newest server tick seen (the server
-        checks that this clock does not run ahead of real time: docs/fairplay.md)."""
+        """Encode the next input: the game's `values` by wire key, or in the order of the welcome's
+        spec. `client_tick` defaults to the newest server tick seen (the server checks that this
+        clock does not run ahead of real time: docs/fairplay.md)."""
         # Never at or below what the server has applied: a client resuming a ship whose inputs came
         # from an earlier connection (another process, a lost session) continues after them.
         self.seq = seq = (max(self.seq, self.last_ack_seq) + 1) & UINT32_MAX
         ct = self.last_tick & UINT32_MAX if client_tick is None else client_tick
         if ack is None and self.decoder is not None and self.decoder.ack:
             ack = self.decoder.ack  # the newest delta snapshot we hold: the server's next baseline
-        if not (action or arg or arg2 or arg3 or txn):
-            fast = encode_thrust(seq, ct, dx, dy, ack)
-            if fast is not None:
-                return fast
-        return encode_input(seq, ct, dx, dy, action, arg, ack, arg2, arg3, txn)
+        if type(values) is not dict and not isinstance(values, Mapping):  # (the ABC check is slow)
+            if len(values) > len(self.fields):
+                raise ValueError(f"{len(values)} input values for {len(self.fields)} fields")
+            values = {f[0]: v for f, v in zip(self.fields, values, strict=False)}
+        fast = encode_fields(seq, ct, self.fields, values, ack)
+        if fast is not None:
+            return fast
+        plain: dict[str, float | int] = {}
+        for key, _, is_float in self.fields:
+            v = values.get(key, 0)
+            if is_float:
+                plain[key] = float(v)
+            elif v:
+                plain[key] = int(v)
+        return encode_input(seq, ct, plain, ack)
 
     def ping(self, now: float) -> bytes:
         return encode_ping(now)
@@ -227,6 +262,8 @@ class ClientSession:
             return [Bye(req_str(m, "reason"))]
         if t == T_SPECTATOR_INFO:
             return [Info(m)]
+        if t in SIGNAL_TYPES:
+            return [parse_server_signal(m)]
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {t!r}")
 
     def _snapshot(self, m: dict[str, Any]) -> Snapshot:
@@ -279,6 +316,13 @@ class ClientSession:
         if type(world) is not dict:
             raise ProtocolError(ErrorCode.BAD_FIELD, '"world" must be a map')
         dtype = dtype_from_wire(m.get("dtype"))
+        spec = m.get("spec", {})
+        if type(spec) is not dict:
+            raise ProtocolError(ErrorCode.BAD_FIELD, '"spec" must be a map')
+        self.fields = fields_from_spec(spec)
+        move = spec.get("move")
+        keys = move.get("in") if type(move) is dict else None
+        self.move_keys = frozenset(k for k in keys if type(k) is str) if type(keys) is list else frozenset()
         w = Welcome(
             player=req_int(m, "player", 0, UINT32_MAX),
             tick=req_int(m, "tick", 0, UINT64_MAX),
@@ -287,6 +331,7 @@ class ClientSession:
             game=req_str(m, "game"),
             world=world,
             dtype=dtype,
+            spec=spec,
         )
         self.welcome = w
         self.dtype = dtype

@@ -1,9 +1,9 @@
 """Client-side prediction, reconciliation and interpolation (Sans-I/O, clock-free).
 
 - `ShipPredictor`: the client's own ship. Inputs are applied locally the moment they are sent,
-  with the server's own movement rule (`sim.movement.ship_step` / `wander_player_step`, the very
-  functions the server kernels call), kept until the server acknowledges them, and replayed on top
-  of every authoritative snapshot (reconciliation).
+  with the server's own movement rule (the welcome spec's "move" binding: `sim.movement.thrust_step`
+  or `velocity_step`, the very functions the server kernels call), kept until the server
+  acknowledges them, and replayed on top of every authoritative snapshot (reconciliation).
 - `Interpolator`: remote entities, rendered ``delay_ticks`` behind the newest snapshot by linear
   interpolation between the two snapshots around the render tick.
 - `TickClock`: estimates the server tick from snapshot arrivals and the caller's clock.
@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit
 
-from sim.movement import ship_step, wander_player_step
+from sim.movement import thrust_step, velocity_step
 
 __all__ = [
     "Interpolated",
@@ -35,7 +36,7 @@ F32 = np.float32
 
 
 @njit(cache=True)
-def _replay_ship(
+def _replay_thrust(
     x: np.float32,
     y: np.float32,
     vx: np.float32,
@@ -44,22 +45,22 @@ def _replay_ship(
     seg_ty: np.ndarray,
     seg_n: np.ndarray,
     dt: np.float32,
-    width: np.float32,
-    height: np.float32,
+    bounds: np.ndarray,
     accel: np.float32,
     max_speed: np.float32,
 ) -> tuple[np.float32, np.float32, np.float32, np.float32]:
-    """Startales: run ``seg_n[k]`` ticks with thrust ``(seg_tx[k], seg_ty[k])`` for each segment k."""
+    """The "thrust" rule: ``seg_n[k]`` ticks with thrust ``(seg_tx[k], seg_ty[k])`` for each segment k."""
+    x0, y0, x1, y1 = bounds[0], bounds[1], bounds[2], bounds[3]
     for k in range(seg_n.shape[0]):
         tx = seg_tx[k]
         ty = seg_ty[k]
         for _ in range(seg_n[k]):
-            x, y, vx, vy = ship_step(x, y, vx, vy, tx, ty, dt, width, height, accel, max_speed)
+            x, y, vx, vy = thrust_step(x, y, vx, vy, tx, ty, dt, x0, y0, x1, y1, accel, max_speed)
     return x, y, vx, vy
 
 
 @njit(cache=True)
-def _replay_wander(
+def _replay_velocity(
     x: np.float32,
     y: np.float32,
     vx: np.float32,
@@ -68,18 +69,18 @@ def _replay_wander(
     seg_ty: np.ndarray,
     seg_n: np.ndarray,
     dt: np.float32,
-    width: np.float32,
-    height: np.float32,
+    bounds: np.ndarray,
     speed: np.float32,
 ) -> tuple[np.float32, np.float32, np.float32, np.float32]:
-    """Wander: velocity = input × speed (as `wander_inputs` sets it), then the player step."""
+    """The "velocity" rule: velocity = input × speed (as the server's `accept` sets it), then steps."""
+    x0, y0, x1, y1 = bounds[0], bounds[1], bounds[2], bounds[3]
     for k in range(seg_n.shape[0]):
         if seg_n[k] <= 0:
             continue
         vx = seg_tx[k] * speed
         vy = seg_ty[k] * speed
         for _ in range(seg_n[k]):
-            x, y = wander_player_step(x, y, vx, vy, dt, width, height)
+            x, y = velocity_step(x, y, vx, vy, dt, x0, y0, x1, y1)
     return x, y, vx, vy
 
 
@@ -99,7 +100,7 @@ class ShipPredictor:
     be applied first by the step producing tick ``s`` and held (as the server does) until the
     next accepted input.
 
-        p = ShipPredictor(welcome.game, welcome.world)
+        p = ShipPredictor(welcome.spec["move"], welcome.tick_rate)
         seq = client.send_input(dx, dy)           # the SDK's seq
         p.send(seq, dx, dy, tick=input_tick)      # input_tick: see TickClock.input_tick
         p.on_snapshot(snap.tick, snap.ack_seq, x, y, vx, vy)   # own record of the snapshot
@@ -108,24 +109,23 @@ class ShipPredictor:
 
     def __init__(
         self,
-        game: str,
-        world: Mapping[str, float | int | str],
+        move: Mapping[str, Any],
+        tick_rate: int,
         epsilon: float = 1e-3,
         max_pending: int = 1024,
         expire_ticks: int = 12,
     ) -> None:
-        if game not in ("startales", "wander"):
-            raise ValueError(f"no prediction rule for game {game!r}")
-        self.game = game
-        tick_rate = int(world["tick_rate"])
-        self.dt = F32(1.0 / tick_rate)  # as the game computes it
-        self.width = F32(float(world["width"]))
-        self.height = F32(float(world["height"]))
-        if game == "startales":
-            self.accel = F32(float(world["max_accel"]))
-            self.max_speed = F32(float(world["max_speed"]))
+        """`move`: the welcome spec's move binding ("velocity" or "thrust"; see docs/protocol.md)."""
+        self.rule = str(move.get("rule", "none"))
+        if self.rule not in ("velocity", "thrust"):
+            raise ValueError(f"no prediction for the move rule {self.rule!r}")
+        self.dt = F32(1.0 / int(tick_rate))  # as the game computes it
+        self.bounds = np.array([float(b) for b in move["bounds"]], dtype=np.float32)
+        if self.rule == "thrust":
+            self.accel = F32(float(move["accel"]))
+            self.max_speed = F32(float(move["max_speed"]))
         else:
-            self.speed = F32(float(world["player_speed"]))
+            self.speed = F32(float(move["speed"]))
         self.epsilon = float(epsilon)
         self.max_pending = int(max_pending)
         self.expire_ticks = int(expire_ticks)
@@ -277,10 +277,10 @@ class ShipPredictor:
         if t1 <= t0:
             return x, y, vx, vy
         tx, ty, n = self._segments(t0, t1)
-        if self.game == "startales":
-            r = _replay_ship(x, y, vx, vy, tx, ty, n, self.dt, self.width, self.height, self.accel, self.max_speed)
+        if self.rule == "thrust":
+            r = _replay_thrust(x, y, vx, vy, tx, ty, n, self.dt, self.bounds, self.accel, self.max_speed)
         else:
-            r = _replay_wander(x, y, vx, vy, tx, ty, n, self.dt, self.width, self.height, self.speed)
+            r = _replay_velocity(x, y, vx, vy, tx, ty, n, self.dt, self.bounds, self.speed)
         return F32(r[0]), F32(r[1]), F32(r[2]), F32(r[3])
 
 
@@ -436,13 +436,11 @@ class TickClock:
 
 
 def warmup() -> None:
-    """Compile (or load) the movement kernels the predictor runs, for both games, before play."""
-    worlds: dict[str, dict[str, float | int | str]] = {
-        "wander": {"tick_rate": 60, "width": 1000.0, "height": 1000.0, "player_speed": 5.0},
-        "startales": {"tick_rate": 60, "width": 4000.0, "height": 4000.0, "max_accel": 200.0, "max_speed": 300.0},
-    }
-    for game, world in worlds.items():
-        p = ShipPredictor(game, world)
+    """Compile (or load) the movement kernels the predictor runs, for both rules, before play."""
+    bounds = [0.0, 0.0, 1000.0, 1000.0]
+    for move in ({"rule": "velocity", "bounds": bounds, "speed": 5.0},
+                 {"rule": "thrust", "bounds": bounds, "accel": 200.0, "max_speed": 300.0}):  # fmt: skip
+        p = ShipPredictor(move, 60)
         p.on_snapshot(1, 0, 10.0, 10.0, 0.0, 0.0)
         p.send(1, 0.5, 0.5, 2)
         p.on_snapshot(3, 1, 10.0, 10.0, 0.0, 0.0)

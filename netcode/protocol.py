@@ -29,9 +29,6 @@ MAX_NAME_CHARS: Final = 32
 MAX_HELLO_FRAME: Final = MAX_TOKEN_BYTES + 512
 UINT32_MAX: Final = 0xFFFFFFFF
 UINT64_MAX: Final = 0xFFFFFFFFFFFFFFFF
-INT32_MIN: Final = -(2**31)
-INT32_MAX: Final = 2**31 - 1
-ACTION_MAX: Final = 255
 # Error messages are built from client data on the error path; cap them so an error frame
 # can never be much larger than a fixed-size reply (no amplification).
 MAX_ERROR_MSG: Final = 200
@@ -56,6 +53,10 @@ class ErrorCode(IntEnum):
     WARNED = 20  # fair play: inputs were refused as violations; the connection stays open
     BANNED = 21  # the account or address is banned (the message says until when)
     CONNECTION_REFUSED = 22  # too many connections from this address
+    ACCOUNT_IN_USE = 23  # the account already plays here and the server refuses a second connection
+    RTC_UNAVAILABLE = 24  # WebRTC signaling while the server runs no relay workers (or none is up)
+    RTC_BAD_SIGNAL = 25  # a malformed offer or candidate (netcode/signaling.py)
+    RTC_LIMIT = 26  # too many offers, candidates or blocks
 
 
 class CloseCode(IntEnum):
@@ -73,6 +74,8 @@ class CloseCode(IntEnum):
     UNAUTHORIZED = 4006  # the hello's join token was refused (see docs/auth.md for the error codes)
     BANNED = 4007  # banned (at hello, or kicked by a ban)
     TOO_MANY_CONNECTIONS = 4008  # connection flood from one address
+    REPLACED = 4009  # a newer connection of the same account took this one's ship over
+    ACCOUNT_IN_USE = 4010  # refused: the account already plays here (account_conflict = "refuse")
 
 
 class ProtocolError(Exception):
@@ -100,11 +103,9 @@ T_BYE: Final = "bye"
 BYE_RELOCATE: Final = "relocate"
 T_SPECTATOR_INFO: Final = "st"  # spectators' figures, once a second (docs/web.md)
 
-# Event kinds produced by the sim (sim/events.py); repeated here so clients need not import sim.
-EV_ACHIEVEMENT: Final = 1
-EV_BALANCE: Final = 2
+# The event kind every game shares for a refused input (a game names all its kinds in the
+# welcome's spec; sim/events.py).
 EV_REFUSED: Final = 3
-EV_BUILT: Final = 4
 
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
@@ -219,8 +220,10 @@ def encode_welcome(
     world: Mapping[str, float | int | str],
     dtype: np.dtype | Sequence[Sequence[str]],
     rep: Mapping[str, Any] | None = None,
+    spec: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """`rep` (optional) announces delta snapshots: {"mode": "delta", "schema": ..., "aoi": radius}."""
+    """`rep` (optional) announces delta snapshots: {"mode": "delta", "schema": ..., "aoi": radius};
+    `spec` is the game's declaration for clients (inputs, move, events, draw hints; docs/protocol.md)."""
     wire_dtype = dtype_to_wire(dtype) if isinstance(dtype, np.dtype) else [list(f) for f in dtype]
     msg: dict[str, Any] = {
             "t": T_WELCOME,
@@ -236,6 +239,8 @@ def encode_welcome(
     }
     if rep is not None:
         msg["rep"] = dict(rep)
+    if spec is not None:
+        msg["spec"] = dict(spec)
     out: bytes = _packb(msg)
     return out
 
@@ -253,32 +258,16 @@ def _plain_scalar(v: object) -> float | int | str:
 
 
 def encode_input(
-    seq: int,
-    client_tick: int,
-    dx: float,
-    dy: float,
-    action: int = 0,
-    arg: int = 0,
-    ack: int | None = None,
-    arg2: int = 0,
-    arg3: int = 0,
-    txn: int = 0,
+    seq: int, client_tick: int, values: Mapping[str, float | int] | None = None, ack: int | None = None
 ) -> bytes:
-    m: dict[str, Any] = {"t": T_INPUT, "s": seq, "ct": client_tick, "dx": float(dx), "dy": float(dy)}
-    # Defaults are omitted: most inputs are pure thrust, and every byte is paid 20-60 times a second.
-    if action:
-        m["a"] = action
-    if arg:
-        m["g"] = arg
-    if arg2:
-        m["g2"] = arg2
-    if arg3:
-        m["g3"] = arg3
-    if txn:
-        m["tx"] = txn
+    """An input frame: the engine's keys and the game's `values` by wire key, as given (the client
+    session leaves out keys whose value is the default, 0)."""
+    m: dict[str, Any] = {"t": T_INPUT, "s": seq, "ct": client_tick}
+    if values:
+        m.update(values)
     if ack is not None:
         m["ack"] = ack
-    # float32 is what the sim stores dx/dy as, and it saves 8 bytes per input frame.
+    # float32 is what the sim stores float inputs as, and it saves 4 bytes per float.
     out: bytes = _packb(m, use_single_float=True)
     return out
 
@@ -326,7 +315,10 @@ SNAPSHOT_BODY_KEY: Final = b"\xa1e"
 
 
 def pack_uint(n: int) -> bytes:
-    """msgpack's canonical (shortest) encoding of a non-negative int, as packb would emit it."""
+    """msgpack's canonical (shortest) encoding of a non-negative int, as packb would emit it.
+
+    With `read_uint`, the one Python msgpack uint coder (the frame kernels of
+    netcode/replication/group_kernels.py write the same bytes from numba)."""
     if n < 128:
         if n < 0:
             raise ValueError("pack_uint: negative")
@@ -399,7 +391,7 @@ def encode_snapshot(tick: int, ack_seq: int, body: bytes | bytearray | memoryvie
     return PreparedSnapshot(tick, body).frame(ack_seq)
 
 
-def _read_uint(buf: bytes, i: int) -> tuple[int, int]:
+def read_uint(buf: bytes | bytearray | memoryview, i: int) -> tuple[int, int]:
     """(value, next index) of the msgpack uint at buf[i]; IndexError/ValueError if there is none."""
     b = buf[i]
     if b < 0x80:
@@ -426,9 +418,9 @@ def peek_snapshot_header(payload: bytes | bytearray | memoryview | str) -> tuple
     buf = bytes(payload[:32]) if not isinstance(payload, bytes) else payload
     if buf.startswith(SNAPSHOT_HEAD):
         try:
-            tick, i = _read_uint(buf, 7)
+            tick, i = read_uint(buf, 7)
             if buf[i : i + 2] == SNAPSHOT_ACK_KEY:
-                seq, _ = _read_uint(buf, i + 2)
+                seq, _ = read_uint(buf, i + 2)
                 return tick, seq
         except (IndexError, ValueError):
             pass

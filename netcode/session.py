@@ -17,9 +17,6 @@ import msgpack
 import numpy as np
 
 from netcode.protocol import (
-    ACTION_MAX,
-    INT32_MAX,
-    INT32_MIN,
     MAX_FRAME,
     MAX_HELLO_FRAME,
     PROTOCOL_VERSION,
@@ -46,6 +43,9 @@ from netcode.protocol import (
     req_str,
     unpack_map,
 )
+from netcode.signaling import CLIENT_TYPES as SIGNAL_TYPES
+from netcode.signaling import T_RTC_OFFER, SignalBudget, SignalEvent, parse_signal
+from sim.spec import Input
 
 
 class SessionState(Enum):
@@ -67,16 +67,8 @@ class HelloEvent:
 class InputEvent:
     seq: int
     client_tick: int
-    dx: float
-    dy: float
-    action: int
-    arg: int
+    values: tuple[float | int, ...]  # the game's input fields, in its spec's order (absent: default)
     ack: int | None  # newest snapshot tick the client holds; None when it did not say
-    # Game-defined extras ("g2", "g3") and the client's transaction id ("tx") of an action that must
-    # apply at most once (startales' GIFT); 0 when absent, which is nearly always.
-    arg2: int = 0
-    arg3: int = 0
-    txn: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +76,7 @@ class PingEvent:
     client_time: float
 
 
-Event = HelloEvent | InputEvent | PingEvent
+Event = HelloEvent | InputEvent | PingEvent | SignalEvent
 
 
 def _fast_ctor(cls: type[InputEvent]) -> Callable[..., InputEvent]:
@@ -97,19 +89,8 @@ def _fast_ctor(cls: type[InputEvent]) -> Callable[..., InputEvent]:
         "_MutableInputEvent", [(f.name, f.type) for f in fields(cls)], slots=True, eq=False, repr=False
     )
 
-    def make(
-        seq: int,
-        ct: int,
-        dx: float,
-        dy: float,
-        action: int,
-        arg: int,
-        ack: int | None,
-        arg2: int = 0,
-        arg3: int = 0,
-        txn: int = 0,
-    ) -> InputEvent:
-        ev = twin(seq, ct, dx, dy, action, arg, ack, arg2, arg3, txn)
+    def make(seq: int, ct: int, values: tuple[float | int, ...], ack: int | None) -> InputEvent:
+        ev = twin(seq, ct, values, ack)
         ev.__class__ = cls
         return ev
 
@@ -127,6 +108,15 @@ RATE_ERROR_INTERVAL: Final = 1.0
 
 _unpackb = msgpack.unpackb
 _UNDECODED: Final = object()  # sentinel: None is a valid msgpack value
+_ABSENT: Final = object()
+
+# One game input field as the session checks it: (key, is_float, lo, hi, default).
+Field = tuple[str, bool, float, float, float | int]
+
+
+def input_fields(inputs: Sequence[Input]) -> tuple[Field, ...]:
+    """The session's view of a game's inputs (sim/spec.py `Input`)."""
+    return tuple((i.key, i.type == "f32", i.lo, i.hi, i.default) for i in inputs)
 _ACTIVE: Final = SessionState.ACTIVE
 _CLOSING: Final = SessionState.CLOSING
 _CLOSED: Final = SessionState.CLOSED
@@ -136,6 +126,7 @@ class ServerSession:
     """One client connection's protocol state. Not thread-safe; one per connection."""
 
     __slots__ = (
+        "_fields",
         "_hello_seen",
         "_last_rate_error",
         "_out",
@@ -153,10 +144,12 @@ class ServerSession:
         "last_offence",
         "max_frame",
         "max_offences",
+        "max_signal_frame",
         "offences",
         "opened_at",
         "player",
         "rate",
+        "signal",
         "state",
     )
 
@@ -169,8 +162,15 @@ class ServerSession:
         burst: float = DEFAULT_BURST,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         opened_at: float = 0.0,
+        max_signal_frame: int = 0,
+        inputs: Sequence[Input] = (),
     ) -> None:
+        """`inputs`: the game's input fields (their keys, types and legal ranges are checked here)."""
+        self._fields = input_fields(inputs)
         self.max_offences = max_offences
+        # WebRTC offers (netcode/signaling.py) may exceed max_frame; 0: no frame may.
+        self.max_signal_frame = max_signal_frame
+        self.signal = SignalBudget()
         self.max_frame = max_frame
         self.rate = rate
         self.burst = burst
@@ -220,11 +220,7 @@ class ServerSession:
             return []
         self._tokens = tokens - 1.0
 
-        # Fast path: a well-formed plain input (t, s, ct, dx, dy) from an active client, which is
-        # nearly all traffic. Any deviation falls through to the checked path below, which
-        # decodes again and names the precise error; that costs only on bad or rare frames.
-        # A hello may carry a token of up to MAX_TOKEN_BYTES, so before the welcome the limit is
-        # widened just enough for one; once active, frames are inputs and pings.
+        # Nearly all traffic is inputs from active clients: decoded once here, checked by `_input`.
         limit = self.max_frame if state is _ACTIVE else max(self.max_frame, MAX_HELLO_FRAME)
         decoded: object = _UNDECODED
         if type(payload) is bytes and len(payload) <= limit:
@@ -232,40 +228,12 @@ class ServerSession:
                 decoded = _unpackb(payload)
             except Exception:  # hostile bytes: the checked path below classifies them
                 decoded = _UNDECODED
-            m = decoded
-            # The same with the client's snapshot ack (t, s, ct, dx, dy, ack): what every client
-            # that decodes delta snapshots sends.
-            if state is _ACTIVE and type(m) is dict and m.get("t") == "in":
-                nkeys = len(m)
-                ack = m.get("ack") if nkeys == 6 else None
-                if nkeys == 5 or (type(ack) is int and 0 <= ack <= 0xFFFFFFFFFFFFFFFF):
-                    try:
-                        seq = m["s"]
-                        ct = m["ct"]
-                        dx = m["dx"]
-                        dy = m["dy"]
-                    except KeyError:
-                        pass
-                    else:
-                        # Literals rather than UINT32_MAX: no global lookup per comparison. Int dx/dy
-                        # are legal but rare, so they take the checked path, which widens them.
-                        if (
-                            type(seq) is int
-                            and type(ct) is int
-                            and type(dx) is float
-                            and type(dy) is float
-                            and 0 <= seq <= 0xFFFFFFFF
-                            and 0 <= ct <= 0xFFFFFFFF
-                            and -1.0 <= dx <= 1.0  # NaN and +-inf fail this comparison
-                            and -1.0 <= dy <= 1.0
-                        ):
-                            if seq > self.last_input_seq:
-                                self.last_input_seq = seq
-                            if ack is not None:
-                                last = self.last_ack_tick
-                                if last is None or ack > last:
-                                    self.last_ack_tick = ack
-                            return [_new_input(seq, ct, dx, dy, 0, 0, ack)]
+            if state is _ACTIVE and type(decoded) is dict and decoded.get("t") == "in":
+                try:
+                    return [self._input(decoded)]
+                except ProtocolError as err:
+                    self._offence(err.code, err.msg)
+                    return []
 
         try:
             if decoded is not _UNDECODED:
@@ -273,9 +241,12 @@ class ServerSession:
             else:
                 if isinstance(payload, str):
                     raise ProtocolError(ErrorCode.MALFORMED, "text frame; binary msgpack expected")
-                if memoryview(payload).nbytes > limit:
+                size = memoryview(payload).nbytes
+                if size > limit and not (state is _ACTIVE and size <= self.max_signal_frame):
                     raise ProtocolError(ErrorCode.TOO_LARGE, f"frame larger than {limit} bytes")
                 m = unpack_map(payload)
+                if size > limit and m["t"] != T_RTC_OFFER:
+                    raise ProtocolError(ErrorCode.TOO_LARGE, f"frame larger than {limit} bytes")
             t = m["t"]
             if t == T_INPUT:
                 if state is not _ACTIVE:
@@ -285,29 +256,47 @@ class ServerSession:
                 return [PingEvent(req_float(m, "c"))]
             if t == T_HELLO:
                 return self._hello(m)
+            if t in SIGNAL_TYPES:
+                if state is not _ACTIVE:
+                    raise ProtocolError(ErrorCode.NOT_READY, f"{t} before welcome")
+                return [self.signal.check(parse_signal(m))]
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {t!r}")
         except ProtocolError as err:
             self._offence(err.code, err.msg)
             return []
 
     def _input(self, m: dict[str, Any]) -> InputEvent:
-        seq = req_int(m, "s", 0, UINT32_MAX)
-        ct = req_int(m, "ct", 0, UINT32_MAX)
-        fdx = req_float(m, "dx", -1.0, 1.0)
-        fdy = req_float(m, "dy", -1.0, 1.0)
-        action = opt_int(m, "a", 0, ACTION_MAX, 0)
-        arg = opt_int(m, "g", INT32_MIN, INT32_MAX, 0)
-        arg2 = opt_int(m, "g2", INT32_MIN, INT32_MAX, 0)
-        arg3 = opt_int(m, "g3", INT32_MIN, INT32_MAX, 0)
-        txn = opt_int(m, "tx", 0, UINT32_MAX, 0)
-        ack: int | None = None
-        if "ack" in m:
-            ack = req_int(m, "ack", 0, UINT64_MAX)
-            if self.last_ack_tick is None or ack > self.last_ack_tick:
+        seq = m.get("s")
+        ct = m.get("ct")
+        if type(seq) is not int or not 0 <= seq <= 0xFFFFFFFF:
+            seq = req_int(m, "s", 0, UINT32_MAX)  # raises the precise error
+        if type(ct) is not int or not 0 <= ct <= 0xFFFFFFFF:
+            ct = req_int(m, "ct", 0, UINT32_MAX)
+        values: list[float | int] = []
+        for key, is_float, lo, hi, default in self._fields:
+            v = m.get(key, _ABSENT)
+            if v is _ABSENT:
+                values.append(default)
+            elif is_float:
+                # NaN fails both comparisons; ±inf is outside every legal range (within float32).
+                if type(v) is float and lo <= v <= hi:
+                    values.append(v)
+                else:
+                    values.append(req_float(m, key, lo, hi))  # ints are widened, the rest refused
+            elif type(v) is int and lo <= v <= hi:
+                values.append(v)
+            else:
+                values.append(req_int(m, key, int(lo), int(hi)))
+        ack = m.get("ack")
+        if ack is not None:
+            if type(ack) is not int or not 0 <= ack <= 0xFFFFFFFFFFFFFFFF:
+                ack = req_int(m, "ack", 0, UINT64_MAX)
+            last = self.last_ack_tick
+            if last is None or ack > last:
                 self.last_ack_tick = ack
         if seq > self.last_input_seq:
             self.last_input_seq = seq
-        return _new_input(seq, ct, fdx, fdy, action, arg, ack, arg2, arg3, txn)
+        return _new_input(seq, ct, tuple(values), ack)
 
     def _hello(self, m: dict[str, Any]) -> list[Event]:
         if self._hello_seen:
@@ -365,11 +354,12 @@ class ServerSession:
         world: Mapping[str, float | int | str],
         dtype: np.dtype | Sequence[Sequence[str]],
         rep: Mapping[str, Any] | None = None,
+        spec: Mapping[str, Any] | None = None,
     ) -> None:
         """Queue the welcome and go ACTIVE. Only valid after a HelloEvent."""
         if self.state is not SessionState.AWAIT_HELLO or not self._hello_seen:
             raise RuntimeError(f"accept() in state {self.state.name} (hello seen: {self._hello_seen})")
-        self._out.append(encode_welcome(player, tick, tick_rate, send_rate, game, world, dtype, rep))
+        self._out.append(encode_welcome(player, tick, tick_rate, send_rate, game, world, dtype, rep, spec))
         self.player = player
         self.state = SessionState.ACTIVE
 

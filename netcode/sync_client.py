@@ -64,9 +64,10 @@ class SyncArbiterClient:
         assert self.welcome is not None
         return self.welcome.player
 
-    def send_input(self, dx: float, dy: float, action: int = 0, arg: int = 0, *, arg2: int = 0, arg3: int = 0,
-                   txn: int = 0) -> int:  # fmt: skip
-        frame = self.session.input(dx, dy, action, arg, None, None, arg2, arg3, txn)
+    def send_input(self, *values: float | int, **fields: float | int) -> int:
+        """One input: the game's fields in the welcome spec's order and/or by wire key (absent: 0)."""
+        names = [f[0] for f in self.session.fields]
+        frame = self.session.input({**dict(zip(names, values, strict=False)), **fields})
         seq = self.session.seq
         self.sent_at[seq] = time.monotonic()
         if len(self.sent_at) > 4096:  # never acknowledged (refused, or the server is gone): forget

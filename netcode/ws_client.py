@@ -17,15 +17,16 @@ from urllib.parse import urlsplit
 from websockets.utils import accept_key, generate_key
 
 from netcode.ws_frames import (
+    CLOSE_NO_STATUS,
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    FrameError,
     FrameReader,
     client_frame,
     close_payload,
+    parse_close,
 )
 
 MessageCallback = Callable[[bytes], None]
@@ -77,12 +78,14 @@ class WsClientConnection(asyncio.Protocol):
         reader = self._reader
         if n >= 2 and data[0] == 0x82 and self._open and not reader.pending:
             # Nearly all traffic: exactly one whole binary frame (unmasked, 7- or 16-bit length).
-            size = data[1]
+            size = data[1]  # 0x82: FIN, no RSV bit, binary; a set mask bit (>= 128) is not taken here
             hdr = 2
             if size == 126 and n >= 4:
                 size = (data[2] << 8) | data[3]
                 hdr = 4
-            if size < 0x10000 and n == hdr + size and size <= reader.max_size:
+            elif size > 126:
+                size = -1
+            if 0 <= size < 0x10000 and n == hdr + size and size <= reader.max_size:
                 self.msgs_in += 1
                 cut = reader.truncate_at
                 if cut is not None and size > reader.truncate_over:
@@ -114,24 +117,24 @@ class WsClientConnection(asyncio.Protocol):
             if not rest:
                 return
             data = rest
-        try:
-            frames = self._reader.feed(data)
-        except FrameError as exc:
-            self._send_close(exc.code, str(exc)[:100])
-            self.abort()
-            return
-        for opcode, payload in frames:
+        reader = self._reader
+        for opcode, payload in reader.feed(data):
             if opcode in (OP_BINARY, OP_TEXT):
                 self.msgs_in += 1
                 self._on_message(payload)
             elif opcode == OP_PING:
                 self._write(client_frame(OP_PONG, payload))
             elif opcode == OP_CLOSE:
-                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-                self._record_close(code, payload[2:].decode("utf-8", "replace"))
-                self._send_close(code if code not in (1005, 1006) else 1000, "")
+                code, reason = parse_close(payload)  # FrameReader has validated it
+                self._record_close(code, reason)
+                self._write(client_frame(OP_CLOSE, b"" if code == CLOSE_NO_STATUS else close_payload(code)))
                 if self.transport is not None:
                     self.transport.close()
+                return
+        err = reader.error
+        if err is not None:
+            self._send_close(err.code, str(err)[:100])
+            self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():

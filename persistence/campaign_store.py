@@ -14,7 +14,6 @@ import json
 import logging
 import operator
 import os
-import queue
 import re
 import sqlite3
 import threading
@@ -25,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, NamedTuple, SupportsIndex
 
-from persistence.journal_codec import JournalCorruptError, TickRecord, decode_tick
+import numpy as np
+
+from persistence.batch_writer import BatchWriter
+from persistence.journal_codec import JournalCorruptError, TickRecord, campaign_layout, decode_tick
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,6 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 
 _JOURNAL: Final = 0
 _SNAPSHOT: Final = 1
-_STOP: Final = 2
 # (kind, seq, tick, payload, state_hash)
 _Item = tuple[int, int, int, bytes, str | None]
 
@@ -113,14 +114,16 @@ def format_hash(value: str | SupportsIndex) -> str:
     return f"{number & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
-def _row_problem(tick: int, data: object, state_hash: object, expected: int | None) -> str | None:
+def _row_problem(
+    tick: int, data: object, state_hash: object, expected: int | None, layout: np.dtype
+) -> str | None:
     """Why a journal row cannot be replayed, or None if it is intact and in sequence."""
     if expected is not None and tick != expected:
         return f"gap: expected tick {expected}, found {tick}"
     if not isinstance(data, bytes):
         return f"data is {type(data).__name__}, not a blob"
     try:
-        record = decode_tick(data)
+        record = decode_tick(data, layout, expand=False)
     except JournalCorruptError as exc:
         return f"undecodable record: {exc}"
     if record.tick != tick:
@@ -137,8 +140,9 @@ class JournalReader(Iterator[JournalEntry]):
     the reason. `last_tick` is the last tick yielded (or `after_tick` if none).
     """
 
-    def __init__(self, rows: Iterator[tuple[int, object, object]], after_tick: int) -> None:
+    def __init__(self, rows: Iterator[tuple[int, object, object]], after_tick: int, layout: np.dtype) -> None:
         self._rows = rows
+        self._layout = layout
         self._done = False
         self.last_tick = after_tick
         self.problem: JournalProblem | None = None
@@ -155,7 +159,7 @@ class JournalReader(Iterator[JournalEntry]):
             raise StopIteration
         tick, data, state_hash = row
         expected = self.last_tick + 1
-        why = _row_problem(tick, data, state_hash, expected)
+        why = _row_problem(tick, data, state_hash, expected, self._layout)
         if why is not None:
             self._done = True
             bad = expected if tick != expected else tick
@@ -164,7 +168,7 @@ class JournalReader(Iterator[JournalEntry]):
             raise StopIteration
         assert isinstance(data, bytes)
         self.last_tick = tick
-        return JournalEntry(decode_tick(data), state_hash if isinstance(state_hash, str) else None)
+        return JournalEntry(decode_tick(data, self._layout), state_hash if isinstance(state_hash, str) else None)
 
 
 def _connect(path: Path, durability: Durability) -> sqlite3.Connection:
@@ -208,6 +212,7 @@ class CampaignStore:
         self._retention = snapshot_retention
         self._max_pending_snapshots = max_pending_snapshots
         self._commit_delay = commit_delay
+        self._layout: np.dtype | None = None
 
         self._lock_fd = self._take_lock(self.path.parent / LOCK_FILENAME)
         try:
@@ -222,14 +227,10 @@ class CampaignStore:
         last_snap = self._db.execute("SELECT MAX(tick) FROM snapshots").fetchone()[0]
         # Enqueue side, guarded by _lock.
         self._lock = threading.Lock()
-        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
         self._seq = 0
         self._next_tick: int | None = None if last is None else last + 1
         self._pending_snapshots = 0
         self._closed = False
-        # Commit side, guarded by _cond.
-        self._cond = threading.Condition()
-        self._committed_seq = 0
         self._abandon = False
         # Plain ints/floats: written by one thread, read anywhere (single stores are atomic in CPython).
         self.committed_tick: int = -1 if last is None else last
@@ -244,11 +245,10 @@ class CampaignStore:
         self.write_errors = 0
         self.last_error: str | None = None
 
-        self._thread = threading.Thread(target=self._run, name=f"store-writer:{self.path.parent.name}")
-        # Daemon: a forgotten close() must not hang interpreter exit; unflushed data is then lost
-        # exactly as in a crash, which recovery already handles.
-        self._thread.daemon = True
-        self._thread.start()
+        # A forgotten close() loses what was not flushed exactly as a crash does: recovery handles it.
+        self._writer: BatchWriter[_Item] = BatchWriter(
+            f"store-writer:{self.path.parent.name}", self._commit, capacity=queue_size, batch=batch_size
+        )
 
     @classmethod
     def open(
@@ -312,6 +312,13 @@ class CampaignStore:
     def get_meta(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
+    @property
+    def layout(self) -> np.dtype:
+        """The journal's input layout (journal_codec.campaign_layout: refuses other formats)."""
+        if self._layout is None:
+            self._layout = campaign_layout(self.get_meta())
+        return self._layout
+
     def set_meta(self, values: Mapping[str, object]) -> None:
         """Upsert meta keys. Strings are stored as they are, anything else as JSON text."""
         rows = [(k, v if isinstance(v, str) else json.dumps(v, sort_keys=True)) for k, v in values.items()]
@@ -348,9 +355,7 @@ class CampaignStore:
             self._check_open()
             if self._next_tick is not None and tick != self._next_tick:
                 raise ValueError(f"journal tick {tick} out of order: expected {self._next_tick}")
-            try:
-                self._queue.put_nowait((_JOURNAL, self._seq + 1, tick, data, text_hash))
-            except queue.Full:
+            if not self._writer.put((_JOURNAL, self._seq + 1, tick, data, text_hash)):
                 self.backpressure_refusals += 1
                 return False
             self._seq += 1
@@ -376,9 +381,7 @@ class CampaignStore:
             if self._pending_snapshots >= self._max_pending_snapshots:
                 self.dropped_snapshots += 1
                 return False
-            try:
-                self._queue.put_nowait((_SNAPSHOT, self._seq + 1, tick, data, text_hash))
-            except queue.Full:
+            if not self._writer.put((_SNAPSHOT, self._seq + 1, tick, data, text_hash)):
                 self.dropped_snapshots += 1
                 return False
             self._seq += 1
@@ -388,7 +391,7 @@ class CampaignStore:
 
     def _note_enqueued(self) -> None:
         self.queued += 1
-        depth = self._queue.qsize()
+        depth = self._writer.pending
         if depth > self.max_queue_depth:
             self.max_queue_depth = depth
 
@@ -398,14 +401,11 @@ class CampaignStore:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return self._writer.pending
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything enqueued before this call is committed; False on timeout."""
-        with self._lock:
-            target = self._seq
-        with self._cond:
-            return self._cond.wait_for(lambda: self._committed_seq >= target, timeout)
+        return self._writer.flush(timeout)
 
     def close(self, timeout: float = 10.0) -> bool:
         """Flush, stop the writer and close the database. Returns False if the flush timed out."""
@@ -418,10 +418,8 @@ class CampaignStore:
             # Let a writer stuck retrying a failing disk give up, or join() below would wait forever.
             self._abandon = True
             log.error("campaign store %s closed with %d items uncommitted", self.path, self.queue_depth)
-        with contextlib.suppress(queue.Full):
-            self._queue.put((_STOP, 0, 0, b"", None), timeout=timeout)
-        self._thread.join(timeout)
-        if not self._thread.is_alive():
+        self._writer.close(timeout)
+        if self._writer.stopped:
             self._wdb.close()
         self._db.close()
         os.close(self._lock_fd)
@@ -434,20 +432,6 @@ class CampaignStore:
         self.close()
 
     # ------------------------------------------------------------ writer side
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < self._batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            work = [item for item in batch if item[0] != _STOP]
-            if work and not self._commit(work):
-                return
-            if len(work) != len(batch):
-                return
 
     def _commit(self, items: list[_Item]) -> bool:
         journal_rows = [(tick, data, h) for kind, _, tick, data, h in items if kind == _JOURNAL]
@@ -495,11 +479,7 @@ class CampaignStore:
             except Exception:
                 # The callback belongs to the caller; its bug must not stop the journal.
                 log.exception("on_commit callback failed")
-        # Released last, so that a returned flush() implies on_commit has seen these ticks.
-        with self._cond:
-            self._committed_seq = max(item[1] for item in items)
-            self._cond.notify_all()
-        return True
+        return True  # flush() returns after this: on_commit has seen these ticks
 
     def _write(
         self,
@@ -565,7 +545,7 @@ class CampaignStore:
             "SELECT tick, data, state_hash FROM journal WHERE tick > ? AND tick <= ? ORDER BY tick",
             (after_tick, limit),
         )
-        return JournalReader(iter(cursor), after_tick)
+        return JournalReader(iter(cursor), after_tick, self.layout)
 
     def repair_tail(self, after_tick: int | None = None) -> RepairReport:
         """Find the first torn, corrupt or missing journal record and delete everything from it on.
@@ -574,6 +554,7 @@ class CampaignStore:
         history that recovery does not need). Never raises on corruption: it reports it.
         """
         self.flush()
+        layout = self.layout  # a journal of another format is refused here, never "repaired" away
         start = -1 if after_tick is None else after_tick
         anchor = self._db.execute("SELECT 1 FROM journal WHERE tick = ?", (start,)).fetchone()
         prev: int | None = start if anchor else None
@@ -582,7 +563,7 @@ class CampaignStore:
         reason: str | None = None
         rows = self._db.execute("SELECT tick, data, state_hash FROM journal WHERE tick > ? ORDER BY tick", (start,))
         for tick, data, state_hash in rows:
-            reason = _row_problem(tick, data, state_hash, None if prev is None else prev + 1)
+            reason = _row_problem(tick, data, state_hash, None if prev is None else prev + 1, layout)
             if reason is not None:
                 bad = tick
                 break
@@ -624,8 +605,7 @@ class CampaignStore:
         last = self._db.execute("SELECT MAX(tick) FROM journal").fetchone()[0]
         with self._lock:
             self._next_tick = None if last is None else last + 1
-        with self._cond:
-            self.committed_tick = -1 if last is None else last
+        self.committed_tick = -1 if last is None else last
         return None if last is None else int(last)
 
 

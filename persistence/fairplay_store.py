@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from persistence.batch_writer import BatchWriter
 from persistence.fairplay_records import (
     DEFAULT_QUEUE_SIZE,
     AuditEntry,
@@ -89,7 +90,14 @@ _BAN_COLUMNS: Final = "ban_id, account, ip_range, campaign, reason, created_by, 
 # Same predicate as BanRecord.active, so SQL and Python never disagree about a ban.
 _ACTIVE_SQL: Final = "(lifted_at IS NULL OR lifted_at > :now) AND (until IS NULL OR until > :now)"
 
-_Command = tuple[Callable[[sqlite3.Connection], Any], "concurrent.futures.Future[Any]"]
+class _Job:
+    """A job for the writer thread (a read, a ban, a flush) and the future that gets its result."""
+
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: concurrent.futures.Future[Any]) -> None:
+        self.fn = fn
+        self.future = future
 
 
 class SqliteFairplayStore:
@@ -121,11 +129,8 @@ class SqliteFairplayStore:
         self._db = self._open(busy_timeout)
 
         self._cv = threading.Condition()
-        # Guarded by _cv: the queue, the jobs, and every counter (the loop thread and the writer both
-        # update them).
-        self._audits: deque[AuditRow] = deque()
-        self._jobs: deque[_Command] = deque()
-        self._inflight = 0
+        # Guarded by _cv: every counter (the loop thread and the writer both update them).
+        self._audit_pending = 0  # audit rows appended, not yet written (queued or being written)
         self._closing = False
         self._closed = False
         self._queued = 0
@@ -142,9 +147,8 @@ class SqliteFairplayStore:
         self._abandon = threading.Event()
 
         name = "fairplay-writer" if self.path is None else f"fairplay-writer:{self.path.parent.name}"
-        # Daemon: a forgotten close() must not hang interpreter exit; committed rows are on disk already.
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        # Audit rows and jobs share one FIFO: a job sees every row appended before it.
+        self._writer: BatchWriter[AuditRow | _Job] = BatchWriter(name, self._handle)
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike[str] | None, campaign_id: str, **kwargs: Any) -> SqliteFairplayStore:
@@ -198,14 +202,16 @@ class SqliteFairplayStore:
         with self._cv:
             if self._closing:
                 why = "store closed"
-            elif len(self._audits) + self._inflight >= self.queue_size:
+            elif self._audit_pending >= self.queue_size:
                 why = f"queue full ({self.queue_size} entries not yet written)"
             else:
-                self._audits.append(row)
+                self._audit_pending += 1
                 self._queued += 1
-                self._cv.notify()
-                return
-        self._drop([row], why)
+                why = ""
+        if why or not self._writer.put(row):
+            with self._cv:
+                self._audit_pending -= 0 if why else 1
+            self._drop([row], why or "store closed")
 
     def stats(self) -> dict[str, object]:
         with self._cv:
@@ -215,7 +221,7 @@ class SqliteFairplayStore:
                 "duplicates": self._duplicates,
                 "audit_dropped": self._dropped,
                 "write_errors": self._write_errors,
-                "pending": len(self._audits) + self._inflight,
+                "pending": self._audit_pending,
                 "batches": self._batches,
                 "last_error": self._last_error,
             }
@@ -246,35 +252,21 @@ class SqliteFairplayStore:
 
     # ------------------------------------------------------------------ writer thread
 
-    def _run(self) -> None:
-        try:
-            while True:
-                with self._cv:
-                    while not self._audits and not self._jobs and not self._closing:
-                        self._cv.wait()
-                    if self._closing and not self._audits and not self._jobs:
-                        return
-                    batch = list(self._audits)
-                    self._audits.clear()
-                    self._inflight = len(batch)
-                    jobs = list(self._jobs)
-                    self._jobs.clear()
-                # Audit rows taken in the same snapshot as the jobs go first: a read or a flush
-                # enqueued after an append sees it.
-                if batch:
-                    self._write(batch)
-                with self._cv:
-                    self._inflight = 0
-                for job, future in jobs:
-                    self._do(job, future)
-        finally:
-            self._db.close()
-            with self._cv:
-                left = list(self._jobs)
-                self._jobs.clear()
-            for _, future in left:
-                if future.set_running_or_notify_cancel():
-                    future.set_exception(StoreClosedError("fair-play store closed"))
+    def _handle(self, items: list[AuditRow | _Job]) -> bool:
+        """The writer thread: runs of audit rows in one transaction each, jobs in between, in order."""
+        rows: list[AuditRow] = []
+        for item in [*items, None]:
+            if isinstance(item, _Job) or item is None:
+                if rows:
+                    self._write(rows)
+                    with self._cv:
+                        self._audit_pending -= len(rows)
+                    rows = []
+                if item is not None:
+                    self._do(item)
+            else:
+                rows.append(item)
+        return True
 
     def _write(self, batch: list[AuditRow]) -> None:
         attempt = 0
@@ -327,11 +319,15 @@ class SqliteFairplayStore:
             except sqlite3.Error:
                 log.debug("rollback failed", exc_info=True)
 
-    def _do(self, job: Callable[[sqlite3.Connection], Any], future: concurrent.futures.Future[Any]) -> None:
+    def _do(self, job: _Job) -> None:
+        future = job.future
         if not future.set_running_or_notify_cancel():
             return
+        if self._abandon.is_set():
+            future.set_exception(StoreClosedError("fair-play store closed"))
+            return
         try:
-            result = job(self._db)
+            result = job.fn(self._db)
         except BaseException as exc:
             self._rollback()
             future.set_exception(exc)
@@ -341,10 +337,9 @@ class SqliteFairplayStore:
     async def _submit(self, job: Callable[[sqlite3.Connection], T]) -> T:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._cv:
-            if self._closing:
-                raise StoreClosedError("fair-play store closed")
-            self._jobs.append((job, future))
-            self._cv.notify()
+            closing = self._closing
+        if closing or not self._writer.put(_Job(job, future)):
+            raise StoreClosedError("fair-play store closed")
         return await asyncio.wrap_future(future)
 
     # ------------------------------------------------------------------ async API
@@ -459,13 +454,9 @@ class SqliteFairplayStore:
                 return
             self._closed = True
             self._closing = True
-            self._cv.notify()
-        await asyncio.to_thread(self._thread.join, timeout)
-        if self._thread.is_alive():
+        if not await asyncio.to_thread(self._writer.close, timeout):
+            # Let a writer stuck retrying a stalled disk give up: what is left is dropped (and logged).
             self._abandon.set()
-            await asyncio.to_thread(self._thread.join, 5.0)
-        with self._cv:
-            left = list(self._audits)
-            self._audits.clear()
-        if left:
-            self._drop(left, "store closed before these entries were written")
+            await asyncio.to_thread(self._writer.close, 5.0)
+        if self._writer.stopped:
+            self._db.close()

@@ -3,57 +3,139 @@
 Layout (all integers little-endian; see docs/durability.md):
 
     u8     magic 0xA7
-    u8     version: 1 = compact inputs (28 bytes), 2 = extended inputs (40 bytes)
+    u8     format version (FORMAT = 3)
     varint tick
     varint n_joins, varint n_leaves, varint n_inputs
+    varint column mask (only when n_inputs > 0): bit c set = column c of the layout is present
     n_joins  x (u32 eid, varint key_len, key_len bytes of UTF-8)
     n_leaves x u32 eid
-    n_inputs x 28 bytes (COMPACT_INPUT_DTYPE) or 40 bytes (JOURNAL_INPUT_DTYPE), packed
+    n_inputs x the present columns of the input layout, packed
     u32    CRC32 (zlib.crc32) of every byte before it
 
-Inputs are copied as raw bytes rather than varint/delta-coded: the encoder runs on the tick thread,
-and one `tobytes()` is cheaper there than per-field bit twiddling in Python. The disk can afford 28 bytes.
-A tick whose inputs all have zero arg2, arg3 and txn (nearly every tick: only transfers use them) is
-written compact, as version 1 — which is also what journals written before transfers existed hold.
+The input layout is the campaign's: the packed record dtype the game's input batch derives
+(sim/inputs.py `input_dtype`), stored once in the campaign's metadata (`layout_to_json`). A column
+that is zero in every input of the tick is left out, so a tick pays only for the fields its inputs
+use (startales' transfers, a game's rarely used arguments). Inputs are raw bytes rather than
+varint/delta-coded: the encoder runs on the tick thread, where two numpy calls cost less than
+per-field bit twiddling in Python.
+
+Formats 1 and 2 (before the game API: fixed dx, dy, action, arg[, arg2, arg3, txn] inputs) are
+refused with `JournalFormatError`; there is no migration.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 
 MAGIC: Final = 0xA7
-VERSION_COMPACT: Final = 1
-VERSION_EXTENDED: Final = 2
-
-_COMPACT_FIELDS: Final = [
-    ("eid", "<u4"),
-    ("seq", "<u4"),
-    ("client_tick", "<u4"),
-    ("dx", "<f4"),
-    ("dy", "<f4"),
-    ("action", "<i4"),
-    ("arg", "<i4"),
-]
-COMPACT_INPUT_DTYPE: Final = np.dtype(_COMPACT_FIELDS)
-JOURNAL_INPUT_DTYPE: Final = np.dtype([*_COMPACT_FIELDS, ("arg2", "<i4"), ("arg3", "<i4"), ("txn", "<u4")])
-INPUT_RECORD_SIZE: Final = COMPACT_INPUT_DTYPE.itemsize  # 28
-EXTENDED_RECORD_SIZE: Final = JOURNAL_INPUT_DTYPE.itemsize  # 40
-_EXTRA_FIELDS: Final = ("arg2", "arg3", "txn")
+FORMAT: Final = 3
+OLD_FORMATS: Final = {1: "compact fixed inputs", 2: "extended fixed inputs"}
 
 _U32 = struct.Struct("<I")
 _MAX_TICK: Final = (1 << 63) - 1
 # A varint of more than 10 bytes cannot hold a u64; reading further would only chase garbage.
 _MAX_VARINT_BYTES: Final = 10
+_FORMATS: Final = frozenset({"<u1", "<i1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<f4", "<u8", "<i8", "<f8"})
 
 
 class JournalCorruptError(ValueError):
     """The blob is not a valid, intact journal record (torn, flipped bits, wrong format)."""
+
+
+class JournalFormatError(JournalCorruptError):
+    """An intact record (or campaign) of a journal format this version does not read."""
+
+
+def format_error(version: object) -> JournalFormatError:
+    what = OLD_FORMATS.get(version, "unknown") if isinstance(version, int) else "fixed inputs"
+    return JournalFormatError(
+        f"journal format {version} ({what}) was written by an older Arbiter; this one reads format {FORMAT} "
+        "only: replay it with the Arbiter that wrote it, or start a new campaign"
+    )
+
+
+def campaign_layout(meta: Mapping[str, str]) -> np.dtype:
+    """The input layout of a campaign from its metadata; JournalFormatError for another format
+    (campaigns written before format 3 have no `journal_format` key: they hold format 1 or 2)."""
+    version = meta.get("journal_format")
+    if version != str(FORMAT):
+        raise format_error(int(version) if version and version.isdigit() else "1-2")
+    return layout_from_json(meta.get("input_layout", ""))
+
+
+def campaign_format_meta(layout: np.dtype) -> dict[str, str]:
+    """The metadata keys a new campaign stores for its journal."""
+    return {"journal_format": str(FORMAT), "input_layout": layout_to_json(layout)}
+
+
+def layout_to_json(layout: np.dtype) -> str:
+    """The input layout as stored in a campaign's metadata: [[name, format], ...]."""
+    return json.dumps([[n, layout[n].str] for n in layout.names or ()], separators=(",", ":"))
+
+
+def layout_from_json(text: str) -> np.dtype:
+    """Inverse of `layout_to_json`; JournalFormatError when it is not a packed layout of numbers."""
+    try:
+        fields = [(str(n), str(f)) for n, f in json.loads(text)]
+    except (ValueError, TypeError) as exc:
+        raise JournalFormatError(f"bad input layout in the campaign metadata: {exc}") from None
+    if not fields or any(f not in _FORMATS for _, f in fields) or fields[0][0] != "eid":
+        raise JournalFormatError(f"bad input layout in the campaign metadata: {text[:200]}")
+    return np.dtype(fields)
+
+
+class Layout:
+    """One input layout with what the codec needs of it: column byte offsets and, per column
+    mask, the packed dtype of the present columns (cached)."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        if dtype.names is None or dtype.isalignedstruct:
+            raise ValueError("an input layout is a packed record dtype")
+        self.dtype = dtype
+        self.names: tuple[str, ...] = dtype.names
+        self.offsets = np.array([dtype.fields[n][1] for n in self.names], dtype=np.int64)  # type: ignore[index]
+        self.full = (1 << len(self.names)) - 1
+        self._sub: dict[int, tuple[np.dtype, np.ndarray]] = {}
+
+    def present(self, mask: int) -> tuple[np.dtype, np.ndarray]:
+        """(packed dtype of the columns in `mask`, their byte indexes within a full record)."""
+        hit = self._sub.get(mask)
+        if hit is None:
+            if mask & ~self.full:
+                raise JournalCorruptError(f"column mask {mask:#x} names columns the layout does not have")
+            cols = [c for c in range(len(self.names)) if mask >> c & 1]
+            sub = np.dtype([(self.names[c], self.dtype[self.names[c]]) for c in cols])
+            idx = np.concatenate(
+                [np.arange(self.offsets[c], self.offsets[c] + self.dtype[self.names[c]].itemsize) for c in cols]
+            ) if cols else np.zeros(0, dtype=np.int64)  # fmt: skip
+            hit = self._sub[mask] = (sub, idx.astype(np.int64))
+        return hit
+
+    def expand(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of some present columns as full-layout records (absent columns 0)."""
+        if rows.dtype == self.dtype:
+            return rows.copy()
+        out = np.zeros(len(rows), dtype=self.dtype)
+        for name in rows.dtype.names or ():
+            out[name] = rows[name]
+        return out
+
+
+_layouts: dict[np.dtype, Layout] = {}
+
+
+def layout_of(dtype: np.dtype) -> Layout:
+    hit = _layouts.get(dtype)
+    if hit is None:
+        hit = _layouts[dtype] = Layout(dtype)
+    return hit
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,7 +145,7 @@ class TickRecord:
     tick: int
     joins: list[tuple[int, str]]
     leaves: list[int]
-    inputs: np.ndarray  # JOURNAL_INPUT_DTYPE, 1-D, in the order the sim applied them
+    inputs: np.ndarray  # full-layout records, 1-D, in the order the sim applied them
 
     def __eq__(self, other: object) -> bool:
         # numpy's elementwise == would make tuple/dataclass equality ambiguous; compare bytes instead.
@@ -81,50 +163,6 @@ class TickRecord:
     __hash__ = None  # type: ignore[assignment]
 
 
-def make_inputs(n: int) -> np.ndarray:
-    """A zeroed input array of `n` records, ready to fill."""
-    return np.zeros(n, dtype=JOURNAL_INPUT_DTYPE)
-
-
-def inputs_from_columns(
-    eid: np.ndarray,
-    seq: np.ndarray,
-    client_tick: np.ndarray,
-    dx: np.ndarray,
-    dy: np.ndarray,
-    action: np.ndarray,
-    arg: np.ndarray,
-    arg2: np.ndarray | None = None,
-    arg3: np.ndarray | None = None,
-    txn: np.ndarray | None = None,
-) -> np.ndarray:
-    """Pack struct-of-arrays input columns (e.g. an InputBatch sliced to [:n]) into journal records."""
-    n = len(eid)
-    out = np.empty(n, dtype=JOURNAL_INPUT_DTYPE)
-    out["eid"] = eid
-    out["seq"] = seq
-    out["client_tick"] = client_tick
-    out["dx"] = dx
-    out["dy"] = dy
-    out["action"] = action
-    out["arg"] = arg
-    for name, col in (("arg2", arg2), ("arg3", arg3), ("txn", txn)):
-        out[name] = 0 if col is None else col
-    return out
-
-
-def _as_journal_inputs(inputs: np.ndarray) -> np.ndarray:
-    if inputs.ndim != 1:
-        raise ValueError(f"inputs must be 1-D, got shape {inputs.shape}")
-    if inputs.dtype == JOURNAL_INPUT_DTYPE:
-        return np.ascontiguousarray(inputs)
-    # Structured astype assigns by position, so only accept the same field names in the same order
-    # (e.g. a big-endian or aligned variant); anything else would be silently scrambled.
-    if inputs.dtype.names != JOURNAL_INPUT_DTYPE.names:
-        raise TypeError(f"inputs dtype {inputs.dtype} is not JOURNAL_INPUT_DTYPE")
-    return inputs.astype(JOURNAL_INPUT_DTYPE)
-
-
 def _put_varint(out: bytearray, value: int) -> None:
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -132,7 +170,8 @@ def _put_varint(out: bytearray, value: int) -> None:
     out.append(value)
 
 
-def _get_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+def get_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(value, next position) of the varint at buf[pos]; JournalCorruptError past `end`."""
     result = 0
     for i in range(_MAX_VARINT_BYTES):
         if pos >= end:
@@ -158,19 +197,25 @@ def encode_tick(
     leaves: Sequence[int],
     inputs: np.ndarray,
 ) -> bytes:
-    """Encode one tick's journal record (see the module docstring for the layout)."""
+    """Encode one tick's record; `inputs` are records of the campaign's input layout."""
     tick = int(tick)
     if not 0 <= tick <= _MAX_TICK:
         raise ValueError(f"tick {tick} out of range")
-    arr = _as_journal_inputs(inputs)
-    extended = len(arr) > 0 and any(arr[name].any() for name in _EXTRA_FIELDS)
-    if not extended:
-        arr = arr[list(COMPACT_INPUT_DTYPE.names or ())].astype(COMPACT_INPUT_DTYPE) if len(arr) else arr[:0]
-    out = bytearray((MAGIC, VERSION_EXTENDED if extended else VERSION_COMPACT))
+    if inputs.ndim != 1:
+        raise ValueError(f"inputs must be 1-D, got shape {inputs.shape}")
+    layout = layout_of(inputs.dtype)
+    out = bytearray((MAGIC, FORMAT))
     _put_varint(out, tick)
     _put_varint(out, len(joins))
     _put_varint(out, len(leaves))
-    _put_varint(out, len(arr))
+    _put_varint(out, len(inputs))
+    body = b""
+    if len(inputs):
+        raw = np.ascontiguousarray(inputs).view(np.uint8).reshape(len(inputs), layout.dtype.itemsize)
+        used = np.logical_or.reduceat(raw.any(axis=0), layout.offsets)
+        mask = int(np.dot(used.astype(np.int64), 1 << np.arange(len(used), dtype=np.int64)))
+        _put_varint(out, mask)
+        body = raw.tobytes() if mask == layout.full else raw[:, layout.present(mask)[1]].tobytes()
     for eid, key in joins:
         out += _U32.pack(_check_u32(eid, "join eid"))
         raw_key = key.encode("utf-8")
@@ -178,13 +223,14 @@ def encode_tick(
         out += raw_key
     for eid in leaves:
         out += _U32.pack(_check_u32(eid, "leave eid"))
-    out += arr.tobytes()
+    out += body
     out += _U32.pack(zlib.crc32(out))
     return bytes(out)
 
 
-def decode_tick(blob: bytes) -> TickRecord:
-    """Decode and verify a record; raises JournalCorruptError on any inconsistency."""
+def decode_tick(blob: bytes, layout: np.dtype, *, expand: bool = True) -> TickRecord:
+    """Decode and verify a record; raises JournalCorruptError on any inconsistency (JournalFormatError
+    for a record of another format). `expand=False` keeps the inputs as the present columns only."""
     if not isinstance(blob, bytes | bytearray | memoryview):
         raise JournalCorruptError(f"record is {type(blob).__name__}, not bytes")
     buf = bytes(blob)
@@ -197,17 +243,21 @@ def decode_tick(blob: bytes) -> TickRecord:
         raise JournalCorruptError("CRC mismatch")
     if buf[0] != MAGIC:
         raise JournalCorruptError(f"bad magic 0x{buf[0]:02x}")
-    if buf[1] not in (VERSION_COMPACT, VERSION_EXTENDED):
-        raise JournalCorruptError(f"unsupported version {buf[1]}")
-    rec_dtype = COMPACT_INPUT_DTYPE if buf[1] == VERSION_COMPACT else JOURNAL_INPUT_DTYPE
-    rec_size = rec_dtype.itemsize
+    if buf[1] != FORMAT:
+        raise format_error(buf[1])
     pos = 2
-    tick, pos = _get_varint(buf, pos, end)
-    n_joins, pos = _get_varint(buf, pos, end)
-    n_leaves, pos = _get_varint(buf, pos, end)
-    n_inputs, pos = _get_varint(buf, pos, end)
+    tick, pos = get_varint(buf, pos, end)
+    n_joins, pos = get_varint(buf, pos, end)
+    n_leaves, pos = get_varint(buf, pos, end)
+    n_inputs, pos = get_varint(buf, pos, end)
     if tick > _MAX_TICK:
         raise JournalCorruptError("tick out of range")
+    lay = layout_of(layout)
+    sub = lay.dtype
+    if n_inputs:
+        mask, pos = get_varint(buf, pos, end)
+        sub = lay.present(mask)[0]
+    rec_size = sub.itemsize
     # Bound the counts by the bytes present before allocating anything for them.
     if n_joins * 5 + n_leaves * 4 + n_inputs * rec_size > end - pos:
         raise JournalCorruptError("counts exceed record length")
@@ -216,7 +266,7 @@ def decode_tick(blob: bytes) -> TickRecord:
         if pos + 4 > end:
             raise JournalCorruptError("truncated join")
         (eid,) = _U32.unpack_from(buf, pos)
-        key_len, pos = _get_varint(buf, pos + 4, end)
+        key_len, pos = get_varint(buf, pos + 4, end)
         if pos + key_len > end:
             raise JournalCorruptError("truncated join key")
         try:
@@ -229,17 +279,12 @@ def decode_tick(blob: bytes) -> TickRecord:
         raise JournalCorruptError("record length does not match its counts")
     leaves = list(struct.unpack_from(f"<{n_leaves}I", buf, pos))
     pos += n_leaves * 4
+    raw = np.frombuffer(buf, dtype=sub, count=n_inputs, offset=pos)
     # Copy so the caller owns a writable array independent of the blob.
-    raw = np.frombuffer(buf, dtype=rec_dtype, count=n_inputs, offset=pos)
-    if rec_dtype is JOURNAL_INPUT_DTYPE:
-        inputs = raw.copy()
-    else:
-        inputs = np.zeros(n_inputs, dtype=JOURNAL_INPUT_DTYPE)
-        for name in COMPACT_INPUT_DTYPE.names or ():
-            inputs[name] = raw[name]
+    inputs = lay.expand(raw) if expand else raw.copy()
     return TickRecord(tick=tick, joins=joins, leaves=leaves, inputs=inputs)
 
 
-def record_overhead(tick: int, joins: Sequence[tuple[int, str]] = (), n_leaves: int = 0) -> int:
+def record_overhead(tick: int, layout: np.dtype, joins: Sequence[tuple[int, str]] = (), n_leaves: int = 0) -> int:
     """Bytes of a record besides its inputs (header, joins, leaves, CRC): for sizing and reports."""
-    return len(encode_tick(tick, joins, [0] * n_leaves, make_inputs(0)))
+    return len(encode_tick(tick, joins, [0] * n_leaves, np.zeros(0, dtype=layout)))

@@ -339,6 +339,14 @@ CREATE TABLE shipped_journal (
 );
 """,
     ),
+    Migration(
+        30,
+        "door: a returning ship keeps its saved velocity as well as its position",
+        """
+ALTER TABLE game_progress ADD COLUMN IF NOT EXISTS last_vx DOUBLE PRECISION;
+ALTER TABLE game_progress ADD COLUMN IF NOT EXISTS last_vy DOUBLE PRECISION;
+""",
+    ),
 )
 
 

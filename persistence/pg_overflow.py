@@ -12,12 +12,12 @@ import asyncio
 import json
 import logging
 import os
-import queue
 import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from persistence.batch_writer import BatchWriter
 from persistence.pg_rows import PendingRow
 
 log = logging.getLogger("arbiter.pg_overflow")
@@ -37,51 +37,33 @@ class SqliteOverflow:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
         self._count = int(self._db.execute("SELECT COUNT(*) FROM overflow").fetchone()[0])
-        self._queue: queue.SimpleQueue[list[PendingRow] | None] = queue.SimpleQueue()
-        self._queued = 0  # spilled, not yet inserted
-        self._idle = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="pg-overflow", daemon=True)
-        self._thread.start()
+        self._writer: BatchWriter[PendingRow] = BatchWriter("pg-overflow", self._insert)
 
     # -- OverflowSink -------------------------------------------------------------------------------
     def spill(self, rows: Sequence[PendingRow]) -> None:
-        if rows:
-            with self._idle:
-                self._queued += len(rows)
-            self._queue.put(list(rows))
+        self._writer.put_many(rows)
 
     async def unspill(self, limit: int) -> list[PendingRow]:
         return await asyncio.get_running_loop().run_in_executor(None, self._take, limit)
 
     def pending(self) -> int:
-        return self._count + self._queued
+        return self._count + self._writer.pending
 
     def drain(self) -> list[PendingRow]:
         return self._take(None)
 
     # -- internals ----------------------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            rows = self._queue.get()
-            if rows is None:
-                return
-            data = [(r.table, json.dumps(list(r.values))) for r in rows]
-            with self._db_lock:
-                self._db.execute("BEGIN")
-                self._db.executemany("INSERT INTO overflow (tbl, row) VALUES (?, ?)", data)
-                self._db.execute("COMMIT")
-                self._count += len(rows)
-            with self._idle:
-                self._queued -= len(rows)
-                self._idle.notify_all()
-
-    def _settle(self, timeout: float = 10.0) -> None:
-        """Wait until everything spilled so far is on disk (FIFO order across spill and unspill)."""
-        with self._idle:
-            self._idle.wait_for(lambda: self._queued == 0, timeout)
+    def _insert(self, rows: list[PendingRow]) -> bool:
+        data = [(r.table, json.dumps(list(r.values))) for r in rows]
+        with self._db_lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT INTO overflow (tbl, row) VALUES (?, ?)", data)
+            self._db.execute("COMMIT")
+            self._count += len(rows)
+        return True
 
     def _take(self, limit: int | None) -> list[PendingRow]:
-        self._settle()
+        self._writer.flush(10.0)  # everything spilled so far is on disk: FIFO across spill and unspill
         with self._db_lock:
             sql = "SELECT id, tbl, row FROM overflow ORDER BY id" + ("" if limit is None else " LIMIT ?")
             got = self._db.execute(sql, () if limit is None else (limit,)).fetchall()
@@ -91,8 +73,6 @@ class SqliteOverflow:
         return [PendingRow(tbl, tuple(json.loads(row))) for _, tbl, row in got]
 
     def close(self) -> None:
-        self._settle()
-        self._queue.put(None)
-        self._thread.join(5)
+        self._writer.close(10.0)
         with self._db_lock:
             self._db.close()

@@ -66,6 +66,8 @@ class Progress:
     last_y: float | None = None
     updated_at: float | None = None  # epoch seconds; None = now
     txn_last: int = 0  # the last transfer (transaction) id the player applied
+    last_vx: float | None = None  # velocity when saved: a returning ship moves on as it did (v30)
+    last_vy: float | None = None
 
 
 class OverflowSink(Protocol):
@@ -142,6 +144,8 @@ def progress_values(p: Progress) -> tuple[Any, ...]:
         None if p.last_y is None else float(p.last_y),
         time.time() if p.updated_at is None else float(p.updated_at),
         int(p.txn_last),
+        None if p.last_vx is None else float(p.last_vx),
+        None if p.last_vy is None else float(p.last_vy),
     )
 
 
@@ -159,5 +163,7 @@ def progress_dict(values: Sequence[Any]) -> dict[str, Any]:
         "achievements": achievements % _U64,
         "last_x": last_x,
         "last_y": last_y,
+        "last_vx": values[10] if len(values) > 10 else None,
+        "last_vy": values[11] if len(values) > 11 else None,
         "updated_at": ts if isinstance(ts, datetime) else datetime.fromtimestamp(ts).astimezone(),
     }

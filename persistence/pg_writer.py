@@ -172,14 +172,17 @@ class PgWriteBehind:
         )
         self._sql_progress = (
             f"INSERT INTO {s}.game_progress AS g (account_id, campaign_id, tick, resources, buildings, "
-            "achievements, last_x, last_y, updated_at, txn_last) "
+            "achievements, last_x, last_y, updated_at, txn_last, last_vx, last_vy) "
             "SELECT p.account_id, p.campaign_id, p.tick, p.resources::jsonb, p.buildings, p.achievements, "
-            "p.last_x, p.last_y, to_timestamp(p.ts), p.txn_last FROM unnest($1::text[], $2::text[], $3::int8[], "
-            "$4::text[], $5::int4[], $6::int8[], $7::float8[], $8::float8[], $9::float8[], $10::int8[]) "
-            "AS p(account_id, campaign_id, tick, resources, buildings, achievements, last_x, last_y, ts, txn_last) "
+            "p.last_x, p.last_y, to_timestamp(p.ts), p.txn_last, p.last_vx, p.last_vy FROM unnest($1::text[], "
+            "$2::text[], $3::int8[], $4::text[], $5::int4[], $6::int8[], $7::float8[], $8::float8[], $9::float8[], "
+            "$10::int8[], $11::float8[], $12::float8[]) "
+            "AS p(account_id, campaign_id, tick, resources, buildings, achievements, last_x, last_y, ts, txn_last, "
+            "last_vx, last_vy) "
             "ON CONFLICT (account_id, campaign_id) DO UPDATE SET tick = EXCLUDED.tick, "
             "resources = EXCLUDED.resources, buildings = EXCLUDED.buildings, "
             "achievements = EXCLUDED.achievements, last_x = EXCLUDED.last_x, last_y = EXCLUDED.last_y, "
+            "last_vx = EXCLUDED.last_vx, last_vy = EXCLUDED.last_vy, "
             "updated_at = EXCLUDED.updated_at, txn_last = GREATEST(g.txn_last, EXCLUDED.txn_last) "
             "WHERE g.tick <= EXCLUDED.tick"
         )
@@ -192,7 +195,7 @@ class PgWriteBehind:
         )
         self._sql_load = (
             "SELECT account_id, campaign_id, tick, resources::text AS resources, buildings, achievements, "
-            f"last_x, last_y, updated_at, txn_last FROM {s}.game_progress "
+            f"last_x, last_y, updated_at, txn_last, last_vx, last_vy FROM {s}.game_progress "
             "WHERE account_id = $1 AND campaign_id = $2"
         )
 
@@ -591,8 +594,9 @@ class PgWriteBehind:
             status = await conn.execute(self._sql_txn, *map(list, zip(*txns, strict=True)))
             dups += len(txns) - _rowcount(status)
         if progress:
-            # Rows buffered (or overflowed to disk) before txn_last existed have 9 values.
-            ordered = [v if len(v) == 10 else (*v, 0) for v in (progress[k] for k in sorted(progress, key=str))]
+            # Rows spilled by an older version lack txn_last (v4) and the velocity (v30).
+            pad = (0, None, None)
+            ordered = [(*v, *pad[len(v) - 9 :]) for v in (progress[k] for k in sorted(progress, key=str))]
             await conn.execute(self._sql_progress, *map(list, zip(*ordered, strict=True)))
         if audits:
             status = await conn.execute(self._sql_audit, *map(list, zip(*audits, strict=True)))

@@ -28,30 +28,48 @@ class TableFullError(RuntimeError):
 
 @njit(cache=True)
 def make_id(slot: Int, gen: Int) -> Int:
-    return np.uint32((np.int64(gen) << 20) | np.int64(slot))
+    return np.uint32((np.int64(gen) << SLOT_BITS) | np.int64(slot))
 
 
 @njit(cache=True)
 def id_slot(eid: Int) -> Int:
-    return np.int64(eid) & 0xFFFFF
+    return np.int64(eid) & SLOT_MASK
 
 
 @njit(cache=True)
 def id_gen(eid: Int) -> Int:
-    return np.int64(eid) >> 20
+    return np.int64(eid) >> SLOT_BITS
 
 
 @njit(cache=True)
-def resolve(eid: Int, alive: np.ndarray, generation: np.ndarray) -> Int:
+def resolve(eid: Int, alive: np.ndarray, generation: np.ndarray) -> int:
     """Slot of a live entity id, or -1 when the id is stale, dead or malformed."""
     e = np.int64(eid)
-    slot = e & 0xFFFFF
-    gen = e >> 20
+    slot = e & SLOT_MASK
+    gen = e >> SLOT_BITS
     if gen == 0 or slot >= alive.shape[0]:
         return -1
     if alive[slot] == 0 or np.int64(generation[slot]) != gen:
         return -1
-    return slot
+    return int(slot)
+
+
+@njit(cache=True)
+def spawn_slot(alive: np.ndarray, generation: np.ndarray, meta: np.ndarray, lo: Int, hi: Int) -> int:
+    """From a kernel: occupy the lowest free slot of [lo, hi) (e.g. a projectile); the slot, or -1
+    when none is free. The id is `make_id(slot, generation[slot])`."""
+    for s in range(lo, hi):
+        if alive[s] == 0 and generation[s] < MAX_GEN:
+            generation[s] += 1
+            alive[s] = 1
+            meta[META_SPAWNS] += 1
+            return s
+    return -1
+
+
+def ids_of(generation: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """Entity ids (uint32) of the given slots from their generations."""
+    return (generation[slots].astype(np.uint32) << SLOT_BITS) | slots.astype(np.uint32)
 
 
 def add_entity_arrays(world: World) -> None:

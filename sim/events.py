@@ -1,94 +1,53 @@
-"""Events out of a tick, as preallocated arrays; `emit` is the kernel-side writer."""
+"""Events out of a tick: kinds every game shares, refusal reasons, and the buffer kernels emit into.
+
+Kernels write with `emit(ev, kind, eid, a, b)` where `ev` is `EventBuffer.view`; a game numbers its
+own event kinds from 4 up (and names them in its spec, so clients can too).
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
 import numpy as np
-from numba import njit
 
-from sim.scalars import Int
+from sim.rows import RowBuffer, append
 from sim.violations import ViolationBuffer
 
 EV_ACHIEVEMENT: Final = 1  # a = achievement id
 EV_BALANCE: Final = 2  # a = resource id, b = new balance
 EV_REFUSED: Final = 3  # a = input index, b = reason code
-EV_BUILT: Final = 4  # a = building count
+SHARED_EVENTS: Final = {EV_ACHIEVEMENT: "achievement", EV_BALANCE: "balance", EV_REFUSED: "refused"}
 
-# refusal reason codes (EV_REFUSED.b)
+# refusal reason codes (EV_REFUSED.b); a game numbers its own from 16 up
 REF_DEAD: Final = 1  # stale/dead eid, or not a player
 REF_NONFINITE: Final = 2
 REF_STALE_SEQ: Final = 3  # seq <= last accepted seq
-REF_RANGE: Final = 4  # dx² + dy² > 1
+REF_RANGE: Final = 4  # |move|² > 1
 REF_UNAFFORDABLE: Final = 5
 REF_NO_TARGET: Final = 6
 REF_BAD_ACTION: Final = 7
-# 8, 9: startales' SCAN (REF_REWIND, REF_OUT_OF_REACH); 11, 12: its transfers and claims
+REF_REWIND: Final = 8  # a lag-compensated claim beyond the connection's rewind bound (sim/history.py)
+REF_OUT_OF_REACH: Final = 9  # a lag-compensated target farther than the action reaches at that tick
 REF_TOO_FAST: Final = 10  # input rate or client clock beyond the pacing limits (sim/pacing.py)
+REF_COOLDOWN: Final = 13  # an action again before its cooldown ran out
 
-_N: Final = 0
-_OVERFLOW: Final = 1
-
-
-@njit(cache=True)
-def emit(
-    ev_kind: np.ndarray,
-    ev_eid: np.ndarray,
-    ev_a: np.ndarray,
-    ev_b: np.ndarray,
-    counts: np.ndarray,
-    kind: Int,
-    eid: Int,
-    a: Int,
-    b: Int,
-) -> None:
-    """Append one event, or count it in counts[1] when the buffer is full."""
-    n = counts[0]
-    if n < ev_kind.shape[0]:
-        ev_kind[n] = kind
-        ev_eid[n] = eid
-        ev_a[n] = a
-        ev_b[n] = b
-        counts[0] = n + 1
-    else:
-        counts[1] += 1
+# The one row writer, under the name kernels read best.
+emit = append
 
 
-class EventBuffer:
-    """Preallocated event arrays; `n` events are valid, `overflow` were dropped since `clear()`.
+class EventBuffer(RowBuffer):
+    """The tick's events; `violations` (sim/violations.py) is cleared with it."""
 
-    `violations` is the tick's violation buffer (sim/violations.py), cleared with it.
-    """
+    columns = (("kind", np.int32), ("eid", np.uint32), ("a", np.int64), ("b", np.int64))
+    kind: np.ndarray
+    eid: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = int(capacity)
+        super().__init__(capacity)
         self.violations = ViolationBuffer(capacity)
-        self.kind = np.zeros(capacity, dtype=np.int32)
-        self.eid = np.zeros(capacity, dtype=np.uint32)
-        self.a = np.zeros(capacity, dtype=np.int64)
-        self.b = np.zeros(capacity, dtype=np.int64)
-        self.counts = np.zeros(2, dtype=np.int64)  # [n, overflow]; written by kernels
-
-    @property
-    def n(self) -> int:
-        return int(self.counts[_N])
-
-    @property
-    def overflow(self) -> int:
-        return int(self.counts[_OVERFLOW])
 
     def clear(self) -> None:
         self.counts[:] = 0
         self.violations.counts[:] = 0
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(kind, eid, a, b, counts): the argument tuple kernels take."""
-        return self.kind, self.eid, self.a, self.b, self.counts
-
-    def rows(self) -> list[tuple[int, int, int, int]]:
-        """(kind, eid, a, b) per event, for tests and tools (not for the tick path)."""
-        n = self.n
-        return [
-            (int(k), int(e), int(a), int(b))
-            for k, e, a, b in zip(self.kind[:n], self.eid[:n], self.a[:n], self.b[:n], strict=True)
-        ]

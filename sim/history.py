@@ -1,9 +1,13 @@
-"""Position history for lag compensation: a per-tick ring of entity positions, part of the world.
+"""Lag compensation: a per-tick ring of entity positions, part of the world, and the rewind rule.
 
-The ring records x, y of the entities of one slot range ``[lo, hi)`` (startales: the drones) at
-the end of every tick, so that a targeted action can be checked against where its target was at
-the tick the client was displaying. It lives in ``world.arrays`` (so snapshots, replay and the
-state hash cover it) as:
+A game that declares `LagComp` (sim/spec.py) gets a ring recording x, y of the entities of one
+slot range ``[lo, hi)`` (its NPCs or its players) at the end of every tick, so that a targeted
+action can be checked against where its target was at the tick the client was displaying. Kernels
+read it as `hist` (`hist_at`) and ask `rewind_ok` whether an input may claim its tick at all: at
+most the game's ``max_rewind``, and at most the rewind its connection's measured latency allows
+(the engine's `bound` column of the input batch: RTT/2 + interpolation delay + a jitter margin,
+see engine/latency.py; journaled, so a replay refuses and accepts exactly what the server did).
+The ring lives in ``world.arrays`` (so snapshots, replay and the state hash cover it) as:
 
 - ``hist_x``, ``hist_y`` (float32, ``rows * n``): row ``r`` holds tick ``hist_tick[r]``; entity
   ``lo + j`` is at index ``r * n + j``. Row of tick ``t`` = ``t % rows``.
@@ -19,17 +23,19 @@ Cost: ``8·rows·n + 12·n`` bytes and one pass over ``n`` entities per tick.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from numba import njit
 
-from sim.entities import make_id
+from sim.entities import SLOT_MASK, make_id
 from sim.scalars import Int
+from sim.tuples import tuple_class
 from sim.world import World
 
 HISTORY_MIN_SECONDS: Final = 0.5
 HISTORY_ARRAYS: Final = ("hist_id", "hist_since", "hist_tick", "hist_x", "hist_y")
+_HIST: Any = tuple_class(["x", "y", "tick", "id", "since", "lo"])
 
 
 def history_rows(tick_rate: int, max_rewind: int, min_seconds: float = HISTORY_MIN_SECONDS) -> int:
@@ -99,7 +105,7 @@ def lookup_history(
     n = hist_id.shape[0]
     rows = hist_tick.shape[0]
     zero = np.float32(0.0)
-    j = np.int64(eid & 0xFFFFF) - lo
+    j = (np.int64(eid) & SLOT_MASK) - lo
     if eid == 0 or j < 0 or j >= n or tick < 0:
         return False, zero, zero
     if np.int64(hist_id[j]) != np.int64(eid) or tick < hist_since[j]:
@@ -108,6 +114,30 @@ def lookup_history(
     if hist_tick[r] != tick:
         return False, zero, zero
     return True, hist_x[r * n + j], hist_y[r * n + j]
+
+
+def hist_view(world: World, lo: int) -> Any:
+    """The ring as kernels take it (`hist`): x, y, tick, id, since and the first slot `lo`."""
+    a = world.arrays
+    return _HIST(a["hist_x"], a["hist_y"], a["hist_tick"], a["hist_id"], a["hist_since"], np.int64(lo))
+
+
+@njit(cache=True)
+def hist_at(hist: Any, eid: Int, tick: Int) -> tuple[bool, np.float32, np.float32]:
+    """(found, x, y) of entity ``eid`` at ``tick`` (`lookup_history` on the bound ring)."""
+    return lookup_history(eid, tick, hist.lo, hist.x, hist.y, hist.tick, hist.id, hist.since)
+
+
+@njit(cache=True)
+def rewind_ok(i: Int, inp: Any, max_rewind: Int) -> bool:
+    """May input i be judged at its client tick? Not in the future, and not further back than
+    ``max_rewind`` nor than its connection's bound (inp.bound, 0 = not measured)."""
+    ct = np.int64(inp.client_tick[i])
+    limit = np.int64(max_rewind)
+    bound = np.int64(inp.bound[i])
+    if 0 < bound < limit:
+        limit = bound
+    return ct <= inp.now and inp.now - ct <= limit
 
 
 def position_at(world: World, eid: int, tick: int, lo: int) -> tuple[float, float] | None:

@@ -1,19 +1,17 @@
-"""Movement kernels of both games, on raw arrays (in place).
+"""Movement kernels: the engine's player-movement rules (sim/spec.py `Velocity`, `Thrust`) and NPC drift.
 
-``sim/reference.py`` holds numpy versions with the same signatures; both do the same float32
-operations in the same order, so their results are bit-identical (tests check this).
+`velocity_step` and `thrust_step` are the single rules shared by the server's kernels and the
+client predictor (netcode/prediction.py), so the two cannot drift apart. Scalars are cast to
+float32 inside the kernels: the world is float32, whatever type a parameter arrives as.
+`tests/reference.py` holds numpy twins doing the same float32 operations in the same order.
 """
 
 from __future__ import annotations
 
-from typing import Final
-
 import numpy as np
 from numba import njit
 
-KIND_PLANET: Final = 0
-KIND_DRONE: Final = 1
-KIND_SHIP: Final = 2
+from sim.scalars import Float, Int
 
 _ZERO = np.float32(0.0)
 
@@ -29,20 +27,25 @@ def _reflect(p: np.float32, v: np.float32, lim: np.float32) -> tuple[np.float32,
 
 
 @njit(cache=True)
-def wander_player_step(
-    x: np.float32, y: np.float32, vx: np.float32, vy: np.float32, dt: np.float32, width: np.float32, height: np.float32
+def velocity_step(
+    x: np.float32,
+    y: np.float32,
+    vx: np.float32,
+    vy: np.float32,
+    dt: np.float32,
+    x0: np.float32,
+    y0: np.float32,
+    x1: np.float32,
+    y1: np.float32,
 ) -> tuple[np.float32, np.float32]:
-    """One wander player step: position += velocity·dt, clamped to the world (velocity unchanged).
-
-    The single rule shared by `wander_move` and the client predictor (netcode/prediction.py).
-    """
+    """Position += velocity·dt, clamped to [x0, x1] × [y0, y1] (velocity unchanged)."""
     nx = x + vx * dt
     ny = y + vy * dt
-    return min(max(nx, _ZERO), width), min(max(ny, _ZERO), height)
+    return min(max(nx, x0), x1), min(max(ny, y0), y1)
 
 
 @njit(cache=True)
-def ship_step(
+def thrust_step(
     x: np.float32,
     y: np.float32,
     vx: np.float32,
@@ -50,16 +53,14 @@ def ship_step(
     tx: np.float32,
     ty: np.float32,
     dt: np.float32,
-    width: np.float32,
-    height: np.float32,
+    x0: np.float32,
+    y0: np.float32,
+    x1: np.float32,
+    y1: np.float32,
     accel: np.float32,
     max_speed: np.float32,
 ) -> tuple[np.float32, np.float32, np.float32, np.float32]:
-    """One startales ship step: v += thrust·accel·dt, |v| <= max_speed, x += v·dt, clamp x to the world.
-
-    Returns (x, y, vx, vy). The single rule shared by `startales_move` and the client predictor
-    (netcode/prediction.py), so the two cannot drift apart.
-    """
+    """v += thrust·accel·dt, |v| <= max_speed, x += v·dt, x clamped to the bounds; (x, y, vx, vy)."""
     nvx = vx + (tx * accel) * dt
     nvy = vy + (ty * accel) * dt
     sp2 = nvx * nvx + nvy * nvy
@@ -69,64 +70,73 @@ def ship_step(
         nvy = nvy * s
     nx = x + nvx * dt
     ny = y + nvy * dt
-    return min(max(nx, _ZERO), width), min(max(ny, _ZERO), height), nvx, nvy
+    return min(max(nx, x0), x1), min(max(ny, y0), y1), nvx, nvy
 
 
 @njit(cache=True)
-def wander_move(
+def move_velocity(
     x: np.ndarray,
     y: np.ndarray,
     vx: np.ndarray,
     vy: np.ndarray,
     alive: np.ndarray,
-    is_player: np.ndarray,
-    dt: np.float32,
-    width: np.float32,
-    height: np.float32,
+    lo: Int,
+    dt: Float,
+    bounds: np.ndarray,
 ) -> None:
-    """Integrate live entities: NPCs reflect at the bounds, players are clamped to them."""
+    """Live entities of slots [lo, end): `velocity_step`."""
+    d = np.float32(dt)
+    x0, y0, x1, y1 = bounds[0], bounds[1], bounds[2], bounds[3]
+    x, y, vx, vy, alive = x[lo:], y[lo:], vx[lo:], vy[lo:], alive[lo:]  # views: a loop from 0 vectorizes
     for i in range(x.shape[0]):
-        if alive[i] == 0:
-            continue
-        if is_player[i] != 0:
-            x[i], y[i] = wander_player_step(x[i], y[i], vx[i], vy[i], dt, width, height)
-            continue
-        nx, vx[i] = _reflect(x[i] + vx[i] * dt, vx[i], width)
-        ny, vy[i] = _reflect(y[i] + vy[i] * dt, vy[i], height)
-        x[i] = min(max(nx, _ZERO), width)
-        y[i] = min(max(ny, _ZERO), height)
+        if alive[i] != 0:
+            x[i], y[i] = velocity_step(x[i], y[i], vx[i], vy[i], d, x0, y0, x1, y1)
 
 
 @njit(cache=True)
-def startales_move(
+def move_thrust(
     x: np.ndarray,
     y: np.ndarray,
     vx: np.ndarray,
     vy: np.ndarray,
     tx: np.ndarray,
     ty: np.ndarray,
-    kind: np.ndarray,
     alive: np.ndarray,
-    dt: np.float32,
-    width: np.float32,
-    height: np.float32,
-    accel: np.float32,
-    max_speed: np.float32,
+    lo: Int,
+    dt: Float,
+    bounds: np.ndarray,
+    accel: Float,
+    max_speed: Float,
 ) -> None:
-    """Drones integrate and reflect; ships: v += thrust·accel·dt, |v| <= max_speed, clamp position."""
+    """Live entities of slots [lo, end): `thrust_step` with their held thrust (tx, ty)."""
+    d, a, m = np.float32(dt), np.float32(accel), np.float32(max_speed)
+    x0, y0, x1, y1 = bounds[0], bounds[1], bounds[2], bounds[3]
+    x, y, vx, vy, tx, ty, alive = x[lo:], y[lo:], vx[lo:], vy[lo:], tx[lo:], ty[lo:], alive[lo:]
     for i in range(x.shape[0]):
+        if alive[i] != 0:
+            x[i], y[i], vx[i], vy[i] = thrust_step(x[i], y[i], vx[i], vy[i], tx[i], ty[i], d, x0, y0, x1, y1, a, m)
+
+
+@njit(cache=True)
+def drift(
+    x: np.ndarray,
+    y: np.ndarray,
+    vx: np.ndarray,
+    vy: np.ndarray,
+    alive: np.ndarray,
+    npc_lo: Int,
+    npc_hi: Int,
+    dt: Float,
+    width: Float,
+    height: Float,
+) -> None:
+    """NPCs of slots [npc_lo, npc_hi) fly straight and bounce off the world's edges [0, w] × [0, h]."""
+    d, w, h = np.float32(dt), np.float32(width), np.float32(height)
+    x, y, vx, vy, alive = x[npc_lo:npc_hi], y[npc_lo:npc_hi], vx[npc_lo:npc_hi], vy[npc_lo:npc_hi], alive[npc_lo:npc_hi]
+    for i in range(x.shape[0]):  # on views: a loop from 0 vectorizes
         if alive[i] == 0:
             continue
-        k = kind[i]
-        if k == KIND_DRONE:
-            nx, vx[i] = _reflect(x[i] + vx[i] * dt, vx[i], width)
-            ny, vy[i] = _reflect(y[i] + vy[i] * dt, vy[i], height)
-        elif k == KIND_SHIP:
-            x[i], y[i], vx[i], vy[i] = ship_step(
-                x[i], y[i], vx[i], vy[i], tx[i], ty[i], dt, width, height, accel, max_speed
-            )
-            continue
-        else:
-            continue
-        x[i] = min(max(nx, _ZERO), width)
-        y[i] = min(max(ny, _ZERO), height)
+        nx, vx[i] = _reflect(x[i] + vx[i] * d, vx[i], w)
+        ny, vy[i] = _reflect(y[i] + vy[i] * d, vy[i], h)
+        x[i] = min(max(nx, _ZERO), w)
+        y[i] = min(max(ny, _ZERO), h)

@@ -1,20 +1,39 @@
-"""Game registry: name → game class."""
+"""Games by name: every `arbiter.games` entry point (the built-in games register the same way,
+in pyproject.toml), plus games registered in-process with `register` (tests, embedding)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from importlib.metadata import entry_points
 
 from sim.game_api import Game
-from sim.games.startales.game import StartalesGame
-from sim.games.wander import WanderGame
+from sim.spec import ConfigError
 
-GAMES: Final = ("startales", "wander")
+GROUP = "arbiter.games"
+_registered: dict[str, type[Game]] = {}
+
+
+def register(game: type[Game]) -> type[Game]:
+    """Make `game` known by its name in this process (usable as a class decorator)."""
+    _registered[game.name] = game
+    return game
+
+
+def game_names() -> list[str]:
+    """Every known game, sorted."""
+    return sorted({ep.name for ep in entry_points(group=GROUP)} | set(_registered))
+
+
+def game_class(name: str) -> type[Game]:
+    if name in _registered:
+        return _registered[name]
+    for ep in entry_points(group=GROUP, name=name):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Game)):
+            raise TypeError(f"entry point {GROUP}:{name} is {cls!r}, not a Game subclass")
+        return cls
+    raise ConfigError(f"unknown game {name!r}; known: {', '.join(game_names()) or 'none'}")
 
 
 def make_game(name: str, config: Mapping[str, object] | None = None) -> Game:
-    if name == "startales":
-        return StartalesGame(config)
-    if name == "wander":
-        return WanderGame(config)
-    raise ValueError(f"unknown game {name!r}; known: {', '.join(GAMES)}")
+    return game_class(name)(config)

@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
-from numba import njit
 
-from sim.scalars import Int, Num
+from sim.rows import RowBuffer, append
 
 # -- raised by sim kernels (deterministic: replaying the journal raises them again) --------------
 V_THRUST: Final = 1  # thrust magnitude beyond 1 (value = |(dx, dy)|, limit = 1)
@@ -28,6 +27,8 @@ V_BAD_ACTION: Final = 9  # an action the game does not have or with illegal argu
 V_SPEED: Final = 10  # state check: a ship faster than the game allows (speed, max speed)
 V_LEDGER: Final = 11  # state check: resources created or destroyed outside the rules (delta, 0)
 V_NEGATIVE: Final = 12  # state check: a negative balance (balance, 0)
+V_ACTION_RATE: Final = 13  # an action asked for faster than the game allows (requests, allowed)
+V_IMPOSSIBLE_HIT: Final = 14  # a lag-compensated hit the history refutes (distance, reach + slack)
 
 SIM_KINDS: Final = {
     V_THRUST: "thrust_range",
@@ -42,71 +43,19 @@ SIM_KINDS: Final = {
     V_SPEED: "speed",
     V_LEDGER: "ledger",
     V_NEGATIVE: "negative_balance",
+    V_ACTION_RATE: "action_rate",
+    V_IMPOSSIBLE_HIT: "impossible_hit",
 }
 
-_N: Final = 0
-_OVERFLOW: Final = 1
+# The one row writer, under the name validators read best: violate(vio, kind, eid, value, limit).
+violate = append
 
 
-@njit(cache=True)
-def violate(
-    v_kind: np.ndarray,
-    v_eid: np.ndarray,
-    v_value: np.ndarray,
-    v_limit: np.ndarray,
-    v_counts: np.ndarray,
-    kind: Int,
-    eid: Int,
-    value: Num,
-    limit: Num,
-) -> None:
-    """Append one violation, or count it in v_counts[1] when the buffer is full."""
-    n = v_counts[0]
-    if n < v_kind.shape[0]:
-        v_kind[n] = kind
-        v_eid[n] = eid
-        v_value[n] = value
-        v_limit[n] = limit
-        v_counts[0] = n + 1
-    else:
-        v_counts[1] += 1
+class ViolationBuffer(RowBuffer):
+    """Preallocated violation rows of one tick."""
 
-
-class ViolationBuffer:
-    """Preallocated violation arrays of one tick; `n` rows are valid."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = int(capacity)
-        self.kind = np.zeros(capacity, dtype=np.int32)
-        self.eid = np.zeros(capacity, dtype=np.uint32)
-        self.value = np.zeros(capacity, dtype=np.float64)
-        self.limit = np.zeros(capacity, dtype=np.float64)
-        self.counts = np.zeros(2, dtype=np.int64)  # [n, overflow]
-
-    @property
-    def n(self) -> int:
-        return int(self.counts[_N])
-
-    @property
-    def overflow(self) -> int:
-        return int(self.counts[_OVERFLOW])
-
-    def clear(self) -> None:
-        self.counts[:] = 0
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(kind, eid, value, limit, counts): the argument tuple kernels take."""
-        return self.kind, self.eid, self.value, self.limit, self.counts
-
-    def rows(self) -> list[tuple[int, int, float, float]]:
-        """(kind, eid, value, limit) per violation (off the hot path: tools, tests, policy)."""
-        n = self.n
-        return list(
-            zip(
-                self.kind[:n].tolist(),
-                self.eid[:n].tolist(),
-                self.value[:n].tolist(),
-                self.limit[:n].tolist(),
-                strict=True,
-            )
-        )
+    columns = (("kind", np.int32), ("eid", np.uint32), ("value", np.float64), ("limit", np.float64))
+    kind: np.ndarray
+    eid: np.ndarray
+    value: np.ndarray
+    limit: np.ndarray

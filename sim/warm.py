@@ -1,4 +1,4 @@
-"""Warm-up: drive a tiny world of a game through every code path so every kernel is compiled
+"""Warm-up: drive a tiny world of a game through its tick so every kernel it runs is compiled
 (or loaded from the cache) before the first real tick."""
 
 from __future__ import annotations
@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sim.entities import id_gen, id_slot, make_id, resolve
-from sim.events import EventBuffer
-from sim.inputs import InputBatch
 from sim.rng import rand_f32_01, rand_f64_01, rand_u64
 from sim.statehash import state_hash
 
@@ -20,26 +18,32 @@ if TYPE_CHECKING:
 def exercise(game: Game) -> None:
     world = game.create_world(1)
     p1, p2 = game.join(world), game.join(world)
-    inputs, events = InputBatch(32), EventBuffer(64)
+    inputs, events = game.input_batch(64), game.event_buffer(128)
     nan = float("nan")
-    script = [
-        (p1, 1, 0.5, 0.0, 0),
-        (p2, 1, 0.0, -0.5, 1),  # harvest (games without actions ignore or refuse it)
-        (p1, 2, 0.0, 0.0, 2),  # build
-        (p1, 3, 0.0, 0.0, 3),  # stop
-        (p2, 2, 0.0, 0.0, 99),  # unknown action
-        (p1, 3, 0.1, 0.1, 0),  # stale seq
-        (p1, 4, nan, 0.0, 0),  # non-finite
-        (p1, 5, 1.0, 1.0, 0),  # out of range
-        (12345, 1, 0.0, 0.0, 0),  # stale id
-    ]
+    move = game.move.keys if game.move is not None else ()
+    names = [i.name for i in game.inputs]
+    actions = [*sorted(game.actions), 99]
     for tick in range(3):
-        for eid, seq, dx, dy, action in script:
-            inputs.add(eid, seq + 10 * tick, tick, dx, dy, action, 0)
+        seq = 10 * tick
+        for k, action in enumerate(actions):
+            seq += 1
+            values = [0.0 if i.type == "f32" else 0 for i in game.inputs]
+            if "action" in names:
+                values[names.index("action")] = action
+            for j, name in enumerate(names):
+                if name in move:
+                    values[j] = 0.5 if (j + k) % 2 else -0.25
+            inputs.add(p1 if k % 2 else p2, seq, tick, *values, bound=k % 3)
+        bad = [nan if n in move else 0 for n in names], [1.0 if n in move else 0 for n in names]
+        for values in bad:
+            inputs.add(p1, seq + 5, tick, *values)
+        inputs.add(p1, 1, tick)  # stale seq
+        inputs.add(12345, 1, tick)  # stale id
         events.clear()
         game.step(world, inputs, events)
         inputs.clear()
     game.replicate(world, np.zeros(game.capacity, dtype=game.record_dtype))
+    game.always_relevant(world)
     state_hash(world)
     game.leave(world, p2)
     a = world.arrays

@@ -27,9 +27,13 @@ T = TypeVar("T")
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium's own connections are refused on a closed network.
+# The media flags give pages a fake microphone (a beep) without a permission prompt, and let them
+# play received audio without a user gesture (the WebRTC voice tests).
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
 ]  # fmt: skip
 
 

@@ -29,15 +29,29 @@ def _warm_kernels() -> None:
     """
     from netcode.prediction import warmup as prediction_warmup
     from netcode.replication.warm import warmup as replication_warmup
-    from sim.registry import GAMES, make_game
+    from sim.registry import game_names, make_game
 
-    for game in GAMES:
+    for game in game_names():
         make_game(game).warmup()
     replication_warmup()
     prediction_warmup()
 
 
+@pytest.fixture
+def drive() -> type[Driver]:
+    """The world driver (tests/worlds.py): `drive("wander", {"npcs": 20})` → a Driver."""
+    return Driver
+
+
+@pytest.fixture
+def tokens() -> Tokens:
+    """Join tokens for tests (tests/tokens.py): a key ring, another one, an issuer, verifiers."""
+    return Tokens()
+
+
 from tests.pgutil import pg_database  # noqa: E402, F401  (the session PostgreSQL database, for every test file)
+from tests.tokens import Tokens  # noqa: E402
+from tests.worlds import Driver  # noqa: E402
 
 
 @pytest.fixture(scope="session")

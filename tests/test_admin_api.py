@@ -14,9 +14,9 @@ import pytest
 
 from engine.security.admin import MAX_BODY_BYTES, AdminServer, start_admin
 from engine.security.auth import KeyRing, TokenIssuer, TokenVerifier
+from tests.tokens import Tokens
 
-RING = KeyRing.single("a" * 40)
-OTHER = KeyRing.single("b" * 40)
+RING, OTHER = Tokens().ring, Tokens().other  # tests/tokens.py
 CAMPAIGN = "camp"
 
 
@@ -283,6 +283,9 @@ BAD_BAN_BODIES: list[Any] = [
     {"account": "alice", "reason": 5},
     {"account": "alice", "reason": "r" * 501},
     {"account": "alice", "reason": "line\x1b[2Jclear"},
+    {"account": "eve\u202egnp.exe", "reason": "r"},  # a right-to-left override: reads as another name
+    {"account": "ali\u200bce", "reason": "r"},  # a zero-width space: looks like "alice"
+    {"account": "alice", "reason": "fine \u2066hidden\u2069"},
     {"account": 42, "reason": "r"},
     {"account": "", "reason": "r"},
     {"account": "a" * 65, "reason": "r"},

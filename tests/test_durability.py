@@ -30,8 +30,8 @@ def _play(campaign: Campaign, ticks: int, seed: int = 3) -> None:
         for e in eids:
             if rng.random() < 0.5:
                 seqs[e] += 1
-                campaign.submit(e, seqs[e], t, float(rng.uniform(-0.7, 0.7)), float(rng.uniform(-0.7, 0.7)),
-                                int(rng.integers(0, 3)), 0)  # fmt: skip
+                values = (float(rng.uniform(-0.7, 0.7)), float(rng.uniform(-0.7, 0.7)), int(rng.integers(0, 3)), 0)
+                campaign.submit(e, seqs[e], t, values)
         if t == ticks // 2:
             campaign.leave(eids[0])
             eids = eids[1:]
@@ -129,15 +129,15 @@ async def test_the_tick_never_waits_on_a_slow_disk(tmp_path: Path) -> None:
     async with running_server(game="wander", game_config={"npcs": 100}, data_dir=str(tmp_path),
                               store_commit_delay=0.25) as server:  # fmt: skip
         c = await ArbiterClient.connect(url(server), "p")
-        loop = asyncio.get_running_loop()
-        t0, tick0 = loop.time(), server.campaign.tick_count
-        seq = 0
+        assert server.journal is not None
+        store = server.journal.store
+        seq, ahead = 0, 0
         for _ in range(40):
             seq = c.send_input(0.5, 0.0)
             await asyncio.sleep(0.05)
-        elapsed = loop.time() - t0
-        assert (server.campaign.tick_count - tick0) / elapsed >= 0.9 * 60
-        assert server.stats.tick_dur.percentiles_ms()["p99"] < 10.0
+            # The tick runs on while a commit is still sleeping on the disk: it never waits for it.
+            ahead = max(ahead, server.campaign.tick_count - store.committed_tick)
+        assert ahead >= 10, ahead  # a 0.25 s commit spans 15 ticks; the rate itself: bench.timing
         # Acks trail the slow commits but arrive: acknowledged means committed.
         await wait_for(lambda: c.latest is not None and c.latest.ack_seq == seq, timeout=5)
         assert server.journal is not None and server.journal.store.committed_tick >= 0

@@ -18,15 +18,15 @@ import aiohttp
 import msgpack
 import pytest
 
-from engine.security.auth import KeyRing, TokenIssuer, TokenVerifier
+from engine.security.auth import TokenIssuer, TokenVerifier
 from engine.server import GameServer
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import CloseCode, ErrorCode
 from netcode.ws_client import ws_connect
 from tests.serverutil import running_server, url, wait_for
+from tests.tokens import Tokens
 
-RING = KeyRing.single("r" * 40)
-OTHER_RING = KeyRing.single("x" * 40)
+RING, OTHER_RING = Tokens().ring, Tokens().other  # tests/tokens.py
 CAMP = "admin-e2e"
 ISSUER = TokenIssuer(RING)
 

@@ -174,7 +174,7 @@ class Cheats:
         g0, f0 = pv(s, eid, "bal_metal"), pv(s, friend.player, "bal_metal")
         txn = 100 * (rnd + 1)
         to = scan_arg(friend.player)
-        gift = {"arg2": 0, "arg3": 10, "txn": txn}
+        gift = {"g2": 0, "g3": 10, "tx": txn}
 
         def answers() -> list[int]:
             return [ev[2] for ev in events_of(c, EV_TRANSFER) if ev[1] == txn]
@@ -187,7 +187,7 @@ class Cheats:
         if c.is_open:
             assert answers() == [TXN_APPLIED] + [TXN_DUPLICATE] * TXN_RETRIES
         e.notes.setdefault("applied", []).append(answers().count(TXN_APPLIED))
-        variants = [gift, {**gift, "txn": txn - 1}, {**gift, "arg3": 20}]
+        variants = [gift, {**gift, "tx": txn - 1}, {**gift, "g3": 20}]
         nxt, n = self.loop.time(), 0
         while c.is_open:
             c.send_input(0.0, 0.0, ACTION_GIFT, to, **variants[n % 3])

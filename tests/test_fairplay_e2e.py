@@ -20,7 +20,7 @@ import asyncpg
 import msgpack
 import pytest
 
-from engine.security.auth import AuthCode, KeyRing, TokenIssuer, TokenVerifier
+from engine.security.auth import AuthCode, TokenIssuer, TokenVerifier
 from engine.security.fairplay.conn_limit import ConnLimitConfig
 from engine.security.fairplay.kinds import V_BAD_TOKEN, V_TOKEN_REPLAY
 from engine.security.fairplay.referee import FairPlayConfig
@@ -28,7 +28,7 @@ from engine.server import GameServer
 from engine.tools.bots import BotConfig, run_bots
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import CloseCode, ErrorCode, encode_hello
-from netcode.ws_client import ws_connect
+from netcode.ws_client import HandshakeError, ws_connect
 from sim.games.startales.constants import (
     ACH_VOYAGER,
     ACTION_CLAIM,
@@ -56,6 +56,7 @@ from tests.pgutil import dsn as pg_dsn
 from tests.pgutil import fresh_database
 from tests.serverutil import running_server, url, wait_for
 from tests.tcp_proxy import TcpProxy
+from tests.tokens import Tokens
 
 # -- 1a. honest players ---------------------------------------------------------------------------------
 # Small and dense (planets of both resources ~100-150 u apart): every bot gets to harvest both and
@@ -71,7 +72,7 @@ async def test_honest_bots_behind_a_jittery_link_are_never_flagged() -> None:
         purl = f"ws://127.0.0.1:{proxy.port}/"
         try:
             bots = asyncio.create_task(
-                run_bots(BotConfig(url=purl, game="startales", count=12, duration=18.0, dwell_s=1.5, seed=7))
+                run_bots(BotConfig(url=purl, count=12, duration=18.0, brain_options={"dwell_s": 1.5}, seed=7))
             )
             gift = await honest_transfer_with_retries(server, purl)
             report = await bots
@@ -83,7 +84,7 @@ async def test_honest_bots_behind_a_jittery_link_are_never_flagged() -> None:
         assert len(referee.policy) == 0
         assert report.connected == 12 and report.connect_failures == 0, report
         assert report.closed_early == 0 and report.errors_seen == 0, report
-        assert report.built > 0 and report.achievements > 0, report
+        assert report.brain["built"] > 0 and report.brain["achievements"] > 0, report
         assert gift["applied"] == 1 and gift["duplicates"] == 2, gift
 
 
@@ -99,7 +100,7 @@ async def honest_transfer_with_retries(server: GameServer, purl: str) -> dict[st
         giver.send_input(0.0, 0.0, ACTION_STOP, 0)
         await wait_for(lambda: pv(server, giver.player, "harvest_target") == 0, 5)
         gift = (0.0, 0.0, ACTION_GIFT, scan_arg(taker.player))
-        args = {"arg2": 0, "arg3": 25, "txn": 7}
+        args = {"g2": 0, "g3": 25, "tx": 7}
         giver.send_input(*gift, **args)
         await asyncio.sleep(0.05)  # the client's retry timer: the confirmation takes a round trip (~0.3 s)
         giver.send_input(*gift, **args)
@@ -122,8 +123,7 @@ async def honest_transfer_with_retries(server: GameServer, purl: str) -> dict[st
 
 
 # -- tokens and connection floods, scored against the address -----------------------------------------
-RING = KeyRing.single("k" * 40)
-OTHER_RING = KeyRing.single("o" * 40)
+RING, OTHER_RING = Tokens().ring, Tokens().other  # tests/tokens.py
 CAMP = "fp-e2e"
 
 
@@ -143,7 +143,8 @@ async def test_bad_and_replayed_tokens_are_refused_and_scored_against_the_addres
             (issuer.issue("eve", "another-campaign"), AuthCode.TOKEN_WRONG_CAMPAIGN),
             (good, AuthCode.TOKEN_REPLAYED),
         ]
-        for token, code in cases:
+        for token, refusal in cases:
+            code = int(refusal)
             got: list[bytes] = []
             conn = await ws_connect(url(server), got.append)
             conn.send(encode_hello("eve", token))
@@ -161,7 +162,7 @@ async def test_bad_and_replayed_tokens_are_refused_and_scored_against_the_addres
         deadline = loop.time() + 10
         forged = TokenIssuer(OTHER_RING)
         while True:
-            got: list[bytes] = []
+            got.clear()
             conn = await ws_connect(url(server), got.append)
             conn.send(encode_hello("eve", forged.issue("eve", CAMP)))
             code, _ = await asyncio.wait_for(conn.closed, 5)
@@ -172,7 +173,7 @@ async def test_bad_and_replayed_tokens_are_refused_and_scored_against_the_addres
             assert code == CloseCode.UNAUTHORIZED
             assert loop.time() < deadline, dict(referee.decisions)
         assert referee.decisions["ban"] == 1
-        got = []
+        got.clear()
         conn = await ws_connect(url(server), got.append)  # refused at connect, before any hello
         code, _ = await asyncio.wait_for(conn.closed, 5)
         assert code == CloseCode.BANNED and msgpack.unpackb(got[0])["code"] == ErrorCode.BANNED
@@ -182,23 +183,20 @@ async def test_bad_and_replayed_tokens_are_refused_and_scored_against_the_addres
         await alice.close()
 
 
-async def test_connection_flood_from_one_address_is_refused_with_4008() -> None:
+async def test_connection_flood_from_one_address_is_refused_at_accept() -> None:
     fp = FairPlayConfig(conn=ConnLimitConfig(loopback=True, rate=5, burst=5))
     async with running_server(game="wander", game_config={"npcs": 5}, fairplay=fp) as server:
         referee = server.fairplay.referee
         conns: list[tuple[Any, list[bytes]]] = []
+        failed = 0
         for _ in range(10):  # back to back: 5 fit the burst, then 5/s; the rest are a flood
             got: list[bytes] = []
-            conns.append((await ws_connect(url(server), got.append), got))
+            try:
+                conns.append((await ws_connect(url(server), got.append), got))
+            except (HandshakeError, OSError):
+                failed += 1  # dropped at TCP accept, before a byte of it was read (docs/security.md)
         refused = referee.conn_limiter.refused
-        assert refused >= 1
-        await wait_for(lambda: sum(1 for c, _ in conns if c.closed.done()) == refused)
-        for conn, got in conns:
-            if conn.closed.done():
-                code, _ = conn.closed.result()
-                assert code == CloseCode.TOO_MANY_CONNECTIONS
-                assert msgpack.unpackb(got[0])["code"] == ErrorCode.CONNECTION_REFUSED
-                assert msgpack.unpackb(got[1])["t"] == "bye"
+        assert refused >= 1 and failed == refused
         assert all(c.is_open for c, _ in conns[:5])  # the burst was let in
         assert len(server.clients) == 10 - refused
         assert referee.violations == {"connection_flood": refused}

@@ -81,8 +81,18 @@ def test_connection_rate_and_open_cap_per_ip() -> None:
     cap = ConnLimiter(ConnLimitConfig(rate=0.0, max_open=2, loopback=True))
     assert cap.allow("::1", 0.0) is None and cap.allow("::1", 0.0) is None
     assert cap.allow("::1", 0.0) is not None
-    cap.closed("::1")
+    cap.closed("::1", admitted=False)
     assert cap.allow("::1", 0.0) is None
+    # Not yet playing: at most max_unauth per address; one that plays no longer counts.
+    pre = ConnLimiter(ConnLimitConfig(rate=0.0, max_unauth=2, loopback=True))
+    assert pre.allow("10.0.0.9", 0.0) is None and pre.allow("10.0.0.9", 0.0) is None
+    assert pre.allow("10.0.0.9", 0.0) is not None
+    pre.admitted("10.0.0.9")
+    assert pre.allow("10.0.0.9", 0.0) is None
+    pre.closed("10.0.0.9", admitted=True)
+    assert pre.allow("10.0.0.9", 0.0) is not None  # still two not playing
+    pre.closed("10.0.0.9", admitted=False)
+    assert pre.allow("10.0.0.9", 0.0) is None
 
 
 def test_banlist_by_account_and_range_with_expiry() -> None:

@@ -19,13 +19,13 @@ def test_replay_reproduces_the_live_violations_in_the_audited_tick_range(tmp_pat
     honest, _ = campaign.join("honest")
     live: list[tuple[int, int, int]] = []
     for t in range(1, 400):
-        campaign.submit(honest, t, t, 0.2, 0.1)
+        campaign.submit(honest, t, t, (0.2, 0.1))
         if t % 50 == 0:
-            campaign.submit(cheat, t, t, 1.0, 1.0)  # thrust beyond range
+            campaign.submit(cheat, t, t, (1.0, 1.0))  # thrust beyond range
         elif t % 70 == 0:
-            campaign.submit(cheat, t, t, 0.0, 0.0, ACTION_CLAIM, 3)  # forged claim
+            campaign.submit(cheat, t, t, (0.0, 0.0, ACTION_CLAIM, 3))  # forged claim
         elif t % 90 == 0:  # a transfer id that was never used is fine; reusing 0 is illegal
-            campaign.submit(cheat, t, t, 0.0, 0.0, ACTION_GIFT, scan_arg(honest), 0, 0, 0)
+            campaign.submit(cheat, t, t, (0.0, 0.0, ACTION_GIFT, scan_arg(honest), 0, 0, 0))
         result = campaign.tick()
         live += [(result.tick, k, e) for k, e, _, _ in result.violations]
     assert journal.close()

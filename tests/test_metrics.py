@@ -20,9 +20,10 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 async def _scrape(server: GameServer) -> Samples:
     assert server.admin is not None
+    base = server.admin.url
 
     def get() -> str:
-        with urllib.request.urlopen(f"{server.admin.url}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
             assert r.headers["Content-Type"].startswith("text/plain")
             return str(r.read().decode())
 

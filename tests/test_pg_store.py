@@ -253,12 +253,9 @@ async def test_enqueue_is_cheap_and_never_touches_the_network() -> None:
     # No server at all (port 1): enqueue stays an append.
     w = PgWriteBehind("postgresql://nobody@127.0.0.1:1/none", max_buffer=200_000)
     txns = [_txn(i) for i in range(50_000)]
-    t0 = time.perf_counter()
     for t in txns:
-        w.record_transaction(t)
-    per_call_us = (time.perf_counter() - t0) / len(txns) * 1e6
-    assert w.buffer_depth == 50_000
-    assert per_call_us < 50, per_call_us  # ~3-5 µs on the dev VM; generous for a loaded CI box
+        w.record_transaction(t)  # an append: no connection is ever tried from here (its cost: bench.timing)
+    assert w.buffer_depth == 50_000 and not w.connected and w.retries == w.failures == 0
     assert await w.stop(0.1) is False
     assert len(w.drain_overflow()) == 50_000
 
@@ -383,8 +380,7 @@ async def measure_rows_per_s(dsn: str, schema: str, rows: int = 100_000, batch_s
     }
 
 
-async def test_write_behind_throughput(pg: Pg) -> None:
-    result = await measure_rows_per_s(pg.dsn, pg.schema, rows=50_000)
-    print(f"\nPostgreSQL write-behind: {result}")
+async def test_write_behind_writes_every_row_in_batches(pg: Pg) -> None:
+    result = await measure_rows_per_s(pg.dsn, pg.schema, rows=50_000)  # the rate itself: bench.timing
     assert await pg.count("transactions") == 50_000
-    assert result["rows_per_s"] > 5_000
+    assert result["batches"] <= 50_000 / 2000 * 2  # batched, not row by row

@@ -9,18 +9,18 @@ lost. An input sent in iteration T therefore first applies in the step producing
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 
 from netcode.prediction import Interpolator, ShipPredictor, TickClock, default_delay_ticks
-from sim.events import EventBuffer
-from sim.inputs import InputBatch
 from sim.registry import make_game
+from tests.worlds import Driver
 
 CONFIGS = {
-    "startales": {"planets": 4, "drones": 16, "max_players": 4, "width": 1000, "height": 1000},
-    "wander": {"npcs": 16, "max_players": 4},
+    "startales": {"planets": 4, "drones": 16, "max_players": 4, "width": 1000, "height": 1000},  # thrust
+    "wander": {"npcs": 16, "max_players": 4},  # velocity
 }
 
 
@@ -53,8 +53,9 @@ def assert_converged(sim: Sim, last: int = 20) -> None:
         assert sim.predicted[t] == sim.server_pos[t], t
 
 
-class Sim:
-    """The real game as a server with one predicted client (and remote entities to interpolate)."""
+class Sim(Driver):
+    """The real game as a server with one predicted client: the predictor gets nothing but the
+    welcome's move binding (spec["move"]) and tick rate."""
 
     def __init__(
         self,
@@ -68,19 +69,16 @@ class Sim:
         seed: int = 7,
         use_clock: bool = False,
     ) -> None:
-        self.game = make_game(game_name, CONFIGS[game_name])
-        self.world = self.game.create_world(seed)
-        self.eid = self.game.join(self.world)
-        self.slot = self.eid & 0xFFFFF
-        self.inputs, self.events = InputBatch(64), EventBuffer(1024)
+        super().__init__(game_name, CONFIGS[game_name], seed, inputs=64, events=1024)
+        self.eid = self.join()
+        self.own_slot = self.slot(self.eid)
         rng = np.random.default_rng(seed)
         self.rng = rng
         self.up = Link(latency, loss_up, jitter, rng)
         self.down = Link(latency, loss_down, jitter, rng)
         self.latency, self.send_every, self.input_every = latency, send_every, input_every
-        c = self.game.constants()
-        self.pred = ShipPredictor(game_name, c)
-        self.clock = TickClock(int(c["tick_rate"])) if use_clock else None
+        self.pred = ShipPredictor(self.game.wire_spec()["move"], self.game.tick_rate)
+        self.clock = TickClock(self.game.tick_rate) if use_clock else None
         self.seq = 0
         self.T = 0
         self.server_pos: dict[int, tuple[float, float]] = {self.world.tick: self.own()}
@@ -90,25 +88,25 @@ class Sim:
 
     def own(self) -> tuple[float, float]:
         a = self.world.arrays
-        return float(a["x"][self.slot]), float(a["y"][self.slot])
+        return float(a["x"][self.own_slot]), float(a["y"][self.own_slot])
 
     def iteration(self, send_inputs: bool) -> None:
         T = self.T
         # server
-        for seq, ct, dx, dy in self.up.deliver(T):  # type: ignore[misc]
-            self.inputs.add(self.eid, seq, ct, dx, dy)
-        self.events.clear()
-        self.game.step(self.world, self.inputs, self.events)
-        self.inputs.clear()
+        up: list[Any] = self.up.deliver(T)
+        for seq, ct, dx, dy in up:
+            self.send(self.eid, seq, ct, dx, dy)
+        self.step()
         a = self.world.arrays
         k = self.world.tick
         self.server_pos[k] = self.own()
         if k % self.send_every == 0:
-            s = self.slot
+            s = self.own_slot
             state = (float(a["x"][s]), float(a["y"][s]), float(a["vx"][s]), float(a["vy"][s]))
             self.down.send(T, (k, int(a["last_seq"][s]), state))
         # client
-        for k_snap, ack, (x, y, vx, vy) in self.down.deliver(T):  # type: ignore[misc]
+        down: list[Any] = self.down.deliver(T)
+        for k_snap, ack, (x, y, vx, vy) in down:
             if self.clock is not None:
                 self.clock.observe(k_snap, (T + 1) / 60.0)  # the caller's clock, in seconds
             err = self.pred.on_snapshot(k_snap, ack, x, y, vx, vy)
@@ -179,7 +177,7 @@ def test_reordered_snapshots_and_acks_converge(game: str) -> None:
 
 def test_stale_snapshot_and_lost_snapshot_direct() -> None:
     game = make_game("startales", CONFIGS["startales"])
-    p = ShipPredictor("startales", game.constants())
+    p = ShipPredictor(game.wire_spec()["move"], game.tick_rate)
     p.on_snapshot(10, 0, 100.0, 100.0, 0.0, 0.0)
     p.send(1, 1.0, 0.0, 11)
     p.send(2, 0.0, 1.0, 14)
@@ -204,9 +202,11 @@ def test_tick_clock_estimate_keeps_error_small() -> None:
     assert_converged(sim)
 
 
-def test_predictor_rejects_unknown_game() -> None:
+def test_predictor_rejects_a_game_without_a_move_rule() -> None:
     with pytest.raises(ValueError):
-        ShipPredictor("chess", {"tick_rate": 60, "width": 1, "height": 1})
+        ShipPredictor({"rule": "none"}, 60)
+    with pytest.raises(ValueError):
+        ShipPredictor({"rule": "teleport", "bounds": [0, 0, 1, 1]}, 60)
 
 
 # -- interpolation --------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ async def test_ledger_rows_are_exact_and_progress_round_trips(pg_database: str) 
     eid, _ = campaign.join("ada", "acct-ada")
     sync.joined(eid, "acct-ada", "ada")
     _park_at_planet(campaign, eid)
-    campaign.submit(eid, 1, 0, 0.0, 0.0, ACTION_HARVEST, 0)
+    campaign.submit(eid, 1, 0, (0.0, 0.0, ACTION_HARVEST, 0))
     for _ in range(120):
         sync.on_tick(campaign.tick())
     final = player_progress(campaign, eid)

@@ -28,13 +28,14 @@ from netcode.protocol import (
     peek_snapshot_header,
 )
 from netcode.session import HelloEvent, InputEvent, PingEvent, ServerSession
+from sim.games.startales.game import Startales
 
 REC = np.dtype([("id", "<u4"), ("x", "<f4"), ("y", "<f4"), ("hp", "<u2"), ("state", "|u1")])
 INTS = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1]
 
 
 def test_codes_are_the_documented_numbers() -> None:
-    assert [int(c) for c in ErrorCode] == [*range(1, 10), 20, 21, 22]
+    assert [int(c) for c in ErrorCode] == [*range(1, 10), 20, 21, 22, 23, 24, 25, 26]
     assert ErrorCode.RATE_LIMITED == 9 and ErrorCode.TOO_LARGE == 8
     assert {c.name: int(c) for c in CloseCode} == {
         "NORMAL": 1000,
@@ -49,6 +50,8 @@ def test_codes_are_the_documented_numbers() -> None:
         "UNAUTHORIZED": 4006,
         "BANNED": 4007,
         "TOO_MANY_CONNECTIONS": 4008,
+        "REPLACED": 4009,
+        "ACCOUNT_IN_USE": 4010,
     }
 
 
@@ -152,11 +155,15 @@ def test_dtype_from_wire_refuses_bad_specs(spec: object) -> None:
 # ------------------------------------------------------------------ full round trips
 
 
+STARTALES = Startales()
+
+
 def _joined() -> tuple[ServerSession, ClientSession, Welcome]:
-    srv, cli = ServerSession(), ClientSession()
+    srv, cli = ServerSession(inputs=STARTALES.inputs), ClientSession()
     (hello,) = srv.receive(cli.hello("alice", "tok"), 0.0)
     assert hello == HelloEvent("alice", "tok", PROTOCOL_VERSION)
-    srv.accept(0x00100003, 500, 60, 20, "startales", {"world_w": 4000.0, "ships": 3, "mode": "pvp"}, REC)
+    srv.accept(0x00100003, 500, 60, 20, "startales", {"world_w": 4000.0, "ships": 3, "mode": "pvp"}, REC,
+               spec=STARTALES.wire_spec())  # fmt: skip
     (welcome,) = cli.receive(srv.data_to_send()[0], 0.0)
     assert isinstance(welcome, Welcome)
     return srv, cli, welcome
@@ -168,20 +175,39 @@ def test_handshake_round_trip() -> None:
     assert w.game == "startales"
     assert w.world == {"world_w": 4000.0, "ships": 3, "mode": "pvp"}
     assert w.dtype == REC
+    assert w.spec == STARTALES.wire_spec()
     assert cli.last_tick == 500
+
+
+def test_welcome_spec_is_contract_one() -> None:
+    """The welcome's `spec` (TEAM.md contract 1): inputs as [key, type, lo, hi] on the wire keys of
+    today, the move binding, events and actions by kind, draw hints."""
+    _, _, w = _joined()
+    spec = w.spec
+    assert set(spec) == {"inputs", "move", "events", "draw", "actions"}
+    assert [f[:2] for f in spec["inputs"]] == [["dx", "f32"], ["dy", "f32"], ["a", "i32"], ["g", "i32"], ["g2", "i32"],
+                                               ["g3", "i32"], ["tx", "u32"]]  # fmt: skip
+    assert spec["inputs"][0][2:] == [-1.0, 1.0] and spec["inputs"][2][2:] == [0, 255]
+    assert spec["move"] == {"rule": "thrust", "in": ["dx", "dy"], "accel": 200.0, "max_speed": 300.0,
+                            "bounds": [0.0, 0.0, 4000.0, 4000.0]}  # fmt: skip
+    assert spec["events"]["3"] == "refused" and spec["events"]["5"] == "scanned"
+    assert spec["actions"]["4"] == "scan"
+    draw = spec["draw"]
+    assert draw["field"] == "kind" and set(draw) == {"field", "styles", "default", "player"}
+    assert set(draw["styles"]["0"]) == {"shape", "color", "size", "label"}
 
 
 def test_input_round_trip() -> None:
     srv, cli, _ = _joined()
-    evs = [srv.receive(cli.input(0.5, -1.0), 0.1)[0]]
-    evs.append(srv.receive(cli.input(0, 1, action=2, arg=-7, client_tick=42, ack=499), 0.2)[0])
-    evs.append(srv.receive(cli.input(1.0, 0.0, action=255, arg=2**31 - 1), 0.3)[0])
+    evs = [srv.receive(cli.input([0.5, -1.0]), 0.1)[0]]
+    evs.append(srv.receive(cli.input({"dx": 0, "dy": 1, "a": 2, "g": -7}, client_tick=42, ack=499), 0.2)[0])
+    evs.append(srv.receive(cli.input([1.0, 0.0, 255, 2**31 - 1, 0, 9, 2**32 - 1]), 0.3)[0])
     assert evs == [
-        InputEvent(1, 500, 0.5, -1.0, 0, 0, None),
-        InputEvent(2, 42, 0.0, 1.0, 2, -7, 499),
-        InputEvent(3, 500, 1.0, 0.0, 255, 2**31 - 1, None),
+        InputEvent(1, 500, (0.5, -1.0, 0, 0, 0, 0, 0), None),
+        InputEvent(2, 42, (0.0, 1.0, 2, -7, 0, 0, 0), 499),
+        InputEvent(3, 500, (1.0, 0.0, 255, 2**31 - 1, 0, 9, 2**32 - 1), None),
     ]
-    assert all(type(e.dx) is float and type(e.dy) is float for e in evs if isinstance(e, InputEvent))
+    assert all(type(e.values[0]) is float and type(e.values[1]) is float for e in evs if isinstance(e, InputEvent))
     assert srv.last_input_seq == 3 and srv.last_ack_tick == 499
     assert srv.data_to_send() == []
 
@@ -214,7 +240,7 @@ def test_snapshot_with_zero_entities() -> None:
 
 def test_events_ping_pong_error_bye_round_trip() -> None:
     srv, cli, _ = _joined()
-    srv.send_events(510, [(1, 3, 0), (2, 1, 250), (np.int32(4), np.int64(2), 0)])
+    srv.send_events(510, [(1, 3, 0), (2, 1, 250), (np.int32(4), np.int64(2), 0)])  # type: ignore[list-item]
     (ev,) = srv.receive(cli.ping(10.0), 10.0)
     assert ev == PingEvent(10.0)
     srv.pong(ev.client_time, 123456.5, 510)
@@ -238,19 +264,20 @@ def test_rtt_is_an_ewma() -> None:
 
 
 def test_client_seq_increases_from_one() -> None:
-    cli = ClientSession()
-    seqs = [msgpack.unpackb(cli.input(0, 0))["s"] for _ in range(3)]
+    _, cli, _ = _joined()
+    seqs = [msgpack.unpackb(cli.input([0, 0]))["s"] for _ in range(3)]
     assert seqs == [1, 2, 3]
 
 
 def test_plain_input_frame_is_small() -> None:
-    frame = ClientSession().input(0.5, 0.5)
-    assert set(msgpack.unpackb(frame)) == {"t", "s", "ct", "dx", "dy"}
+    _, cli, _ = _joined()
+    frame = cli.input([0.5, 0.5])
+    assert set(msgpack.unpackb(frame)) == {"t", "s", "ct", "dx", "dy"}  # integer fields at 0 are left out
     assert len(frame) <= 40
 
 
 def test_welcome_is_plain_msgpack() -> None:
-    m = msgpack.unpackb(encode_welcome(7, 1, 60, 20, "wander", {"k": np.float32(0.5)}, REC))
+    m = msgpack.unpackb(encode_welcome(7, 1, 60, 20, "wander", {"k": np.float32(0.5)}, REC))  # type: ignore[dict-item]
     assert m == {
         "t": "welcome",
         "v": 1,

@@ -11,7 +11,6 @@ from engine.campaign import Campaign
 from engine.journal import Journal
 from engine.recovery import JournalScan, open_campaign, replay_records
 from persistence.campaign_store import CampaignStore
-from persistence.journal_codec import JOURNAL_INPUT_DTYPE
 
 
 def _play(campaign: Campaign, ticks: int) -> None:
@@ -22,7 +21,7 @@ def _play(campaign: Campaign, ticks: int) -> None:
         for e in eids:
             if rng.random() < 0.5:
                 seq[e] += 1
-                campaign.submit(e, seq[e], t, float(rng.uniform(-0.7, 0.7)), 0.1, int(rng.integers(0, 3)), 0)
+                campaign.submit(e, seq[e], t, (float(rng.uniform(-0.7, 0.7)), 0.1, int(rng.integers(0, 3)), 0))
         if t == ticks // 3:
             campaign.leave(eids.pop(0))
             eids.append(campaign.join("late")[0])
@@ -30,9 +29,12 @@ def _play(campaign: Campaign, ticks: int) -> None:
         campaign.tick()
 
 
+LAYOUT = Campaign("startales", 1).inputs.dtype
+
+
 def _full(inputs: np.ndarray) -> bytes:
-    """The inputs as JOURNAL_INPUT_DTYPE bytes: the scan's fast path yields compact records."""
-    out = np.zeros(len(inputs), dtype=JOURNAL_INPUT_DTYPE)
+    """The inputs as full-layout bytes: the scan's fast path yields only the columns a tick used."""
+    out = np.zeros(len(inputs), dtype=LAYOUT)
     for name in inputs.dtype.names or ():
         out[name] = inputs[name]
     return out.tobytes()

@@ -17,8 +17,11 @@ from netcode.replication.decoder import ReplicationDecoder
 from netcode.replication.frames import decode_delta_frame, encode_delta_frame
 from netcode.replication.kernels import RING
 from netcode.replication.replicator import Replicator
-from netcode.replication.schema import Quant, schema_for, startales_schema, wander_schema
-from sim.games.wander import RECORD_DTYPE
+from netcode.replication.schema import Quant, schema_of
+from sim.registry import make_game
+from tests.worlds import wander_schema
+
+RECORD_DTYPE = make_game("wander").record_dtype
 
 W = 100.0
 
@@ -305,11 +308,13 @@ def test_quantize_roundtrip_and_clipping() -> None:
     assert qe[:, 0].tolist() == [0, 64000, 0]
 
 
-def test_schemas_and_frame() -> None:
-    assert schema_for("wander").names == ("x", "y", "vx", "vy", "hp")
-    st_schema = startales_schema()
-    assert schema_for("startales", {"width": 4000, "height": 4000}) == st_schema
+def test_schemas_from_the_game_declarations_and_frame() -> None:
+    assert wander_schema().names == ("x", "y", "vx", "vy", "hp")
+    st_schema = schema_of(make_game("startales", {"width": 4000, "height": 4000}).replicated_fields())
+    assert st_schema.names == ("kind", "x", "y", "vx", "vy")
+    assert dict(st_schema.fields)["x"] == Quant("fixed", 0.0, 4000.0, 1 / 16)
     assert dict(st_schema.fields)["x"].qmax == 64000
+    assert dict(st_schema.fields)["kind"] == Quant("int", 0, 255)
     with pytest.raises(ValueError):
         Quant("fixed", 0.0, 1e9, 1e-3)
     frame = encode_delta_frame(10, 7, 3, b"\x00\x00\x00")

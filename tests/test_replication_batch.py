@@ -15,8 +15,8 @@ from netcode.replication.decoder import ReplicationDecoder
 from netcode.replication.frames import decode_delta_frame, encode_delta_frame
 from netcode.replication.kernels import RING
 from netcode.replication.replicator import Replicator
-from netcode.replication.schema import wander_schema
 from tests.test_replication import World
+from tests.worlds import wander_schema
 
 W = 100.0
 

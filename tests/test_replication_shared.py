@@ -6,7 +6,7 @@ import numpy as np
 
 from netcode.replication.decoder import ReplicationDecoder
 from netcode.replication.replicator import Replicator
-from netcode.replication.schema import wander_schema
+from tests.worlds import wander_schema
 
 DT = np.dtype([("id", "<u4"), ("x", "<f4"), ("y", "<f4"), ("vx", "<f4"), ("vy", "<f4"), ("hp", "u1")])
 
@@ -25,7 +25,7 @@ def test_same_ack_same_bytes_and_every_client_reconstructs_the_world() -> None:
         recs["x"] = np.clip(recs["x"] + rng.normal(0, 1, n), 0, 1000)
         rep.begin_send(tick, recs)
         rep.set_viewers(np.arange(clients), np.zeros(clients, dtype=np.int64))
-        bodies = {}
+        bodies: dict[int, set[bytes]] = {}
         for c in range(clients):
             p = rep.encode_for(c, acks[c])
             bodies.setdefault(p.baseline, set()).add(p.body)

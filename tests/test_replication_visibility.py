@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from netcode.replication.replicator import Replicator
-from netcode.replication.schema import wander_schema
 from netcode.ws_frames import OP_BINARY, FrameReader
 from tests.test_replication import World
+from tests.worlds import wander_schema
 
 W = 100.0
 

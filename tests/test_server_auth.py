@@ -6,14 +6,15 @@ import time
 
 import pytest
 
-from engine.security.auth import AuthCode, KeyRing, TokenIssuer, TokenVerifier
+from engine.security.auth import AuthCode, TokenIssuer, TokenVerifier
 from engine.server import GameServer, ServerConfig
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import CloseCode
 from tests.serverutil import url
+from tests.tokens import Tokens
 
-RING = KeyRing.single("s" * 40)
-OTHER = KeyRing.single("t" * 40)
+TOKENS = Tokens()  # tests/tokens.py: the one source of test keys and tokens
+RING, OTHER = TOKENS.ring, TOKENS.other
 
 
 async def _server() -> GameServer:

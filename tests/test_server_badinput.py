@@ -78,7 +78,7 @@ async def test_input_before_hello_is_not_ready() -> None:
     async with running_server(game="wander", game_config={"npcs": 5}) as server:
         got: list[bytes] = []
         conn = await ws_connect(url(server), got.append)
-        conn.send(encode_input(1, 0, 0.1, 0.0))
+        conn.send(encode_input(1, 0, {"dx": 0.1, "dy": 0.0}))
         await wait_for(lambda: len(got) >= 1)
         m = msgpack.unpackb(got[0])
         assert m["t"] == "err" and m["code"] == ErrorCode.NOT_READY
@@ -145,7 +145,8 @@ async def test_input_flood_is_rate_limited_and_disconnected() -> None:
         deadline = loop.time() + 15
         # A sustained flood: 100 inputs every 50 ms (2000/s against a 30/s budget) until disconnected.
         while bad.is_open and loop.time() < deadline:
-            frames = b"".join(client_frame(OP_BINARY, encode_input(seq + i + 1, 0, 0.1, 0.0)) for i in range(100))
+            move = {"dx": 0.1, "dy": 0.0}
+            frames = b"".join(client_frame(OP_BINARY, encode_input(seq + i + 1, 0, move)) for i in range(100))
             seq += 100
             bad.conn.send_raw(frames)
             await asyncio.sleep(0.05)

@@ -43,10 +43,12 @@ async def test_health_and_stats_on_the_same_port() -> None:
         status, body = await http_get(server, "/stats")
         stats = json.loads(body)
         assert status == 200
-        for key in ("tick_hz", "tick_p50_ms", "tick_p99_ms", "tick_max_ms", "overruns", "send_p99_ms",
-                    "bytes_out", "inputs_accepted", "inputs_refused", "ccu"):
+        for key in ("tick_hz", "tick_p50_ms", "tick_p99_ms", "overruns", "send_p99_ms",
+                    "bytes_out", "inputs", "ccu", "capacity", "connections"):
             assert key in stats
         assert stats["ccu"] == 1 and stats["bytes_out"] > 0
+        # This request counts itself: one connection in the HTTP phase, one playing.
+        assert stats["connections"] == 2 and stats["connection_phases"] == {"http": 1, "hello": 0, "playing": 1}
         status, _ = await http_get(server, "/nope")
         assert status == 404
         await c.close()

@@ -13,12 +13,15 @@ from hypothesis import strategies as st
 
 from netcode.protocol import CloseCode, ErrorCode, encode_hello
 from netcode.session import InputEvent, PingEvent, ServerSession, SessionState
+from sim.games.startales.game import Startales
+from sim.spec import Input
 
 REC = [["id", "<u4"], ["x", "<f4"]]
+INPUTS = Startales.inputs  # dx, dy, a, g, g2, g3, tx
 
 
 def _active(**kw: Any) -> ServerSession:
-    s = ServerSession(**kw)
+    s = ServerSession(inputs=INPUTS, **kw)
     assert s.receive(encode_hello("bob"), 0.0)
     s.accept(1, 0, 60, 20, "wander", {}, REC)
     s.data_to_send()
@@ -50,8 +53,8 @@ def test_fast_path_event_is_a_real_frozen_input_event() -> None:
     s = _active()
     (ev,) = s.receive(_inp(s=5, ct=6, dx=0.25, dy=-0.5), 0.0)
     assert type(ev) is InputEvent
-    assert ev == InputEvent(5, 6, 0.25, -0.5, 0, 0, None)
-    assert hash(ev) == hash(InputEvent(5, 6, 0.25, -0.5, 0, 0, None))
+    assert ev == InputEvent(5, 6, (0.25, -0.5, 0, 0, 0, 0, 0), None)
+    assert hash(ev) == hash(InputEvent(5, 6, (0.25, -0.5, 0, 0, 0, 0, 0), None))
     with pytest.raises(dataclasses.FrozenInstanceError):
         ev.seq = 9  # type: ignore[misc]
 
@@ -59,7 +62,30 @@ def test_fast_path_event_is_a_real_frozen_input_event() -> None:
 def test_ints_are_accepted_for_floats() -> None:
     s = _active()
     (ev,) = s.receive(_inp(dx=1, dy=-1), 0.0)
-    assert isinstance(ev, InputEvent) and ev.dx == 1.0 and type(ev.dx) is float
+    assert isinstance(ev, InputEvent) and ev.values[0] == 1.0 and type(ev.values[0]) is float
+
+
+def test_absent_game_fields_are_their_default_and_unknown_keys_are_ignored() -> None:
+    s = _active()
+    (ev,) = s.receive(_inp(dy=_DROP, a=3, g=-7, g2=2, g3=250, tx=2**32 - 1, future=1), 0.0)
+    assert isinstance(ev, InputEvent)
+    assert ev.values == (0.0, 0.0, 3, -7, 2, 250, 2**32 - 1)
+    (ev,) = s.receive(msgpack.packb({"t": "in", "s": 2, "ct": 0}), 0.0)
+    assert isinstance(ev, InputEvent)
+    assert ev.values == (0.0, 0.0, 0, 0, 0, 0, 0)
+    assert s.offences == 0
+
+
+def test_each_game_checks_its_own_fields() -> None:
+    s = ServerSession(inputs=(Input("power", "f32", 0.0, 2.0), Input("mode", "u32", 1, 3)))
+    s.receive(encode_hello("bob"), 0.0)
+    s.accept(1, 0, 60, 20, "g", {}, REC)
+    (ev,) = s.receive(msgpack.packb({"t": "in", "s": 1, "ct": 0, "power": 1.5, "dx": 9.0}), 0.0)
+    assert isinstance(ev, InputEvent)
+    assert ev.values == (1.5, 1)  # "mode" absent: its lowest legal value; "dx" is not this game's
+    for bad in ({"power": 2.5}, {"power": -0.1}, {"mode": 0}, {"mode": 4}, {"mode": 1.0}):
+        assert s.receive(msgpack.packb({"t": "in", "s": 2, "ct": 0, **bad}), 0.0) == []
+    assert s.offences == 5
 
 
 BAD_FRAMES: list[tuple[str, bytes | str, ErrorCode]] = [
@@ -88,7 +114,6 @@ BAD_FRAMES: list[tuple[str, bytes | str, ErrorCode]] = [
     ("seq too big", _inp(s=2**32), ErrorCode.BAD_FIELD),
     ("ct too big", _inp(ct=2**64 - 1), ErrorCode.BAD_FIELD),
     ("missing seq", _inp(s=_DROP), ErrorCode.BAD_FIELD),
-    ("missing dy", _inp(dy=_DROP), ErrorCode.BAD_FIELD),
     ("action too big", _inp(a=256), ErrorCode.BAD_FIELD),
     ("action negative", _inp(a=-1), ErrorCode.BAD_FIELD),
     ("action bool", _inp(a=True), ErrorCode.BAD_FIELD),
@@ -318,7 +343,7 @@ def _check_outbox(s: ServerSession) -> None:
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.binary(max_size=200) | st.text(max_size=20), max_size=10))
 def test_fuzz_random_bytes_never_raise(frames: list[bytes | str]) -> None:
-    for s in (ServerSession(max_offences=1000), _active(max_offences=1000)):
+    for s in (ServerSession(max_offences=1000, inputs=INPUTS), _active(max_offences=1000)):
         for i, f in enumerate(frames):
             s.receive(f, i * 0.01)
         _check_outbox(s)
@@ -327,15 +352,16 @@ def test_fuzz_random_bytes_never_raise(frames: list[bytes | str]) -> None:
 @settings(max_examples=250, deadline=None)
 @given(st.lists(msgpack_values | message_like, max_size=6))
 def test_fuzz_random_msgpack_never_raise(objs: list[Any]) -> None:
-    for s in (ServerSession(max_offences=1000), _active(max_offences=1000)):
+    for s in (ServerSession(max_offences=1000, inputs=INPUTS), _active(max_offences=1000)):
         for i, o in enumerate(objs):
             for ev in s.receive(msgpack.packb(o), i * 0.01):
                 if isinstance(ev, InputEvent):
                     # Whatever got through is within the documented ranges.
                     assert 0 <= ev.seq <= 2**32 - 1 and 0 <= ev.client_tick <= 2**32 - 1
-                    assert -1.0 <= ev.dx <= 1.0 and -1.0 <= ev.dy <= 1.0
-                    assert type(ev.dx) is float and type(ev.dy) is float
-                    assert 0 <= ev.action <= 255 and -(2**31) <= ev.arg < 2**31
+                    dx, dy, action, arg = ev.values[:4]
+                    assert -1.0 <= dx <= 1.0 and -1.0 <= dy <= 1.0
+                    assert type(dx) is float and type(dy) is float
+                    assert 0 <= action <= 255 and -(2**31) <= arg < 2**31
                 elif isinstance(ev, PingEvent):
                     assert math.isfinite(ev.client_time)
         _check_outbox(s)

@@ -5,35 +5,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.events import EventBuffer
-from sim.inputs import InputBatch
-from sim.registry import GAMES, make_game
+from sim.registry import game_names, make_game
 from sim.statehash import state_hash
 from sim.world import World
+
+GAMES = game_names()
 
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
 import sys
-from sim.events import EventBuffer
-from sim.inputs import InputBatch
 from sim.registry import make_game
 from sim.statehash import state_hash
 
 game_name, seed = sys.argv[1], int(sys.argv[2])
 cfg = {"startales": {"planets": 12, "drones": 300, "max_players": 8},
-       "wander": {"npcs": 300, "max_players": 8}}[game_name]
+       "wander": {"npcs": 300, "max_players": 8}, "arena": {"shots": 64, "max_players": 8}}[game_name]
 game = make_game(game_name, cfg)
 world = game.create_world(seed)
 players = [game.join(world) for _ in range(4)]
-inputs, events = InputBatch(64), EventBuffer(1024)
+inputs, events = game.input_batch(64), game.event_buffer(1024)
 out = []
 for t in range(240):
     for k, eid in enumerate(players):
         if (t + k) % 3 == 0:
             dx = ((t * 7 + k * 13) % 11 - 5) / 8.0
             dy = ((t * 5 + k * 3) % 9 - 4) / 8.0
-            inputs.add(eid, t + 1, t, dx, dy, (t // 3 + k) % 4, 0)
+            inputs.add(eid, t + 1, t, dx, dy, (t // 3 + k) % 4, 0)  # a game with fewer inputs ignores the rest
     events.clear()
     game.step(world, inputs, events)
     inputs.clear()
@@ -95,17 +93,19 @@ def test_state_hash_every_byte_matters() -> None:
 
 @pytest.mark.parametrize("name", GAMES)
 def test_warmup_compiles_everything_the_tick_needs(name: str) -> None:
-    from sim import entities, events, movement, npc, rng, statehash, validate
-    from sim.games import startales, wander
+    from sim import entities, history, movement, npc, rng, rows, statehash, validate
+    from sim.games import arena, wander
+    from sim.games.startales import inputs as st_inputs
+    from sim.games.startales import rules as st_rules
 
     game = make_game(name, {"max_players": 16})
     game.warmup()
-    mods = (entities, events, movement, npc, rng, statehash, validate, startales, wander)
+    mods = (entities, history, movement, npc, rng, rows, statehash, validate, arena, wander, st_inputs, st_rules)
     kernels = [obj for m in mods for obj in vars(m).values() if hasattr(obj, "signatures")]
     before = {id(k): len(k.signatures) for k in kernels}
     world = game.create_world(77)
     p = game.join(world)
-    inputs, events_ = InputBatch(16), EventBuffer(64)
+    inputs, events_ = game.input_batch(16), game.event_buffer(64)
     for t in range(3):
         inputs.add(p, t + 1, t, 0.1, 0.2, t % 4, 0)
         game.step(world, inputs, events_)

@@ -42,7 +42,7 @@ def test_resolve_rejects_malformed_ids() -> None:
     alive, gen = world.arrays["alive"], world.arrays["generation"]
     assert resolve(np.uint32(0), alive, gen) == -1  # generation 0 is never issued
     assert resolve(np.uint32(make_id(100, 1)), alive, gen) == -1  # slot beyond capacity
-    assert table.slot_of(make_id(100, 1)) == -1
+    assert table.slot_of(int(make_id(100, 1))) == -1
     assert table.slot_of(-1) == -1
 
 

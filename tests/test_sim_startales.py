@@ -1,18 +1,11 @@
+"""Startales' rules and validators on the game API."""
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.events import (
-    EV_ACHIEVEMENT,
-    EV_BALANCE,
-    EV_BUILT,
-    EV_REFUSED,
-    REF_BAD_ACTION,
-    REF_NO_TARGET,
-    REF_UNAFFORDABLE,
-    EventBuffer,
-)
+from sim.events import EV_ACHIEVEMENT, EV_BALANCE, EV_REFUSED, REF_BAD_ACTION, REF_NO_TARGET, REF_UNAFFORDABLE
 from sim.games.startales.constants import (
     ACH_BUILDER,
     ACH_EXPLORER,
@@ -20,49 +13,45 @@ from sim.games.startales.constants import (
     ACH_VOYAGER,
     BUILD_COST_CRYSTAL,
     BUILD_COST_METAL,
+    EV_BUILT,
     HARVEST_PER_TICK,
     HARVEST_RANGE,
+    KIND_DRONE,
+    KIND_PLANET,
+    KIND_SHIP,
     MAX_SPEED,
-    RECORD_DTYPE,
 )
-from sim.games.startales.game import KIND_DRONE, KIND_PLANET, KIND_SHIP, StartalesGame
-from sim.inputs import InputBatch
+from sim.games.startales.game import Startales
 from sim.world import World
+from tests.worlds import Driver
 
 CFG = {"planets": 8, "drones": 50, "max_players": 4, "width": 2000, "height": 2000}
 
 
-class Rig:
+class Rig(Driver):
+    """The world driver with a seq per player and startales' parking."""
+
     def __init__(self, seed: int = 11) -> None:
-        self.game = StartalesGame(CFG)
-        self.world = self.game.create_world(seed)
-        self.a = self.world.arrays
-        self.inputs, self.events = InputBatch(64), EventBuffer(256)
+        super().__init__("startales", CFG, seed, inputs=64, events=256)
         self.seq: dict[int, int] = {}
-        self.log: list[tuple[int, int, int, int]] = []
+        self.seen: list[tuple[int, ...]] = []  # every event: (kind, eid, a, b)
 
     def join(self) -> int:
-        eid = self.game.join(self.world)
+        eid = super().join()
         self.seq[eid] = 0
         return eid
 
-    def p(self, eid: int) -> int:
-        return (eid & 0xFFFFF) - (CFG["planets"] + CFG["drones"])
-
     def put(self, eid: int, dx: float = 0.0, dy: float = 0.0, action: int = 0) -> None:
         self.seq[eid] += 1
-        assert self.inputs.add(eid, self.seq[eid], 0, dx, dy, action, 0)
+        self.send(eid, self.seq[eid], 0, dx, dy, action, 0)
 
-    def step(self) -> list[int]:
-        self.events.clear()
-        self.game.step(self.world, self.inputs, self.events)
-        acc = self.inputs.accepted[: self.inputs.n].tolist()
-        self.inputs.clear()
-        self.log += self.events.rows()
-        return acc
+    def step(self, n: int = 1) -> list[int]:  # type: ignore[override]
+        """One tick; the accepted flags of its inputs."""
+        self.seen += super().step(n)
+        return self.accepted.tolist()
 
     def park_at_planet(self, eid: int, k: int, offset: float = 10.0) -> None:
-        s = eid & 0xFFFFF
+        s = self.slot(eid)
         self.a["x"][s] = self.a["x"][k] + np.float32(offset)
         self.a["y"][s] = self.a["y"][k]
         self.a["vx"][s] = self.a["vy"][s] = 0
@@ -71,19 +60,19 @@ class Rig:
 
 
 def test_layout_and_constants() -> None:
-    game = StartalesGame(CFG)
-    assert RECORD_DTYPE.itemsize == 21 and RECORD_DTYPE.names[0] == "id"
+    game = Startales(CFG)
+    assert game.record_dtype.itemsize == 21 and game.record_dtype.names == ("id", "kind", "x", "y", "vx", "vy")
     assert game.capacity == 8 + 50 + 4
-    c = StartalesGame().constants()
-    assert c["width"] == 4000 and c["planets"] == 48 and c["tick_rate"] == 60
+    c = Startales().welcome_constants()
+    assert c["width"] == 4000 and c["planets"] == 48 and c["tick_rate"] == 60 and c["max_rewind_ticks"] == 24
     world = game.create_world(3)
     a = world.arrays
     assert (a["kind"][:8] == KIND_PLANET).all() and (a["kind"][8:58] == KIND_DRONE).all()
     assert (a["planet_deposit"] >= 5000).all() and (a["planet_deposit"] <= 20000).all()
     with pytest.raises(ValueError):
-        StartalesGame({"planets": 65})
+        Startales({"planets": 65})
     with pytest.raises(ValueError):
-        StartalesGame({"bogus": 1})
+        Startales({"bogus": 1})
 
 
 def test_harvest_in_range_bounded_rate_and_stop() -> None:
@@ -100,7 +89,7 @@ def test_harvest_in_range_bounded_rate_and_stop() -> None:
     p = r.p(e)
     assert bal[p] == 10 * HARVEST_PER_TICK
     assert r.a["planet_deposit"][0] == dep0 - 10 * HARVEST_PER_TICK
-    balance_events = [ev for ev in r.log if ev[0] == EV_BALANCE]
+    balance_events = [ev for ev in r.seen if ev[0] == EV_BALANCE]
     assert len(balance_events) == 10  # one per tick, coalesced
     assert balance_events[-1] == (EV_BALANCE, e, res, 10 * HARVEST_PER_TICK)
     r.put(e, action=3)  # STOP
@@ -118,7 +107,7 @@ def test_harvest_out_of_range_refused_and_leaving_range_stops() -> None:
     r.a["y"][1:8] = 0
     r.put(e, action=1)
     assert r.step() == [0]
-    assert (EV_REFUSED, e, 0, REF_NO_TARGET) in r.log
+    assert (EV_REFUSED, e, 0, REF_NO_TARGET) in r.seen
     r.park_at_planet(e, 0, offset=HARVEST_RANGE - 1.0)
     r.put(e, action=1)
     assert r.step() == [1]
@@ -152,20 +141,20 @@ def test_build_unaffordable_then_affordable_exact_deduction() -> None:
     p = r.p(e)
     r.put(e, action=2)
     assert r.step() == [0]
-    assert (EV_REFUSED, e, 0, REF_UNAFFORDABLE) in r.log
+    assert (EV_REFUSED, e, 0, REF_UNAFFORDABLE) in r.seen
     r.a["bal_metal"][p] = BUILD_COST_METAL + 7
     r.a["bal_crystal"][p] = BUILD_COST_CRYSTAL - 1
     r.put(e, action=2)
     assert r.step() == [0]
     r.a["bal_crystal"][p] = BUILD_COST_CRYSTAL + 3
-    r.log.clear()
+    r.seen.clear()
     r.put(e, action=2)
     r.put(e, action=2)  # second build in the same tick: unaffordable now
     assert r.step() == [1, 0]
     assert r.a["bal_metal"][p] == 7 and r.a["bal_crystal"][p] == 3 and r.a["buildings"][p] == 1
-    assert (EV_BUILT, e, 1, 0) in r.log
-    assert (EV_BALANCE, e, 0, 7) in r.log and (EV_BALANCE, e, 1, 3) in r.log
-    assert (EV_REFUSED, e, 1, REF_UNAFFORDABLE) in r.log
+    assert (EV_BUILT, e, 1, 0) in r.seen
+    assert (EV_BALANCE, e, 0, 7) in r.seen and (EV_BALANCE, e, 1, 3) in r.seen
+    assert (EV_REFUSED, e, 1, REF_UNAFFORDABLE) in r.seen
 
 
 def test_bad_action_and_atomic_refusal() -> None:
@@ -173,8 +162,8 @@ def test_bad_action_and_atomic_refusal() -> None:
     e = r.join()
     r.put(e, dx=1.0, action=42)
     assert r.step() == [0]
-    assert (EV_REFUSED, e, 0, REF_BAD_ACTION) in r.log
-    s = e & 0xFFFFF
+    assert (EV_REFUSED, e, 0, REF_BAD_ACTION) in r.seen
+    s = r.slot(e)
     assert r.a["tx"][s] == 0 and r.a["last_seq"][s] == 0  # no effect at all
 
 
@@ -197,7 +186,7 @@ def test_achievements_granted_once() -> None:
     r.put(e, dx=1.0)
     for _ in range(30):
         r.step()
-    ach = [ev for ev in r.log if ev[0] == EV_ACHIEVEMENT]
+    ach = [ev for ev in r.seen if ev[0] == EV_ACHIEVEMENT]
     assert sorted(ev[2] for ev in ach) == sorted([ACH_FIRST_HARVEST, ACH_BUILDER, ACH_EXPLORER, ACH_VOYAGER])
     assert r.a["achievements"][p] == 0b1111
     assert r.a["visited_n"][p] >= 5
@@ -206,7 +195,7 @@ def test_achievements_granted_once() -> None:
 def test_ship_speed_is_capped_and_position_clamped() -> None:
     r = Rig()
     e = r.join()
-    s = e & 0xFFFFF
+    s = r.slot(e)
     r.put(e, dx=1.0)
     for _ in range(60 * 20):
         r.step()
@@ -280,5 +269,5 @@ def test_world_roundtrip_then_same_future() -> None:
     clone = World.from_bytes(r.world.to_bytes())
     for w in (r.world, clone):
         for _ in range(50):
-            r.game.step(w, InputBatch(1), EventBuffer(16))
+            r.game.step(w, r.game.input_batch(1), r.game.event_buffer(16))
     assert state_hash(clone) == state_hash(r.world)

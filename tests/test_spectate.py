@@ -29,7 +29,7 @@ async def test_without_tokens_watching_needs_watch_public() -> None:
         # A spectator's inputs carry its acks and nothing else: no ship moves, nothing is refused.
         before = srv.stats.as_dict()
         for _ in range(20):
-            w.send_input(1.0, 1.0, action=3)
+            w.send_input(1.0, 1.0)
             await asyncio.sleep(0.01)
         await w.next_snapshot()
         after = srv.stats.as_dict()

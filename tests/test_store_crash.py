@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from persistence.campaign_store import CampaignStore
-from persistence.journal_codec import encode_tick, make_inputs
+from persistence.journal_codec import encode_tick
+from tests.worlds import open_store
+from tests.worlds import startales_inputs as make_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,7 +83,7 @@ def test_sigkill_keeps_every_committed_tick(tmp_path: Path, durability: str) -> 
     assert printed == sorted(printed)
     last_promised = printed[-1]
 
-    store = CampaignStore.open(tmp_path, "crash")
+    store = open_store(tmp_path, "crash")
     try:
         report = store.repair_tail()
         assert report.last_good_tick is not None and report.last_good_tick >= last_promised

@@ -250,7 +250,7 @@ def test_prediction_matches_python(sdk_page: Page, seed: int, game: str) -> None
     """The same inputs and snapshots, in any order and with losses: bit-identical positions."""
     rng = np.random.default_rng(seed)
     world, move = MOVES[game]
-    py = ShipPredictor(game, world)
+    py = ShipPredictor(move, int(world["tick_rate"]))  # the same binding the welcome's spec carries
     script: list[list[Any]] = []
     expected: list[Any] = []
     seq, tick = 0, 10

@@ -11,47 +11,17 @@ import random
 import msgpack
 import pytest
 
+from bench.inbound import UPGRADE, FakeTransport
 from netcode.client import ArbiterClient
-from netcode.client_session import encode_thrust
+from netcode.client_session import encode_fields, fields_from_spec
 from netcode.protocol import ErrorCode, encode_input
 from netcode.replication.frames import decode_delta_frame, encode_delta_frame, peek_delta_tick
 from netcode.session import InputEvent, ServerSession, SessionState
 from netcode.ws_client import WsClientConnection
 from netcode.ws_frames import OP_BINARY, OP_CLOSE, OP_TEXT, FrameReader, client_frame, frame_header, server_frame
-from netcode.ws_server import WsServerConnection
+from netcode.ws_server import DoorLimits, WsServerConnection
+from sim.games.startales.game import Startales
 from tests.serverutil import running_server, url, wait_for
-
-UPGRADE = (
-    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def can_write_eof(self) -> bool:
-        return False
 
 
 class Recorder:
@@ -59,7 +29,13 @@ class Recorder:
         self.messages: list[tuple[bytes, bool]] = []
         self.closed = False
 
-    def http_request(self, path: str) -> None:
+    def on_connect(self, conn: WsServerConnection) -> bool:
+        return True
+
+    def on_error(self, conn: WsServerConnection, cause: str, exc: BaseException | None) -> None:
+        assert exc is None, exc
+
+    def http_request(self, path: str, headers: object = None, method: str = "GET") -> None:
         return None
 
     def on_open(self, conn: WsServerConnection) -> None:
@@ -74,8 +50,8 @@ class Recorder:
 
 def _server(max_size: int = 4096) -> tuple[WsServerConnection, Recorder, FakeTransport]:
     rec = Recorder()
-    conn = WsServerConnection(rec, max_size)  # type: ignore[arg-type]
-    t = FakeTransport()
+    conn = WsServerConnection(rec, DoorLimits(max_size=max_size, max_message=max_size), lambda: 0.0)
+    t = FakeTransport(0)
     conn.connection_made(t)  # type: ignore[arg-type]
     conn.data_received(UPGRADE)
     assert conn.is_open
@@ -130,7 +106,7 @@ def test_server_fast_path_waits_for_a_buffered_partial_frame() -> None:
 async def test_client_reads_whole_split_and_truncated_frames_alike() -> None:
     got: list[bytes] = []
     conn = WsClientConnection("x", "/", got.append)
-    t = FakeTransport()
+    t = FakeTransport(0)
     conn.connection_made(t)  # type: ignore[arg-type]
     key = conn._key
     from websockets.utils import accept_key
@@ -155,7 +131,7 @@ async def test_client_reads_whole_split_and_truncated_frames_alike() -> None:
 
 
 def test_client_frames_use_fresh_keys_and_unmask() -> None:
-    reader = FrameReader(require_mask=True)
+    reader = FrameReader(masked=True)
     keys = set()
     for n in (0, 5, 125, 126, 70000):
         f = client_frame(OP_BINARY, b"z" * n)
@@ -167,7 +143,11 @@ def test_client_frames_use_fresh_keys_and_unmask() -> None:
     assert len(keys) > 2900
 
 
-def test_encode_thrust_is_encode_input_byte_for_byte() -> None:
+def test_encode_fields_is_encode_input_byte_for_byte() -> None:
+    """The hand-built input frame equals msgpack's for any spec's fields: floats always (float32),
+    integers when not 0."""
+    spec = {"inputs": [["dx", "f32", -1, 1], ["dy", "f32", -1, 1], ["a", "i32", 0, 255], ["tx", "u32", 0, 2**32 - 1]]}
+    fields = fields_from_spec(spec)
     rng = random.Random(7)
     ints = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1]
     acks = [None, 0, 127, 128, 65536, 2**32, 2**40, 2**64 - 1]
@@ -177,12 +157,14 @@ def test_encode_thrust_is_encode_input_byte_for_byte() -> None:
         ct = rng.choice(ints) if rng.random() < 0.5 else rng.randrange(2**32)
         dx = rng.choice(floats) if rng.random() < 0.3 else rng.uniform(-1.5, 1.5)
         dy = rng.choice(floats) if rng.random() < 0.3 else rng.uniform(-1.5, 1.5)
+        values: dict[str, float | int] = {"dx": dx, "dy": dy, "a": rng.choice([0, 0, 3])}
+        values["tx"] = rng.choice([0, 2**32 - 1])
         ack = rng.choice(acks)
-        fast = encode_thrust(seq, ct, dx, dy, ack)
-        assert fast == encode_input(seq, ct, dx, dy, 0, 0, ack)
-    assert encode_thrust(1, 1, 3.5e38, 0.0, None) is None  # beyond float32: the general encoder
-    assert encode_thrust(1, 1, 1, 0.0, None) is None  # an int thrust
-    assert encode_thrust(-1, 1, 0.0, 0.0, None) is None
+        fast = encode_fields(seq, ct, fields, values, ack)
+        assert fast == encode_input(seq, ct, {k: v for k, v in values.items() if v or k in ("dx", "dy")}, ack)
+    assert encode_fields(1, 1, fields, {"dx": 3.5e38}, None) is None  # beyond float32: the general encoder
+    assert encode_fields(-1, 1, fields, {}, None) is None
+    assert encode_fields(1, 1, fields, {"a": -3}, None) is None  # a negative int: the general encoder
 
 
 def test_peek_delta_tick_matches_the_decoder() -> None:
@@ -195,15 +177,16 @@ def test_peek_delta_tick_matches_the_decoder() -> None:
 
 
 def test_session_fast_path_takes_the_snapshot_ack() -> None:
-    s = ServerSession()
+    s = ServerSession(inputs=Startales.inputs)
     s.state = SessionState.ACTIVE
-    (ev,) = s.receive(encode_input(7, 3, 0.25, -0.5, 0, 0, 900), 1.0)
+    (ev,) = s.receive(encode_input(7, 3, {"dx": 0.25, "dy": -0.5}, 900), 1.0)
     assert isinstance(ev, InputEvent)
-    assert (ev.seq, ev.client_tick, ev.dx, ev.dy, ev.ack) == (7, 3, 0.25, -0.5, 900)
+    assert (ev.seq, ev.client_tick, ev.values, ev.ack) == (7, 3, (0.25, -0.5, 0, 0, 0, 0, 0), 900)
     assert s.last_ack_tick == 900 and s.last_input_seq == 7
-    s.receive(encode_input(8, 3, 0.25, -0.5, 0, 0, 800), 1.1)  # an older ack does not go back
+    s.receive(encode_input(8, 3, {"dx": 0.25, "dy": -0.5}, 800), 1.1)  # an older ack does not go back
     assert s.last_ack_tick == 900
-    (ev,) = s.receive(encode_input(9, 3, 0.0, 0.0, 0, 0, 2**64 - 1), 1.2)
+    (ev,) = s.receive(encode_input(9, 3, {"dx": 0.0, "dy": 0.0}, 2**64 - 1), 1.2)
+    assert isinstance(ev, InputEvent)
     assert ev.ack == 2**64 - 1 and s.last_ack_tick == 2**64 - 1
     assert s.offences == 0
     # Anything else with six keys takes the checked path and gets its precise error.
@@ -218,14 +201,15 @@ def test_session_fast_path_takes_the_snapshot_ack() -> None:
     assert s.offences == len(bad)
     assert [msgpack.unpackb(f)["code"] for f in s.data_to_send()] == [ErrorCode.BAD_FIELD] * len(bad)
     (ev,) = s.receive(msgpack.packb({"t": "in", "s": 20, "ct": 0, "dx": 0.1, "dy": 0.0, "a": 1}), 3.0)
-    assert ev.action == 1 and ev.ack is None
+    assert isinstance(ev, InputEvent)
+    assert ev.values[2] == 1 and ev.ack is None
 
 
 async def test_a_client_claiming_any_ack_is_served_from_scratch() -> None:
     async with running_server(game="wander", game_config={"npcs": 20}) as server:
         liar = await ArbiterClient.connect(url(server), "liar")
         honest = await ArbiterClient.connect(url(server), "honest")
-        liar.send_raw(encode_input(1, 0, 0.1, 0.0, 0, 0, 2**64 - 1))
+        liar.send_raw(encode_input(1, 0, {"dx": 0.1, "dy": 0.0}, 2**64 - 1))
         await wait_for(lambda: server.clients and all(c.session.last_input_seq >= 1 for c in server.clients.values()
                                                       if c.name == "liar"))  # fmt: skip
         seen = liar.snapshots, honest.snapshots
@@ -233,3 +217,15 @@ async def test_a_client_claiming_any_ack_is_served_from_scratch() -> None:
         assert not liar.errors and liar.is_open and honest.is_open
         await liar.close()
         await honest.close()
+
+
+def test_upgrade_request_fed_a_byte_at_a_time_opens() -> None:
+    rec = Recorder()
+    conn = WsServerConnection(rec, DoorLimits(), lambda: 0.0)
+    t = FakeTransport(0)
+    conn.connection_made(t)  # type: ignore[arg-type]
+    for i in range(len(UPGRADE)):
+        conn.data_received(UPGRADE[i : i + 1])
+    assert conn.is_open and t.out.startswith(b"HTTP/1.1 101")
+    conn.data_received(client_frame(OP_BINARY, b"after"))
+    assert rec.messages == [(b"after", False)]

@@ -1,6 +1,8 @@
 // /play: log in (hub, pasted token, or guest), then play with keyboard or touch.
 // URL parameters for links and tests: ?name=NAME&auto=1 joins at once; #token=TOKEN (a fragment
-// never reaches a server log) pre-fills the join token.
+// never reaches a server log) pre-fills the join token. On a server with WebRTC relay workers the
+// page moves to data channels after joining (?webrtc=0: stay on WebSocket; ?relay=1: through TURN
+// only) and, with "voice chat" ticked (?voice=1), talks while T or the talk button is held.
 
 import { ArbiterClient } from "./sdk/client.js";
 import { ErrorCode } from "./sdk/protocol.js";
@@ -22,6 +24,8 @@ const state = {
   warnings: /** @type {string[]} */ ([]),
   closes: 0,
   welcomes: 0,
+  /** @type {import("./sdk/webrtc.js").RtcLink | null} */ rtc: null,
+  transport: "websocket",
 };
 // @ts-ignore: the page's state, for the console and the tests
 window.arbiter = state;
@@ -34,6 +38,8 @@ const nameInput = /** @type {HTMLInputElement} */ ($("name"));
 const tokenInput = /** @type {HTMLInputElement} */ ($("token"));
 if (params.get("name")) nameInput.value = String(params.get("name")).slice(0, 32);
 if (fragment.get("token")) tokenInput.value = String(fragment.get("token"));
+if (config.webrtc) $("login-voice").classList.remove("hidden");
+if (params.get("voice") === "1") /** @type {HTMLInputElement} */ ($("voice")).checked = true;
 form.classList.remove("hidden");
 form.addEventListener("submit", (ev) => { ev.preventDefault(); join(); });
 if (params.get("auto")) join();
@@ -66,6 +72,36 @@ async function join() {
   $("hud").classList.remove("hidden");
   setupInput(view);
   view.start(hud);
+  if (config.webrtc && params.get("webrtc") !== "0") startWebRTC(client);
+  client.on("welcome", () => { if (config.webrtc && params.get("webrtc") !== "0" && !client.rtc) startWebRTC(client); });
+}
+
+// ---------------------------------------------------------------------------------- WebRTC, voice
+/** Move to data channels; with voice, ask for the microphone first (sent only while T is held). @param {ArbiterClient} client */
+async function startWebRTC(client) {
+  let microphone = null;
+  const voice = /** @type {HTMLInputElement} */ ($("voice")).checked;
+  if (voice && navigator.mediaDevices) {
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      microphone = stream.getAudioTracks()[0] || null;
+    } catch (e) {
+      warn(`no microphone: ${e}`);
+    }
+  }
+  state.transport = "websocket (connecting WebRTC…)";
+  const link = await client.startWebRTC({ relayOnly: params.get("relay") === "1", microphone, voiceSlots: voice ? 4 : 0 });
+  state.rtc = link;
+  state.transport = link && link.up ? `webrtc${params.get("relay") === "1" ? " (TURN)" : ""}` : "websocket";
+  if (link && link.up && microphone) $("talk").classList.remove("hidden");
+}
+
+/** @param {boolean} on */
+function talk(on) {
+  const c = state.client;
+  if (!c || !c.rtc || !c.rtc.microphone || c.rtc.talking === on) return;
+  c.talk(on);
+  $("talk").classList.toggle("on", on);
 }
 
 /** @param {ArbiterClient} client */
@@ -85,6 +121,9 @@ function wire(client) {
   });
   client.on("error", (/** @type {any} */ e) => {
     if (e.code === ErrorCode.WARNED || e.code === ErrorCode.BANNED) warn(`fair play: ${e.msg}`);
+  });
+  client.on("rtc", (/** @type {any} */ e) => {
+    if (e.state === "down") { state.transport = `websocket (${e.reason})`; $("talk").classList.add("hidden"); }
   });
   client.on("close", (/** @type {any} */ c) => {
     state.closes++;
@@ -156,6 +195,7 @@ function setupInput(view) {
   const moveKeys = new Set(["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "KeyA", "KeyD", "KeyW", "KeyS"]);
   window.addEventListener("keydown", (ev) => {
     if (moveKeys.has(ev.code)) { keys.add(ev.code); ev.preventDefault(); sendMove(); return; }
+    if (ev.code === "KeyT") { talk(true); return; }
     const d = /^Digit([1-9])$/.exec(ev.code);
     const w = view.client.welcome;
     if (d && w && w.spec && w.spec.actions) {
@@ -164,8 +204,15 @@ function setupInput(view) {
       if (id !== undefined) action(id);
     }
   });
-  window.addEventListener("keyup", (ev) => { keys.delete(ev.code); sendMove(); });
-  window.addEventListener("blur", () => { keys.clear(); sendMove(); });
+  window.addEventListener("keyup", (ev) => {
+    if (ev.code === "KeyT") { talk(false); return; }
+    keys.delete(ev.code);
+    sendMove();
+  });
+  window.addEventListener("blur", () => { keys.clear(); sendMove(); talk(false); });
+  const talkButton = $("talk");
+  talkButton.addEventListener("pointerdown", (ev) => { ev.preventDefault(); talk(true); });
+  for (const t of ["pointerup", "pointercancel", "pointerleave"]) talkButton.addEventListener(t, () => talk(false));
   // Touch: drag anywhere on the canvas; the vector from where the finger went down is the thrust.
   const canvas = view.canvas;
   let origin = /** @type {[number, number] | null} */ (null);
@@ -196,6 +243,9 @@ function hud() {
   $("hud-rates").textContent = w ? `${w.tickRate} Hz tick · ${w.sendRate} Hz snapshots` : "-";
   $("hud-visible").textContent = String(v.visible);
   $("hud-pos").textContent = v.own ? `${v.own.x.toFixed(1)}, ${v.own.y.toFixed(1)}` : "-";
+  $("hud-transport").textContent = c.rtc && c.rtc.up ? state.transport : state.transport.startsWith("webrtc") ? "websocket" : state.transport;
+  const speakers = c.voiceSlots.filter((e) => e).length;
+  $("hud-voice").textContent = !c.rtc || !c.rtc.up ? "-" : `${c.rtc.talking ? "talking" : c.rtc.microphone ? "hold T to talk" : "listening"}${speakers ? ` · hearing ${speakers}` : ""}`;
   const li = (/** @type {string} */ t) => { const e = document.createElement("li"); e.textContent = t; return e; };
   $("hud-resources").replaceChildren(...Object.entries(state.resources).map(([k, n]) => li(`${k}: ${n}`)));
   $("hud-achievements").replaceChildren(...state.achievements.slice(-8).map(li));

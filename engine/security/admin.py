@@ -41,6 +41,7 @@ from engine.security.auth import (
     TokenVerifier,
     bearer_claims,
 )
+from engine.security.text import unsafe_char
 
 log = logging.getLogger("arbiter.admin")
 
@@ -131,15 +132,16 @@ def _reject_constant(c: str) -> Any:
 
 # -- validation -------------------------------------------------------------------------------------
 def _has_control(s: str, allow: str = "") -> bool:
-    # Accounts and reasons end up in logs and operator consoles: no terminal escapes, no forged lines.
-    return any((ord(c) < 32 or 127 <= ord(c) < 160) and c not in allow for c in s)
+    # Accounts and reasons end up in logs and operator consoles: no terminal escapes, no forged
+    # lines, no bidirectional overrides that make an account read as another.
+    return unsafe_char(s, allow) is not None
 
 
 def _account(value: object, where: str) -> str:
     if not isinstance(value, str):
         _bad(f"{where} must be a string")
     if not 1 <= len(value) <= MAX_ACCOUNT_LEN or _has_control(value):
-        _bad(f"{where} must be 1..{MAX_ACCOUNT_LEN} characters without control characters")
+        _bad(f"{where} must be 1..{MAX_ACCOUNT_LEN} characters without control or bidirectional characters")
     return value
 
 

@@ -44,9 +44,10 @@ def summarize(first: dict[str, Any], last: dict[str, Any], bots: dict[str, Any],
         # fair play: honest bots must raise nothing (docs/fairplay.md)
         "fairplay_violations": sum(last.get("fairplay", {}).get("violations", {}).values()),
         "fairplay_decisions": sum(last.get("fairplay", {}).get("decisions", {}).values()),
-        "built": bots.get("built"),
-        "gifts": bots.get("gifts_confirmed"),
-        "achievements": bots.get("achievements"),
+        # what happened in the game, as the bots were told (the events of the game's spec, by name)
+        "events": bots.get("events", {}),
+        "brain": bots.get("brain", {}),
+        "connect_errors": bots.get("connect_errors", {}),
     }
 
 
@@ -75,13 +76,16 @@ async def run_demo(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     duration = args.duration if args.duration > 0 else 10**9
+    # Every figure (fair play, memory) is behind an admin token (docs/security.md).
+    admin_ttl = min(86400, max(600, int(args.duration) + 600))
+    server.admin_token = issuer.issue("demo-admin", "demo", role="admin", ttl=admin_ttl)
     cfg = BotConfig(
         url=server.url,
-        game=args.game,
         count=args.bots,
         duration=duration,
         seed=args.seed,
-        token_factory=lambda account: issuer.issue(account, "demo", name=account, ttl=600),
+        campaign="demo",
+        token_factory=lambda account, campaign: issuer.issue(account, campaign, name=account, ttl=600),
     )
     try:
         bots_task = asyncio.create_task(run_bots(cfg, stop))

@@ -28,13 +28,20 @@ class ServerProcess:
     host: str
     port: int
     log: list[str] = field(default_factory=list)
+    admin_token: str | None = None  # an admin-role join token: stats() then reads /stats/full
 
-    def http_json(self, path: str, timeout: float = 5.0) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://{self.host}:{self.port}{path}", timeout=timeout) as r:
+    def http_json(self, path: str, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
+        req = urllib.request.Request(f"http://{self.host}:{self.port}{path}")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             data: dict[str, Any] = json.loads(r.read())
             return data
 
     def stats(self) -> dict[str, Any]:
+        """Public /stats, or every figure (/stats/full) when the launcher holds an admin token."""
+        if self.admin_token:
+            return self.http_json("/stats/full", token=self.admin_token)
         return self.http_json("/stats")
 
     def stop(self, timeout: float = 15.0) -> int:

@@ -24,15 +24,22 @@ from engine.recovery import (
     JournalScan,
     RecoveryError,
     campaign_meta,
+    open_for_replay,
     replay_records,
     resolve_store_path,
     restore_snapshot,
 )
 from engine.security.fairplay.kinds import kind_name
-from persistence.campaign_store import CampaignStore, format_hash
+from persistence.campaign_store import CampaignLockedError, CampaignStore, format_hash
+from persistence.journal_codec import JournalFormatError
 from sim.statehash import state_hash
 
-SUMMARY_FIELDS = ("x", "y", "vx", "vy", "hp", "bal_metal", "bal_crystal", "buildings", "achievements", "distance")
+
+def summary_fields(campaign: Campaign) -> list[str]:
+    """What a tick summary shows of each player: the replicated fields, then the durable ones."""
+    game = campaign.game
+    fields = [n for n in game.record_dtype.names or () if n != "id"]
+    return fields + [f for f in (*game.resources, *game.durable) if f not in fields]
 
 
 def tick_summary(campaign: Campaign, result: TickResult) -> dict[str, Any]:
@@ -40,7 +47,7 @@ def tick_summary(campaign: Campaign, result: TickResult) -> dict[str, Any]:
     players = []
     for key, eid in sorted(campaign.accounts.items()):
         p: dict[str, Any] = {"account": key, "eid": eid}
-        for f in SUMMARY_FIELDS:
+        for f in summary_fields(campaign):
             v = campaign.player_value(eid, f)
             if v is not None:
                 p[f] = v
@@ -69,8 +76,8 @@ def run_replay(
     try:
         meta = campaign_meta(store)
         if not meta:
-            raise RecoveryError(f"{path}: no campaign metadata")
-        campaign = Campaign(meta["game"], meta["seed"], meta["config"], campaign_id)
+            raise RecoveryError(f"{path}: no campaign metadata (not a campaign created by `arbiter serve`)")
+        campaign = open_for_replay(store, meta, campaign_id)
         if from_tick is not None:
             start = restore_snapshot(campaign, store, max_tick=from_tick)
         else:
@@ -194,10 +201,20 @@ def add_replay_parser(sub: Any) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     if args.serve:
         return _serve(args)
-    out = open(args.export, "w") if args.export else None  # noqa: SIM115
+    try:
+        out = open(args.export, "w") if args.export else None  # noqa: SIM115
+    except OSError as exc:
+        print(f"arbiter replay: cannot write the export: {exc}", file=sys.stderr)
+        return 2
     try:
         rep = run_replay(args.path, verify=args.verify, from_tick=args.from_tick, to_tick=args.to_tick, export=out,
                          violations=args.violations)  # fmt: skip
+    except (FileNotFoundError, NotADirectoryError, CampaignLockedError, JournalFormatError) as exc:
+        print(f"arbiter replay: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, RecoveryError) as exc:  # several campaigns, an unknown game, no metadata
+        print(f"arbiter replay: {exc}", file=sys.stderr)
+        return 2
     finally:
         if out is not None:
             out.close()

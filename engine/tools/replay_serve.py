@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -20,11 +22,22 @@ from urllib.parse import parse_qs
 import msgpack
 
 from engine.campaign import Campaign, TickResult
-from engine.recovery import JournalScan, campaign_meta, replay_records, resolve_store_path, restore_snapshot
+from engine.recovery import (
+    JournalScan,
+    campaign_meta,
+    open_for_replay,
+    replay_records,
+    resolve_store_path,
+    restore_snapshot,
+)
 from engine.web_routes import BadRequestError, WebRoutes, check_target, error
 from netcode.protocol import dtype_to_wire
-from netcode.ws_server import HttpAnswer, WsServerConnection, connection_factory
+from netcode.ws_server import DoorLimits, HttpAnswer, WsServerConnection, connection_factory
 from persistence.campaign_store import CampaignStore
+from persistence.journal_codec import JournalFormatError
+from sim.spec import ConfigError
+
+log = logging.getLogger("arbiter.replay_serve")
 
 MAX_FRAMES: Final = 240  # frames per request
 MAX_STEP: Final = 600  # ticks between frames
@@ -44,11 +57,14 @@ class ReplayCursor:
         bounds = self.store.journal_bounds()
         snaps = self.store.snapshot_ticks()
         self.last_tick = max(bounds[1] if bounds else 0, max(snaps, default=0))
-        self.campaign = self._fresh()
+        try:
+            self.campaign = self._fresh()  # a journal of another format or game: one clear error
+        except (JournalFormatError, ConfigError):
+            self.store.close(2.0)
+            raise
 
     def _fresh(self) -> Campaign:
-        m = self.meta
-        return Campaign(m["game"], m["seed"], m["config"], self.campaign_id)
+        return open_for_replay(self.store, self.meta, self.campaign_id)
 
     def close(self) -> None:
         self.store.close(2.0)
@@ -60,7 +76,7 @@ class ReplayCursor:
             "t": "replay",
             "campaign": self.campaign_id,
             "game": self.meta["game"],
-            "world": {k: v for k, v in game.constants().items() if isinstance(v, int | float | str)},
+            "world": dict(game.welcome_constants()),
             "dtype": dtype_to_wire(game.record_dtype),
             "tick_rate": tick_rate,
             "first": 0,
@@ -107,7 +123,15 @@ class ReplayHandler:
         self.web = WebRoutes(lambda: {"game": cursor.meta["game"], "campaign": cursor.campaign_id, "hub": None,
                                       "tokens": False, "watch_public": True, "ws": None})  # fmt: skip
 
-    def http_request(self, path: str) -> HttpAnswer | None:
+    def on_connect(self, conn: WsServerConnection) -> bool:
+        return True
+
+    def on_error(self, conn: WsServerConnection, cause: str, exc: BaseException | None) -> None:
+        log.log(logging.ERROR if exc is not None else logging.DEBUG, "%s from %s", cause, conn.peer, exc_info=exc)
+
+    def http_request(
+        self, path: str, headers: Mapping[str, str] | None = None, method: str = "GET"
+    ) -> HttpAnswer | None:
         prefix = f"/replay/{self.cursor.campaign_id}/"
         if not path.startswith("/replay/"):
             return self.web.answer(path)
@@ -156,9 +180,9 @@ async def start_replay_server(path: str | Path, host: str = "127.0.0.1", port: i
     """Serve the replay viewer on host:port (0: a free port)."""
     cursor = ReplayCursor(path)
     try:
-        server = await asyncio.get_running_loop().create_server(
-            connection_factory(ReplayHandler(cursor), 4096), host, port
-        )
+        loop = asyncio.get_running_loop()
+        factory = connection_factory(ReplayHandler(cursor), DoorLimits(), loop.time)
+        server = await loop.create_server(factory, host, port)
     except OSError:
         cursor.close()
         raise

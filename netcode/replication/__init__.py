@@ -3,7 +3,7 @@ with interest management (AOI) and a per-client byte budget driven by priority a
 
 Server side, per send (see docs/replication.md for the model and the bytes)::
 
-    rep = Replicator(schema_for("wander"), game.capacity, max_clients, radius=100.0)
+    rep = Replicator(schema_of(game.replicated_fields()), game.capacity, max_clients, radius=game.view_radius)
     rep.begin_send(tick, records)                     # quantize into the shared ring, build the grid
     rep.set_viewers(client_slots, own_entity_slots)   # batched AOI (skip when radius is None)
     for c in clients:

@@ -6,6 +6,8 @@ from typing import Final, NamedTuple
 
 import msgpack
 
+from netcode.protocol import read_uint
+
 DELTA_TYPE: Final = "d"
 
 
@@ -42,18 +44,15 @@ def decode_delta_frame(payload: bytes | bytearray | memoryview) -> DeltaFrame:
 
 
 DELTA_PREFIX: Final = b"\x85\xa1t\xa1d\xa1k"  # fixmap(5) "t" "d" "k": how every server frame starts
-_UINT_BYTES: Final = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}  # msgpack uint8..uint64 markers
 
 
 def peek_delta_tick(payload: bytes) -> int | None:
     """The snapshot id of a delta frame laid out as the server writes it, from its first bytes
     only (count-only load clients acknowledge it without decoding); None for anything else."""
-    if not payload.startswith(DELTA_PREFIX) or len(payload) < 8:
+    if not payload.startswith(DELTA_PREFIX):
         return None
-    b = payload[7]
-    if b < 0x80:
-        return b
-    n = _UINT_BYTES.get(b)
-    if n is None or len(payload) < 8 + n:
+    try:
+        tick, end = read_uint(payload, 7)
+    except (IndexError, ValueError):
         return None
-    return int.from_bytes(payload[8 : 8 + n], "big")
+    return tick if end <= len(payload) else None

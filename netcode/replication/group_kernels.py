@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from netcode.replication.kernels import ST_KNOWN, encode_client
+from netcode.ws_frames import put_header
 from sim.scalars import Int
 
 FRAME_OVERHEAD: Final = 56  # msgpack map header + keys + three uint64 + bin32 header (45) + ws header (10)
@@ -200,20 +201,7 @@ def encode_group(
         size = 1 + 4 + 2 + _mp_uint_len(tick) + 2 + _mp_uint_len(bl) + 2 + _mp_uint_len(ack_seqs[b]) + 2 + binhdr + n
         p = fpos
         if ws:
-            frames[p] = np.uint8(0x82)
-            if size < 126:
-                frames[p + 1] = np.uint8(size)
-                p += 2
-            elif size < 0x10000:
-                frames[p + 1] = np.uint8(126)
-                frames[p + 2] = np.uint8(size >> 8)
-                frames[p + 3] = np.uint8(size & 0xFF)
-                p += 4
-            else:
-                frames[p + 1] = np.uint8(127)
-                for s in range(8):
-                    frames[p + 9 - s] = np.uint8((size >> (8 * s)) & 0xFF)
-                p += 10
+            p = put_header(frames, p, 0x82, 0, size)  # FIN, binary, unmasked
         frames[p] = np.uint8(0x85)  # fixmap(5)
         p = _mp_key(frames, p + 1, 116)  # "t"
         p = _mp_key(frames, p, 100)  # "d"

@@ -20,9 +20,9 @@ from typing import Any, Final
 import numpy as np
 from numba import njit
 
+from sim.entities import SLOT_MASK
 from sim.scalars import Float, Int
 
-SLOT_MASK: Final = 0xFFFFF
 RING: Final = 32
 
 # candidate kinds

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,8 +31,7 @@ from netcode.replication.kernels import (
 from netcode.replication.schema import ReplicationSchema
 from netcode.ws_frames import OP_BINARY, frame_header
 from sim.aoi import AoiGrid
-
-SLOT_MASK: Final = 0xFFFFF
+from sim.entities import SLOT_MASK
 
 
 class DeltaPayload(NamedTuple):

@@ -1,20 +1,20 @@
 """Replication schemas: which fields of a game's entities are replicated and how they are quantized.
 
-A schema travels in the welcome (`schema_to_wire`) so that any client can dequantize the delta
-snapshots of docs/replication.md.
+A game declares both with its components (sim/spec.py `Component(..., replicate=Fixed(...))`);
+`schema_of` turns the declaration into a schema. A schema travels in the welcome
+(`schema_to_wire`) so that any client can dequantize the delta snapshots of docs/replication.md.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from netcode.replication.kernels import quantize_kernel
-
-DEFAULT_RADIUS: Final = {"wander": 100.0, "startales": 600.0}
 
 
 @dataclass(frozen=True)
@@ -115,40 +115,10 @@ class ReplicationSchema:
         return np.dtype([("id", "<u4")] + [(n, "<f4" if q.kind == "fixed" else "<i4") for n, q in self.fields])
 
 
-def wander_schema(width: float = 1000.0, height: float = 1000.0) -> ReplicationSchema:
-    """x, y at 1/64 unit over the world; vx, vy at 1/256 u/s over [-8, 8]; hp as-is."""
-    return ReplicationSchema(
-        (
-            ("x", Quant("fixed", 0.0, width, 1 / 64)),
-            ("y", Quant("fixed", 0.0, height, 1 / 64)),
-            ("vx", Quant("fixed", -8.0, 8.0, 1 / 256)),
-            ("vy", Quant("fixed", -8.0, 8.0, 1 / 256)),
-            ("hp", Quant("int", 0, 255)),
-        )
-    )
-
-
-def startales_schema(width: float = 4000.0, height: float = 4000.0) -> ReplicationSchema:
-    """x, y at 1/16 unit over the world; vx, vy at 1/64 u/s over [-320, 320]; kind as-is."""
-    return ReplicationSchema(
-        (
-            ("kind", Quant("int", 0, 255)),
-            ("x", Quant("fixed", 0.0, width, 1 / 16)),
-            ("y", Quant("fixed", 0.0, height, 1 / 16)),
-            ("vx", Quant("fixed", -320.0, 320.0, 1 / 64)),
-            ("vy", Quant("fixed", -320.0, 320.0, 1 / 64)),
-        )
-    )
-
-
-def schema_for(game: str, constants: dict[str, Any] | None = None) -> ReplicationSchema:
-    """The replication schema of a game by name (world size from its constants when given)."""
-    c = constants or {}
-    if game == "wander":
-        return wander_schema(float(c.get("width", 1000.0)), float(c.get("height", 1000.0)))
-    if game == "startales":
-        return startales_schema(float(c.get("width", 4000.0)), float(c.get("height", 4000.0)))
-    raise ValueError(f"no replication schema for game {game!r}")
+def schema_of(fields: Sequence[tuple[str, str, float, float, float]]) -> ReplicationSchema:
+    """The schema of a game's replicated fields: (name, "fixed" | "int", lo, hi, step) each, as
+    `sim.game_api.Game.replicated_fields` gives them."""
+    return ReplicationSchema(tuple((n, Quant(kind, lo, hi, step)) for n, kind, lo, hi, step in fields))  # type: ignore[arg-type]
 
 
 def schema_to_wire(schema: ReplicationSchema) -> dict[str, Any]:

@@ -6,14 +6,16 @@ import numpy as np
 
 from netcode.replication.decoder import ReplicationDecoder
 from netcode.replication.replicator import Replicator
-from netcode.replication.schema import wander_schema
+from netcode.replication.schema import schema_of
 from sim.aoi import warmup as aoi_warmup
 
 
 def warmup() -> None:
     """Compile (or load) every replication and AOI kernel."""
     aoi_warmup()
-    schema = wander_schema()
+    schema = schema_of([("x", "fixed", 0.0, 1000.0, 1 / 64), ("y", "fixed", 0.0, 1000.0, 1 / 64),
+                        ("vx", "fixed", -8.0, 8.0, 1 / 256), ("vy", "fixed", -8.0, 8.0, 1 / 256),
+                        ("hp", "int", 0, 255, 1)])  # fmt: skip
     dt = np.dtype([("id", "<u4"), ("x", "<f4"), ("y", "<f4"), ("vx", "<f4"), ("vy", "<f4"), ("hp", "u1")])
     recs = np.zeros(4, dtype=dt)
     recs["id"] = (1 << 20) | np.arange(4, dtype=np.uint32)

@@ -11,7 +11,8 @@
 // sequence so that a resumed ship takes the next input.
 
 import { ClientSession } from "./session.js";
-import { FINAL_CLOSE_CODES, ProtocolError } from "./protocol.js";
+import { ErrorCode, FINAL_CLOSE_CODES, ProtocolError } from "./protocol.js";
+import { RtcLink, encodeBlock, encodeTalk, encodeTurnRequest } from "./webrtc.js";
 
 /**
  * @typedef {Object} ClientOptions
@@ -63,6 +64,12 @@ export class ArbiterClient {
     this.pingTimer = 0;
     this.retryTimer = 0;
     this.backoff = 0.2;
+    /** @type {RtcLink | null} */
+    this.rtc = null; // the WebRTC path (startWebRTC); snapshots and inputs use it while `rtc.up`
+    /** @type {number[]} */
+    this.voiceSlots = []; // who speaks in each receiving audio section (0: nobody)
+    /** @type {((payload: Uint8Array) => void) | null} */
+    this.onFrame = null;
   }
 
   /**
@@ -118,9 +125,9 @@ export class ArbiterClient {
       ws.send(this.session.hello(this.opts.name || "player", token, !!this.opts.watch));
       this.emit("open", null);
     };
-    ws.onmessage = (ev) => {
-      if (!(ev.data instanceof ArrayBuffer)) return; // text frames are not part of the protocol
-      const payload = new Uint8Array(ev.data);
+    /** One frame from the WebSocket or a WebRTC data channel: the same session, the same handling.
+     * @param {Uint8Array} payload */
+    const onFrame = (payload) => {
       this.bytesIn += payload.length;
       let events;
       try {
@@ -148,13 +155,25 @@ export class ArbiterClient {
         } else if (e.type === "error") {
           this.lastError = new ServerError(e.code, e.msg);
           this.emit("error", e);
+        } else if (e.type === "rtc_answer" || e.type === "rtc") {
+          if (this.rtc) this.rtc.onSignal(e);
+          this.emit(e.type, e);
+        } else if (e.type === "voice_slots") {
+          this.voiceSlots = e.slots;
+          this.emit(e.type, e);
         } else {
           this.emit(e.type, e);
         }
       }
     };
+    this.onFrame = onFrame;
+    ws.onmessage = (ev) => {
+      if (!(ev.data instanceof ArrayBuffer)) return; // text frames are not part of the protocol
+      onFrame(new Uint8Array(ev.data));
+    };
     ws.onclose = (ev) => {
       this.connected = false;
+      if (this.rtc) { this.rtc.close(); this.rtc = null; } // its peer belonged to this connection
       this.stopPings();
       if (this.ws === ws) this.ws = null;
       const final = FINAL_CLOSE_CODES.has(ev.code) || this.closedByUser;
@@ -204,7 +223,11 @@ export class ArbiterClient {
   sendInput(values, clientTick) {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN || !this.welcome) return 0;
-    ws.send(this.session.input(values, clientTick));
+    const bytes = this.session.input(values, clientTick);
+    // Over WebRTC thrust takes the unreliable channel (the next input supersedes a lost one); an
+    // action must arrive, so it takes the reliable one.
+    const action = !!(values.a || values.g || values.g2 || values.g3 || values.tx);
+    if (!this.rtc || !this.rtc.send(bytes, action)) ws.send(bytes);
     this.inputsSinceSnapshot++;
     // Actions are one-shot; the thrust is held by the server and repeated with acks.
     const held = { ...values };
@@ -213,12 +236,56 @@ export class ArbiterClient {
     return this.session.seq;
   }
 
+  /** Send raw bytes on the WebSocket (signaling, voice controls). @param {Uint8Array} bytes */
+  sendWs(bytes) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(bytes);
+  }
+
+  /** The server's ICE servers with fresh TURN credentials; null when it runs no WebRTC relay.
+   * @param {number} [timeout] seconds @returns {Promise<RTCIceServer[] | null>} */
+  requestTurn(timeout = 5) {
+    return new Promise((resolve) => {
+      const done = (/** @type {RTCIceServer[] | null} */ v) => { offTurn(); offErr(); clearTimeout(t); resolve(v); };
+      const offTurn = this.on("turn", (/** @type {any} */ e) => done(e.ice));
+      const offErr = this.on("error", (/** @type {any} */ e) => { if (e.code === ErrorCode.RTC_UNAVAILABLE) done(null); });
+      const t = setTimeout(() => done(null), timeout * 1000);
+      this.sendWs(encodeTurnRequest());
+    });
+  }
+
+  /**
+   * Move snapshots and inputs to WebRTC data channels (and join voice); resolves with the link
+   * (`link.up` false: the client stays on its WebSocket, `link.downReason` says why), or null
+   * when the server runs no WebRTC relay.
+   * @param {import("./webrtc.js").RtcOptions} [opts]
+   * @returns {Promise<RtcLink | null>}
+   */
+  async startWebRTC(opts = {}) {
+    const ice = opts.ice || await this.requestTurn();
+    if (ice === null || !this.ws) return null;
+    if (this.rtc) this.rtc.close();
+    const link = new RtcLink((b) => this.sendWs(b), (b) => this.onFrame && this.onFrame(b), { ...opts, ice });
+    this.rtc = link;
+    await link.start();
+    return link;
+  }
+
+  /** Push-to-talk pressed or released: the server forwards the microphone only while on. @param {boolean} on */
+  talk(on) {
+    if (this.rtc) this.rtc.talk(on);
+    this.sendWs(encodeTalk(on));
+  }
+
+  /** Stop (or resume) hearing a player. @param {number} player @param {boolean} [on] */
+  block(player, on = true) { this.sendWs(encodeBlock(player, on)); }
+
   /** Close for good (no reconnect). */
   close() {
     this.closedByUser = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = 0;
     this.stopPings();
+    if (this.rtc) { this.rtc.close(); this.rtc = null; }
     if (this.ws) this.ws.close(1000, "bye");
   }
 }

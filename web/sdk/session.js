@@ -44,7 +44,9 @@ export const RTT_ALPHA = 0.125;
  * @typedef {{type: "pong", rtt: number, serverTimeMs: number, tick: number}} Pong
  * @typedef {{type: "bye", reason: string}} Bye
  * @typedef {{type: "info"} & Record<string, any>} Info   spectators' once-a-second figures ("st")
- * @typedef {Welcome | Snapshot | Events | ErrorMsg | Pong | Bye | Info} ClientEvent
+ * @typedef {{type: "rtc_answer", sdp: string} | {type: "rtc", state: string, reason: string}} RtcSignal
+ * @typedef {{type: "turn", ice: RTCIceServer[], ttl: number} | {type: "voice_slots", slots: number[]}} RtcInfo
+ * @typedef {Welcome | Snapshot | Events | ErrorMsg | Pong | Bye | Info | RtcSignal | RtcInfo} ClientEvent
  */
 
 export class ClientSession {
@@ -105,6 +107,17 @@ export class ClientSession {
         this.closed = true;
         return [{ type: "bye", reason: reqStr(m, "reason") }];
       case "st": return [{ ...m, type: "info" }];
+      // WebRTC signaling and voice (protocol.md §6, ./webrtc.js)
+      case "rtc_answer": return [{ type: "rtc_answer", sdp: reqStr(m, "sdp") }];
+      case "rtc": return [{ type: "rtc", state: reqStr(m, "state"), reason: reqStr(m, "reason") }];
+      case "turn": {
+        if (!Array.isArray(m.ice)) throw new ProtocolError(ErrorCode.BAD_FIELD, '"ice" must be a list of maps');
+        return [{ type: "turn", ice: m.ice, ttl: Number(reqInt(m, "ttl", 0, UINT32_MAX)) }];
+      }
+      case "vs": {
+        if (!Array.isArray(m.s) || !m.s.every((e) => typeof e === "number")) throw new ProtocolError(ErrorCode.BAD_FIELD, '"s" must be a list of ints');
+        return [{ type: "voice_slots", slots: m.s }];
+      }
       default: throw new ProtocolError(ErrorCode.UNKNOWN_TYPE, `unknown message type ${JSON.stringify(m.t)}`);
     }
   }

@@ -6,10 +6,12 @@ from typing import Final
 
 from sim.violations import (
     SIM_KINDS,
+    V_ACTION_RATE,
     V_BAD_ACTION,
     V_FORGED_CLAIM,
     V_HARVEST_RANGE,
     V_HARVEST_RATE,
+    V_IMPOSSIBLE_HIT,
     V_INPUT_RATE,
     V_LEDGER,
     V_NEGATIVE,
@@ -56,6 +58,8 @@ DEFAULT_WEIGHTS: Final[dict[int, float]] = {
     V_TXN_REPLAY: 10.0,
     V_FORGED_CLAIM: 20.0,
     V_BAD_ACTION: 5.0,
+    V_ACTION_RATE: 2.0,
+    V_IMPOSSIBLE_HIT: 4.0,
     V_SPEED: 0.0,
     V_LEDGER: 0.0,
     V_NEGATIVE: 0.0,

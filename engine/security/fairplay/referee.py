@@ -1,10 +1,11 @@
 """The referee: violations in, decisions out — warnings, kicks, bans — each with an audit entry.
 
 The server calls it on the tick (`on_tick` with the sim's violations), from the sessions
-(`on_protocol`), at every connection (`check_address`) and hello (`check_hello`). None of these
-await anything: a ban is enforced at once from memory and written to the store off the tick; an
-audit entry is a non-blocking enqueue. The enforcement itself (closing a socket, sending a warning)
-is the server's, behind the small `Enforcer` protocol, so this module knows no sockets.
+(`on_protocol`), at TCP accept (`check_connection`), at the upgrade (`check_address_ban`) and at
+the hello (`check_hello`). None of these await anything: a ban is enforced at once from memory and
+written to the store off the tick; an audit entry is a non-blocking enqueue. The enforcement
+itself (closing a socket, sending a warning) is the server's, behind the small `Enforcer`
+protocol, so this module knows no sockets.
 """
 
 from __future__ import annotations
@@ -119,19 +120,22 @@ class Referee:
         await self.store.close(timeout=2.0)
 
     # -- admission --------------------------------------------------------------------------------
-    def check_address(self, ip: str, now: float) -> tuple[str, BanRecord | None] | None:
-        """At a new connection: None to let it in, else (reason, the ban if it is one)."""
-        ban = self.bans.find(self._wall(), ip=ip)
-        if ban is not None:
-            return "banned", ban
+    def check_connection(self, ip: str, now: float) -> str | None:
+        """At TCP accept: None to let it in, else why it is refused (a connection flood)."""
         why = self.conn_limiter.allow(ip, now)
         if why is not None:
             self._observe(address_subject(ip), V_CONN_FLOOD, 1.0, float(self.cfg.conn.rate), -1, now)
-            return why, None
-        return None
+        return why
 
-    def connection_closed(self, ip: str) -> None:
-        self.conn_limiter.closed(ip)
+    def check_address_ban(self, ip: str) -> BanRecord | None:
+        """At the upgrade (the client can then be told why): the ban on this address, if any."""
+        return self.bans.find(self._wall(), ip=ip)
+
+    def connection_admitted(self, ip: str) -> None:
+        self.conn_limiter.admitted(ip)
+
+    def connection_closed(self, ip: str, admitted: bool) -> None:
+        self.conn_limiter.closed(ip, admitted)
 
     def check_hello(self, account: str, ip: str) -> BanRecord | None:
         ban = self.bans.find(self._wall(), account=account, ip=ip)

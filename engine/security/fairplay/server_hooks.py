@@ -27,6 +27,7 @@ from engine.security.fairplay.kinds import (
 )
 from engine.security.fairplay.referee import FairPlayConfig, Referee
 from netcode.protocol import CloseCode, ErrorCode, encode_bye, encode_error
+from netcode.ws_frames import CLOSE_POLICY, CLOSE_TOO_BIG
 from persistence.fairplay_records import BanRecord, FairplayStore
 from persistence.fairplay_store import SqliteFairplayStore
 from persistence.pg_fairplay import PgFairplayStore
@@ -41,7 +42,8 @@ OFFENCE_KINDS: Final[dict[int, int]] = {
     ErrorCode.TOO_LARGE: V_OVERSIZED,
     ErrorCode.RATE_LIMITED: V_FLOOD,
 }
-CLOSE_TOO_BIG: Final = 1009
+# Close codes the transport fails a connection with, as violations (others: malformed).
+OFFENCE_CLOSE_KINDS: Final[dict[int, int]] = {CLOSE_TOO_BIG: V_OVERSIZED, CLOSE_POLICY: V_FLOOD}
 
 
 def peer_ip(conn: WsServerConnection) -> str:
@@ -55,12 +57,6 @@ def open_store(data_dir: str, campaign: str, pg_dsn: str) -> FairplayStore:
     if pg_dsn:
         return PgFairplayStore(pg_dsn)
     return SqliteFairplayStore.open(data_dir or None, campaign)
-
-
-def _refuse(conn: WsServerConnection, code: ErrorCode, msg: str, close: CloseCode) -> None:
-    conn.send_parts(encode_error(code, msg))
-    conn.send_parts(encode_bye(msg))
-    conn.close(int(close), msg[:100])
 
 
 def _close(c: Client, code: CloseCode, reason: str, err: ErrorCode | None) -> None:
@@ -123,27 +119,33 @@ class ServerFairPlay:
         return n
 
     # -- hooks the server calls -------------------------------------------------------------------
-    def admit_connection(self, conn: WsServerConnection) -> bool:
-        """At a new connection: False when it was refused (and is being closed)."""
-        ip = peer_ip(conn)
-        refused = self.referee.check_address(ip, self._now())
-        if refused is None:
-            return True
-        why, ban = refused
-        if ban is not None:
-            msg, code, close = _ban_message(ban), ErrorCode.BANNED, CloseCode.BANNED
-        else:
-            msg, code, close = why, ErrorCode.CONNECTION_REFUSED, CloseCode.TOO_MANY_CONNECTIONS
-        _refuse(conn, code, msg, close)
-        return False
+    def admit_tcp(self, ip: str) -> str | None:
+        """At TCP accept, before a byte is read: why the address may not connect now, or None."""
+        return self.referee.check_connection(ip, self._now())
 
-    def connection_closed(self, client: Client) -> None:
-        conn = client.conn
-        ip = client.ip
-        self.referee.connection_closed(ip)
-        if conn.frame_error is not None:  # the transport refused a frame (beyond its size limit, bad framing)
-            kind = V_OVERSIZED if conn.frame_error == CLOSE_TOO_BIG else V_MALFORMED
-            self.referee.on_protocol(kind, client.account or None, ip, float(conn.frame_error), 0.0,
+    def refuse_banned_address(self, conn: WsServerConnection) -> bool:
+        """At the upgrade: True when the address is banned (the client is told why and closed)."""
+        ban = self.referee.check_address_ban(peer_ip(conn))
+        if ban is None:
+            return False
+        msg = _ban_message(ban)
+        conn.send_parts(encode_error(ErrorCode.BANNED, msg))
+        conn.send_parts(encode_bye(msg))
+        conn.close(int(CloseCode.BANNED), msg[:100])
+        return True
+
+    def connection_admitted(self, ip: str) -> None:
+        self.referee.connection_admitted(ip)
+
+    def connection_closed(self, ip: str, admitted: bool, client: Client | None) -> None:
+        """Any accepted TCP connection is gone; `client` when it had upgraded."""
+        self.referee.connection_closed(ip, admitted)
+        if client is None:
+            return
+        code = client.conn.frame_error
+        if code is not None:  # the transport failed the connection (size limit, bad framing, flood)
+            kind = OFFENCE_CLOSE_KINDS.get(code, V_MALFORMED)
+            self.referee.on_protocol(kind, client.account or None, ip, float(code), 0.0,
                                      self.server.campaign.tick_count, self._now())  # fmt: skip
 
     def offence(self, client: Client) -> None:

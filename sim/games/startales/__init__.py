@@ -1,2 +1,3 @@
-"""Startales, the reference game: constants.py (numbers), inputs.py (the input kernel and its
-validators), rules.py (rules and state validators), game.py (the Game)."""
+"""Startales, the reference game: constants.py (numbers), inputs.py (the input system and its
+validators), rules.py (rules and state validators), brain.py (the bot brain), game.py (the
+declaration, `Startales`)."""

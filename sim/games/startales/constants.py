@@ -1,12 +1,12 @@
-"""Startales' numbers: limits, costs, action ids, event kinds and refusal reasons, layouts."""
+"""Startales' numbers: limits, costs, action ids, event kinds and refusal reasons."""
 
 from __future__ import annotations
 
 from typing import Final
 
-import numpy as np
-
-from sim.entities import MAX_CAPACITY
+KIND_PLANET: Final = 0  # the replicated `kind` of an entity
+KIND_DRONE: Final = 1
+KIND_SHIP: Final = 2
 
 MAX_PLANETS: Final = 64  # the visited bitmask is a uint64
 MAX_ACCEL: Final = 200.0  # u/s²
@@ -45,13 +45,12 @@ MAX_GIFT: Final = 1_000_000  # largest single transfer
 TXN_RETRIES: Final = 3  # identical retries of the last transfer answered before it is a violation
 
 # Event kinds and refusal reasons of startales' own rules (sim/events.py numbering continued).
+EV_BUILT: Final = 4  # a = building count
 EV_SCANNED: Final = 5  # a = target id, b = rewind (ticks)
 EV_TRANSFER: Final = 6  # to the sender: a = transaction id, b = TXN_APPLIED or TXN_DUPLICATE
 EV_RECEIVED: Final = 7  # to the recipient: a = sender id, b = amount * 2 + resource
 TXN_APPLIED: Final = 0
 TXN_DUPLICATE: Final = 1  # an identical retry of an applied transfer: nothing moved again
-REF_REWIND: Final = 8  # client_tick in the future or beyond the maximum rewind
-REF_OUT_OF_REACH: Final = 9  # target farther than SCAN_RANGE at client_tick
 REF_DUPLICATE: Final = 11  # transfer id already used (or retried too often)
 REF_NOT_EARNED: Final = 12  # achievement claim not backed by state
 
@@ -71,39 +70,3 @@ LEDGER_IMPORTED: Final = 1  # balances restored from durable progress at joins
 LEDGER_EXPORTED: Final = 2  # balances that left the world with their ship
 LEDGER_BURNED: Final = 3  # spent on buildings
 LEDGER_LEN: Final = 4
-
-RECORD_DTYPE: Final = np.dtype(
-    [("id", "<u4"), ("kind", "u1"), ("x", "<f4"), ("y", "<f4"), ("vx", "<f4"), ("vy", "<f4")]
-)
-
-CONFIG_SPEC: Final = {
-    "width": (4000, 100, 1_000_000),
-    "height": (4000, 100, 1_000_000),
-    "planets": (48, 0, MAX_PLANETS),
-    "drones": (200, 0, MAX_CAPACITY // 2),
-    "max_players": (1024, 1, MAX_CAPACITY // 4),
-    "tick_rate": (60, 1, 1000),
-}
-
-PLAYER_ARRAYS: Final = {
-    "bal_metal": np.int64,
-    "bal_crystal": np.int64,
-    "bal_dirty": np.uint8,  # bit r: balance r changed this tick (always 0 between ticks)
-    "buildings": np.int32,
-    "achievements": np.uint32,
-    "visited": np.uint64,
-    "visited_n": np.int32,
-    "distance": np.float64,
-    "harvested": np.int64,  # units ever harvested
-    "harvest_target": np.int32,  # planet index + 1, 0 = not harvesting
-    "last_x": np.float32,  # position at the end of the previous rules pass
-    "last_y": np.float32,
-    "scans": np.int32,  # successful scans
-    "hv_tat": np.int64,  # harvest-request GCRA: theoretical arrival tick
-    # the last applied transfer, for idempotent retries
-    "txn_last": np.int64,
-    "txn_to": np.uint32,
-    "txn_res": np.int32,
-    "txn_amount": np.int64,
-    "txn_dups": np.int32,
-}

@@ -3,7 +3,7 @@
 An input is atomic: refused means no effect at all (no thrust, no seq update). Validators raise
 violation events (sim/violations.py) where a refusal is evidence of cheating rather than of lag:
 
-- shared (sim/validate.py): thrust beyond range, input rate, time discrepancy;
+- shared (sim/validate.py, before this kernel): thrust beyond range, input rate, time discrepancy;
 - HARVEST far from any planet (beyond HARVEST_RANGE + HARVEST_SLACK), or requested faster than
   one per HARVEST_REQ_PERIOD_S with a burst of HARVEST_REQ_BURST;
 - BUILD or GIFT beyond the balance;
@@ -12,15 +12,20 @@ violation events (sim/violations.py) where a refusal is evidence of cheating rat
   same id, or more than TXN_RETRIES retries is a violation;
 - CLAIM of an achievement the state does not hold;
 - an unknown action, or a GIFT with illegal arguments.
+
+SCAN is lag-compensated (sim/history.py): the target is judged where it was at the input's client
+tick, within the rewind the input's connection may claim.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from numba import njit
 
 from sim.entities import resolve
-from sim.events import EV_BUILT, EV_REFUSED, REF_BAD_ACTION, REF_NO_TARGET, REF_UNAFFORDABLE, emit
+from sim.events import REF_BAD_ACTION, REF_NO_TARGET, REF_OUT_OF_REACH, REF_REWIND, REF_UNAFFORDABLE, emit
 from sim.games.startales.constants import (
     ACH_COUNT,
     ACTION_BUILD,
@@ -32,27 +37,27 @@ from sim.games.startales.constants import (
     ACTION_STOP,
     BUILD_COST_CRYSTAL,
     BUILD_COST_METAL,
+    EV_BUILT,
     EV_RECEIVED,
     EV_SCANNED,
     EV_TRANSFER,
     HARVEST_RANGE,
     HARVEST_SLACK,
+    KIND_DRONE,
+    KIND_SHIP,
     LEDGER_BURNED,
     MAX_GIFT,
     REF_DUPLICATE,
     REF_NOT_EARNED,
-    REF_OUT_OF_REACH,
-    REF_REWIND,
     RES_METAL,
     SCAN_RANGE,
     TXN_APPLIED,
     TXN_DUPLICATE,
     TXN_RETRIES,
 )
-from sim.history import lookup_history
-from sim.movement import KIND_DRONE, KIND_SHIP
+from sim.history import hist_at, rewind_ok
 from sim.scalars import Int
-from sim.validate import validate_input
+from sim.validate import refuse
 from sim.violations import (
     V_BAD_ACTION,
     V_FORGED_CLAIM,
@@ -62,7 +67,6 @@ from sim.violations import (
     V_UNAFFORDABLE,
     violate,
 )
-from sim.world import META_NPC_LO, META_PLAYER_LO, META_TICK
 
 _HR2 = np.float32(HARVEST_RANGE * HARVEST_RANGE)
 _BIG = np.float32(np.inf)
@@ -71,29 +75,16 @@ _SR2 = np.float32(SCAN_RANGE * SCAN_RANGE)
 
 @njit(cache=True)
 def _check_scan(
-    tid: Int,
-    ct: Int,
-    now: Int,
-    max_rewind: Int,
-    px: np.float32,
-    py: np.float32,
-    kind: np.ndarray,
-    alive: np.ndarray,
-    generation: np.ndarray,
-    npc_lo: Int,
-    hist_x: np.ndarray,
-    hist_y: np.ndarray,
-    hist_tick: np.ndarray,
-    hist_id: np.ndarray,
-    hist_since: np.ndarray,
-) -> int:
-    """Refusal reason of a SCAN of entity ``tid`` as seen at tick ``ct`` (0 = hit)."""
+    i: Int, inp: Any, hist: Any, tid: Int, px: np.float32, py: np.float32, kind: np.ndarray, alive: np.ndarray,
+    generation: np.ndarray, max_rewind: Int,
+) -> int:  # fmt: skip
+    """Refusal reason of a SCAN of entity ``tid`` as seen at the input's client tick (0 = hit)."""
     ts = resolve(tid, alive, generation)
     if ts < 0 or kind[ts] != KIND_DRONE:
         return REF_NO_TARGET
-    if ct > now or now - ct > max_rewind:
+    if not rewind_ok(i, inp, max_rewind):
         return REF_REWIND
-    ok, hx, hy = lookup_history(tid, ct, npc_lo, hist_x, hist_y, hist_tick, hist_id, hist_since)
+    ok, hx, hy = hist_at(hist, tid, inp.client_tick[i])
     if not ok:
         return REF_NO_TARGET
     ddx = hx - px
@@ -134,152 +125,87 @@ def _harvest_target(
 
 
 @njit(cache=True)
-def startales_inputs(
-    in_eid: np.ndarray,
-    in_seq: np.ndarray,
-    in_client_tick: np.ndarray,
-    in_dx: np.ndarray,
-    in_dy: np.ndarray,
-    in_action: np.ndarray,
-    in_arg: np.ndarray,
-    in_arg2: np.ndarray,
-    in_arg3: np.ndarray,
-    in_txn: np.ndarray,
-    accepted: np.ndarray,
-    n: Int,
-    meta: np.ndarray,
-    alive: np.ndarray,
-    generation: np.ndarray,
-    is_player: np.ndarray,
-    last_seq: np.ndarray,
-    pace: np.ndarray,
-    limits: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    tx: np.ndarray,
-    ty: np.ndarray,
-    deposit: np.ndarray,
-    bal_metal: np.ndarray,
-    bal_crystal: np.ndarray,
-    bal_dirty: np.ndarray,
-    buildings: np.ndarray,
-    achievements: np.ndarray,
-    harvest_target: np.ndarray,
-    hv_tat: np.ndarray,
-    txn_last: np.ndarray,
-    txn_to: np.ndarray,
-    txn_res: np.ndarray,
-    txn_amount: np.ndarray,
-    txn_dups: np.ndarray,
-    ledger: np.ndarray,
-    kind: np.ndarray,
-    scans: np.ndarray,
-    hist_x: np.ndarray,
-    hist_y: np.ndarray,
-    hist_tick: np.ndarray,
-    hist_id: np.ndarray,
-    hist_since: np.ndarray,
-    ev_kind: np.ndarray,
-    ev_eid: np.ndarray,
-    ev_a: np.ndarray,
-    ev_b: np.ndarray,
-    ev_counts: np.ndarray,
-    v_kind: np.ndarray,
-    v_eid: np.ndarray,
-    v_value: np.ndarray,
-    v_limit: np.ndarray,
-    v_counts: np.ndarray,
-) -> None:
-    """Validate and apply inputs in batch order.
-
-    ``limits`` (int64): [pace burst, pace margin, max rewind, harvest period, harvest burst], ticks.
-    """
-    player_lo = meta[META_PLAYER_LO]
-    npc_lo = meta[META_NPC_LO]
-    now = meta[META_TICK]
-    burst, margin, max_rewind, hv_period, hv_burst = limits[0], limits[1], limits[2], limits[3], limits[4]
-    for i in range(n):
-        eid = in_eid[i]
-        ct = np.int64(in_client_tick[i])
-        slot, reason = validate_input(
-            eid, in_seq[i], ct, in_dx[i], in_dy[i], now, alive, generation, is_player, last_seq,
-            pace, burst, margin, v_kind, v_eid, v_value, v_limit, v_counts,
-        )  # fmt: skip
-        action = in_action[i]
-        target = -1
+def take_actions(
+    inp: Any, ev: Any, vio: Any, hist: Any, x: np.ndarray, y: np.ndarray, kind: np.ndarray,
+    alive: np.ndarray, generation: np.ndarray, is_player: np.ndarray, planet_deposit: np.ndarray,
+    bal_metal: np.ndarray, bal_crystal: np.ndarray, bal_dirty: np.ndarray, buildings: np.ndarray,
+    achievements: np.ndarray, harvest_target: np.ndarray, hv_tat: np.ndarray, txn_last: np.ndarray,
+    txn_to: np.ndarray, txn_res: np.ndarray, txn_amount: np.ndarray, txn_dups: np.ndarray, ledger: np.ndarray,
+    scans: np.ndarray, player_lo: Int, max_rewind: Int, hv_period: Int, hv_burst: Int,
+) -> None:  # fmt: skip
+    """Validate and apply the tick's actions in batch order (the game's input system)."""
+    now = inp.now
+    deposit = planet_deposit
+    for i in range(inp.n):
+        slot = inp.slot[i]
+        if slot < 0:
+            continue  # refused by the shared rules
+        eid = inp.eid[i]
+        action = inp.action[i]
         p = slot - player_lo
-        tid = np.int64(in_arg[i]) & 0xFFFFFFFF
+        tid = np.int64(inp.arg[i]) & 0xFFFFFFFF
+        target = -1
+        reason = 0
         rslot: Int = -1
         amount = np.int64(0)
         res = np.int64(0)
         dup = False
-        if reason == 0:
-            if action == ACTION_HARVEST:
-                tat = hv_tat[p]
-                if tat < now:
-                    tat = now
-                if tat - now > (hv_burst - 1) * hv_period:
+        if action == ACTION_HARVEST:
+            tat = hv_tat[p]
+            if tat < now:
+                tat = now
+            if tat - now > (hv_burst - 1) * hv_period:
+                reason = REF_NO_TARGET
+                violate(vio, V_HARVEST_RATE, eid, (tat - now) / hv_period + 1.0, hv_burst)
+            else:
+                hv_tat[p] = tat + hv_period
+                target, dist = _harvest_target(inp.arg[i], x[slot], y[slot], x, y, deposit)
+                if target < 0:
                     reason = REF_NO_TARGET
-                    violate(v_kind, v_eid, v_value, v_limit, v_counts, V_HARVEST_RATE, eid,
-                            (tat - now) / hv_period + 1.0, hv_burst)  # fmt: skip
-                else:
-                    hv_tat[p] = tat + hv_period
-                    target, dist = _harvest_target(in_arg[i], x[slot], y[slot], x, y, deposit)
-                    if target < 0:
-                        reason = REF_NO_TARGET
-                        if dist > HARVEST_RANGE + HARVEST_SLACK:
-                            violate(v_kind, v_eid, v_value, v_limit, v_counts, V_HARVEST_RANGE, eid,
-                                    dist, HARVEST_RANGE + HARVEST_SLACK)  # fmt: skip
-            elif action == ACTION_BUILD:
-                if bal_metal[p] < BUILD_COST_METAL or bal_crystal[p] < BUILD_COST_CRYSTAL:
-                    reason = REF_UNAFFORDABLE
-                    short = bal_metal[p] if bal_metal[p] < BUILD_COST_METAL else bal_crystal[p]
-                    cost = BUILD_COST_METAL if bal_metal[p] < BUILD_COST_METAL else BUILD_COST_CRYSTAL
-                    violate(v_kind, v_eid, v_value, v_limit, v_counts, V_UNAFFORDABLE, eid, cost, short)
-            elif action == ACTION_SCAN:
-                reason = _check_scan(
-                    tid, ct, now, max_rewind, x[slot], y[slot], kind, alive, generation, npc_lo,
-                    hist_x, hist_y, hist_tick, hist_id, hist_since,
-                )  # fmt: skip
-            elif action == ACTION_GIFT:
-                res = np.int64(in_arg2[i])
-                amount = np.int64(in_arg3[i])
-                txn = np.int64(in_txn[i])
-                if res < 0 or res > 1 or amount < 1 or amount > MAX_GIFT or txn < 1:
-                    reason = REF_BAD_ACTION
-                    violate(v_kind, v_eid, v_value, v_limit, v_counts, V_BAD_ACTION, eid, action, 0.0)
-                elif txn <= txn_last[p]:
-                    same = txn == txn_last[p] and txn_to[p] == tid and txn_res[p] == res and txn_amount[p] == amount
-                    if same and txn_dups[p] < TXN_RETRIES:
-                        dup = True  # answered, accepted, moves nothing
-                    else:
-                        reason = REF_DUPLICATE
-                        violate(v_kind, v_eid, v_value, v_limit, v_counts, V_TXN_REPLAY, eid, txn, txn_last[p])
-                else:
-                    rslot = resolve(tid, alive, generation)
-                    if rslot < 0 or is_player[rslot] == 0 or kind[rslot] != KIND_SHIP or rslot == slot:
-                        reason = REF_NO_TARGET  # the recipient left: not evidence of anything
-                    else:
-                        bal = bal_metal[p] if res == RES_METAL else bal_crystal[p]
-                        if bal < amount:
-                            reason = REF_UNAFFORDABLE
-                            violate(v_kind, v_eid, v_value, v_limit, v_counts, V_UNAFFORDABLE, eid, amount, bal)
-            elif action == ACTION_CLAIM:
-                a = in_arg[i]
-                if a < 0 or a >= ACH_COUNT or achievements[p] & np.uint32(1 << a) == 0:
-                    reason = REF_NOT_EARNED
-                    violate(v_kind, v_eid, v_value, v_limit, v_counts, V_FORGED_CLAIM, eid, a, achievements[p])
-            elif action != ACTION_NONE and action != ACTION_STOP:
+                    if dist > HARVEST_RANGE + HARVEST_SLACK:
+                        violate(vio, V_HARVEST_RANGE, eid, dist, HARVEST_RANGE + HARVEST_SLACK)
+        elif action == ACTION_BUILD:
+            if bal_metal[p] < BUILD_COST_METAL or bal_crystal[p] < BUILD_COST_CRYSTAL:
+                reason = REF_UNAFFORDABLE
+                short = bal_metal[p] if bal_metal[p] < BUILD_COST_METAL else bal_crystal[p]
+                cost = BUILD_COST_METAL if bal_metal[p] < BUILD_COST_METAL else BUILD_COST_CRYSTAL
+                violate(vio, V_UNAFFORDABLE, eid, cost, short)
+        elif action == ACTION_SCAN:
+            reason = _check_scan(i, inp, hist, tid, x[slot], y[slot], kind, alive, generation, max_rewind)
+        elif action == ACTION_GIFT:
+            res = np.int64(inp.arg2[i])
+            amount = np.int64(inp.arg3[i])
+            txn = np.int64(inp.txn[i])
+            if res < 0 or res > 1 or amount < 1 or amount > MAX_GIFT or txn < 1:
                 reason = REF_BAD_ACTION
-                violate(v_kind, v_eid, v_value, v_limit, v_counts, V_BAD_ACTION, eid, action, 0.0)
+                violate(vio, V_BAD_ACTION, eid, action, 0.0)
+            elif txn <= txn_last[p]:
+                same = txn == txn_last[p] and txn_to[p] == tid and txn_res[p] == res and txn_amount[p] == amount
+                if same and txn_dups[p] < TXN_RETRIES:
+                    dup = True  # answered, accepted, moves nothing
+                else:
+                    reason = REF_DUPLICATE
+                    violate(vio, V_TXN_REPLAY, eid, txn, txn_last[p])
+            else:
+                rslot = resolve(tid, alive, generation)
+                if rslot < 0 or is_player[rslot] == 0 or kind[rslot] != KIND_SHIP or rslot == slot:
+                    reason = REF_NO_TARGET  # the recipient left: not evidence of anything
+                else:
+                    bal = bal_metal[p] if res == RES_METAL else bal_crystal[p]
+                    if bal < amount:
+                        reason = REF_UNAFFORDABLE
+                        violate(vio, V_UNAFFORDABLE, eid, amount, bal)
+        elif action == ACTION_CLAIM:
+            a = inp.arg[i]
+            if a < 0 or a >= ACH_COUNT or achievements[p] & np.uint32(1 << a) == 0:
+                reason = REF_NOT_EARNED
+                violate(vio, V_FORGED_CLAIM, eid, a, achievements[p])
+        elif action != ACTION_NONE and action != ACTION_STOP:
+            reason = REF_BAD_ACTION
+            violate(vio, V_BAD_ACTION, eid, action, 0.0)
         if reason != 0:
-            accepted[i] = 0
-            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_REFUSED, eid, i, reason)
+            refuse(i, inp, ev, reason)
             continue
-        accepted[i] = 1
-        last_seq[slot] = in_seq[i]
-        tx[slot] = in_dx[i]
-        ty[slot] = in_dy[i]
         if action == ACTION_HARVEST:
             harvest_target[p] = target + 1
         elif action == ACTION_STOP:
@@ -290,15 +216,15 @@ def startales_inputs(
             bal_dirty[p] |= 3
             buildings[p] += 1
             ledger[LEDGER_BURNED] += BUILD_COST_METAL + BUILD_COST_CRYSTAL
-            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_BUILT, eid, buildings[p], 0)
+            emit(ev, EV_BUILT, eid, buildings[p], 0)
         elif action == ACTION_SCAN:
             scans[p] += 1
-            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_SCANNED, eid, tid, now - ct)
+            emit(ev, EV_SCANNED, eid, tid, now - np.int64(inp.client_tick[i]))
         elif action == ACTION_GIFT:
-            txn = np.int64(in_txn[i])
+            txn = np.int64(inp.txn[i])
             if dup:
                 txn_dups[p] += 1
-                emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_TRANSFER, eid, txn, TXN_DUPLICATE)
+                emit(ev, EV_TRANSFER, eid, txn, TXN_DUPLICATE)
                 continue
             q = rslot - player_lo
             bit = np.uint8(1 << res)
@@ -311,5 +237,5 @@ def startales_inputs(
             bal_dirty[p] |= bit
             bal_dirty[q] |= bit
             txn_last[p], txn_to[p], txn_res[p], txn_amount[p], txn_dups[p] = txn, tid, res, amount, 0
-            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_TRANSFER, eid, txn, TXN_APPLIED)
-            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_RECEIVED, tid, eid, amount * 2 + res)
+            emit(ev, EV_TRANSFER, eid, txn, TXN_APPLIED)
+            emit(ev, EV_RECEIVED, tid, eid, amount * 2 + res)

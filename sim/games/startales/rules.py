@@ -9,6 +9,8 @@ in the rules, not a cheating input; it is raised once (the books are rebased) an
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
@@ -34,7 +36,6 @@ from sim.games.startales.constants import (
     VISIT_RADIUS,
 )
 from sim.violations import V_LEDGER, V_NEGATIVE, V_SPEED, violate
-from sim.world import META_PLAYER_LO
 
 _HR2 = np.float32(HARVEST_RANGE * HARVEST_RANGE)
 _VR2 = np.float32(VISIT_RADIUS * VISIT_RADIUS)
@@ -43,15 +44,14 @@ _SPEED_TOLERANCE = MAX_SPEED * (1.0 + 1e-4)
 
 
 @njit(cache=True)
-def startales_rules(
-    meta: np.ndarray,
+def rules(
     alive: np.ndarray,
     generation: np.ndarray,
     is_player: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
     planet_res: np.ndarray,
-    deposit: np.ndarray,
+    planet_deposit: np.ndarray,
     bal_metal: np.ndarray,
     bal_crystal: np.ndarray,
     bal_dirty: np.ndarray,
@@ -64,14 +64,11 @@ def startales_rules(
     harvest_target: np.ndarray,
     last_x: np.ndarray,
     last_y: np.ndarray,
-    ev_kind: np.ndarray,
-    ev_eid: np.ndarray,
-    ev_a: np.ndarray,
-    ev_b: np.ndarray,
-    ev_counts: np.ndarray,
+    ev: Any,
+    player_lo: int,
 ) -> None:
     """Per player after movement: distance, visits, harvest, achievements, balance events."""
-    player_lo = meta[META_PLAYER_LO]
+    deposit = planet_deposit
     n_planets = deposit.shape[0]
     one = np.uint64(1)
     for p in range(bal_metal.shape[0]):
@@ -116,9 +113,9 @@ def startales_rules(
         # coalesced balance events: at most one per resource per player per tick
         d = bal_dirty[p]
         if d & 1:
-            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_BALANCE, eid, RES_METAL, bal_metal[p])
+            emit(ev, EV_BALANCE, eid, RES_METAL, bal_metal[p])
         if d & 2:
-            emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_BALANCE, eid, RES_CRYSTAL, bal_crystal[p])
+            emit(ev, EV_BALANCE, eid, RES_CRYSTAL, bal_crystal[p])
         bal_dirty[p] = 0
         # achievements, from state; each granted once
         have = achievements[p]
@@ -136,29 +133,25 @@ def startales_rules(
             achievements[p] = have | new
             for a in range(4):
                 if new & np.uint32(1 << a):
-                    emit(ev_kind, ev_eid, ev_a, ev_b, ev_counts, EV_ACHIEVEMENT, eid, a, 0)
+                    emit(ev, EV_ACHIEVEMENT, eid, a, 0)
 
 
 @njit(cache=True)
-def startales_books(
-    meta: np.ndarray,
+def books(
     alive: np.ndarray,
     generation: np.ndarray,
     is_player: np.ndarray,
     vx: np.ndarray,
     vy: np.ndarray,
-    deposit: np.ndarray,
+    planet_deposit: np.ndarray,
     bal_metal: np.ndarray,
     bal_crystal: np.ndarray,
     ledger: np.ndarray,
-    v_kind: np.ndarray,
-    v_eid: np.ndarray,
-    v_value: np.ndarray,
-    v_limit: np.ndarray,
-    v_counts: np.ndarray,
+    vio: Any,
+    player_lo: int,
 ) -> None:
     """State validators after the rules: ship speeds, balances never negative, conservation."""
-    player_lo = meta[META_PLAYER_LO]
+    deposit = planet_deposit
     total = np.int64(0)
     for k in range(deposit.shape[0]):
         total += deposit[k]
@@ -170,12 +163,12 @@ def startales_books(
         eid = make_id(slot, generation[slot])
         s = np.sqrt(np.float64(vx[slot]) ** 2 + np.float64(vy[slot]) ** 2)
         if s > _SPEED_TOLERANCE:
-            violate(v_kind, v_eid, v_value, v_limit, v_counts, V_SPEED, eid, s, MAX_SPEED)
+            violate(vio, V_SPEED, eid, s, MAX_SPEED)
         if bal_metal[p] < 0:
-            violate(v_kind, v_eid, v_value, v_limit, v_counts, V_NEGATIVE, eid, bal_metal[p], 0.0)
+            violate(vio, V_NEGATIVE, eid, bal_metal[p], 0.0)
         if bal_crystal[p] < 0:
-            violate(v_kind, v_eid, v_value, v_limit, v_counts, V_NEGATIVE, eid, bal_crystal[p], 0.0)
+            violate(vio, V_NEGATIVE, eid, bal_crystal[p], 0.0)
     expected = ledger[LEDGER_GENESIS] + ledger[LEDGER_IMPORTED] - ledger[LEDGER_EXPORTED] - ledger[LEDGER_BURNED]
     if total != expected:
-        violate(v_kind, v_eid, v_value, v_limit, v_counts, V_LEDGER, 0, total - expected, 0.0)
+        violate(vio, V_LEDGER, 0, total - expected, 0.0)
         ledger[LEDGER_GENESIS] += total - expected  # rebase: one violation per discrepancy
