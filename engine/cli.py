@@ -225,7 +225,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from engine.hub_link import add_hub_link_args
-
     from sim.games import DEFAULT_GAME
     from sim.registry import game_names
 
