@@ -204,12 +204,14 @@ class HubLink:
         changed: dict[str, int] = {}
         for account, eid in players.items():
             p = self._progress(self.server.campaign, eid)
-            score = progress_score(p["resources"], p["buildings"], p["achievements"])
+            # Games declare their durable fields (sim/game_api.py); one without buildings scores none.
+            achievements = int(p.get("achievements", 0))
+            score = progress_score(p["resources"], int(p.get("buildings", 0)), achievements)
             if resync or self._scores.get(account) != score:
                 changed[account] = score
             # Achievements held before this link first saw the player are not news.
-            earned = p["achievements"] & ~self._achievements.get(account, p["achievements"])
-            self._achievements[account] = p["achievements"]
+            earned = achievements & ~self._achievements.get(account, achievements)
+            self._achievements[account] = achievements
             for bit in range(64):
                 if earned >> bit & 1:
                     await self.bus.publish({"t": "notify", "account": account, "kind": "achievement",

@@ -114,19 +114,29 @@ async def test_registration_presence_scores_and_control() -> None:
         await redis.aclose()
 
 
-async def test_stop_request_stops_the_server() -> None:
+async def test_any_game_scores_and_a_stop_request_stops_the_server() -> None:
+    """wander declares no buildings nor achievements: its players are ranked all the same."""
     async with redis_prefix() as prefix:
         keys = RedisKeys(prefix)
         redis = open_redis(REDIS_URL)
         blocking = open_redis(REDIS_URL, blocking=5)
-        async with running_server(campaign=CAMP) as server:
+        async with running_server(campaign=CAMP, game="wander", game_config={"npcs": 5}) as server:
             link = _link(server, REDIS_URL, prefix)
             await link.start()
+            client = await ArbiterClient.connect(url(server), "walker")
+
+            async def ranked() -> bool:
+                return await Leaderboards(redis, keys).top(CAMP, 5) == [(1, "walker", 0)]
+
+            await eventually(ranked)
+            beats = link.beats
+            await wait_for(lambda: link.beats > beats + 2)  # the heartbeat goes on
             answer = await send_control(
                 redis, blocking, keys, "srv-test", new_request("stop", CAMP, 5.0, reason="over")
             )
             assert answer == {"ok": True}
             await wait_for(lambda: server._stopped.is_set(), 10)
+            await client.close()
             await link.close()
         await redis.aclose()
         await blocking.aclose()
@@ -158,9 +168,11 @@ async def test_redis_outage_never_stops_the_tick_and_the_link_resyncs() -> None:
                 )
 
             await eventually(back, 10)
-            assert await Leaderboards(redis, keys).top(CAMP, 5) == [(1, "ada", 0)], (
-                "scores pushed again after the flush"
-            )
+
+            async def rescored() -> bool:  # the same beat pushes the scores, a moment after presence
+                return await Leaderboards(redis, keys).top(CAMP, 5) == [(1, "ada", 0)]
+
+            await eventually(rescored, 5)
             await client.close()
         finally:
             await link.close()
