@@ -349,21 +349,35 @@ async def bench_fanout(a: Client, b: Client, pg: str, prefix: str, pids: list[in
     return out
 
 
+async def _forget(prefix: str) -> None:
+    """Leave the shared Redis as it was: every key of this run's prefix goes."""
+    redis = open_redis(REDIS)
+    try:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     ring = KeyRing.generate("bench")
     prefix = f"bench{secrets.token_hex(3)}:"
     argon = ["--argon2-memory-kib", "256", "--argon2-time-cost", "1"] if args.quick else []
-    with tempfile.TemporaryDirectory(prefix="arbiter-bench-hub-") as tmp:
-        async with database() as pg:
-            spawn = ["--spawn-local", "--spawn-capacity", str(args.placements + 1), "--spawn-data-dir", tmp]
-            async with hub_process(pg, prefix, [*argon, *spawn], ring) as (url_a, pid_a), \
-                    hub_process(pg, prefix, argon, ring) as (url_b, pid_b):  # fmt: skip
-                conn = aiohttp.TCPConnector(limit=0)
-                async with aiohttp.ClientSession(connector=conn) as session:
-                    a, b = Client(url_a, session), Client(url_b, session)
-                    sessions = await bench_sessions(a, args.login_seconds)
-                    joins = await bench_joins(a, b, sessions.pop("access"), args.seconds, args.placements)
-                    fan = await bench_fanout(a, b, pg, prefix, [pid_a, pid_b], args, session)
+    try:
+        with tempfile.TemporaryDirectory(prefix="arbiter-bench-hub-") as tmp:
+            async with database() as pg:
+                spawn = ["--spawn-local", "--spawn-capacity", str(args.placements + 1), "--spawn-data-dir", tmp]
+                async with hub_process(pg, prefix, [*argon, *spawn], ring) as (url_a, pid_a), \
+                        hub_process(pg, prefix, argon, ring) as (url_b, pid_b):  # fmt: skip
+                    conn = aiohttp.TCPConnector(limit=0)
+                    async with aiohttp.ClientSession(connector=conn) as session:
+                        a, b = Client(url_a, session), Client(url_b, session)
+                        sessions = await bench_sessions(a, args.login_seconds)
+                        joins = await bench_joins(a, b, sessions.pop("access"), args.seconds, args.placements)
+                        fan = await bench_fanout(a, b, pg, prefix, [pid_a, pid_b], args, session)
+    finally:
+        await _forget(prefix)  # the shared Redis as it was
     return {
         "argon2": "test cost (quick)" if args.quick else "OWASP m=19456 KiB t=2 p=1",
         **sessions, **joins, **fan,
