@@ -9,12 +9,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.security.fairplay.referee import FairPlayConfig
 
 READY_PREFIX = "ARBITER_READY"
+COMMANDS_GROUP = "arbiter.commands"  # entry points: callables that add a subcommand to the parser
 
 
 def _loop_runner(use_uvloop: bool):  # type: ignore[no-untyped-def]
@@ -328,11 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from engine.tools.replay import add_replay_parser
     from engine.tools.token_cli import add_token_parser
-    from hub.cli import add_hub_parser  # the hub's own arguments; nothing of the hub runs in a server
 
     add_replay_parser(sub)
     add_token_parser(sub)
-    add_hub_parser(sub)
+    # Commands of other programs that share the `arbiter` name (the hub, installed plugins) register
+    # themselves through the `arbiter.commands` entry points, so a game server never imports them.
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
     return p
 
 
