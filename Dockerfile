@@ -17,6 +17,7 @@ COPY engine ./engine
 COPY sim ./sim
 COPY netcode ./netcode
 COPY persistence ./persistence
+COPY hub ./hub
 COPY bench ./bench
 # The browser pages and SDK (/play, /watch, /web/): served from here, not from the installed package.
 COPY web ./web

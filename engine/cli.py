@@ -9,12 +9,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.security.fairplay.referee import FairPlayConfig
 
 READY_PREFIX = "ARBITER_READY"
+COMMANDS_GROUP = "arbiter.commands"  # entry points: callables that add a subcommand to the parser
 
 
 def _loop_runner(use_uvloop: bool):  # type: ignore[no-untyped-def]
@@ -140,13 +142,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         from engine.host import freeze_heap
+        from engine.hub_link import start_hub_link
 
         server = await open_server(cfg, verifier)
         await server.start()
         freeze_heap()  # its one campaign stays loaded: shorter full collections for the process's life
+        assert server.host is not None
+        link = await start_hub_link(server.host, args)
         server.install_signal_handlers()
         print(f"{READY_PREFIX} ws://{cfg.host}:{server.port}/ pid={os.getpid()}", flush=True)
         await server.run()
+        if link is not None:
+            await link.close()
 
     return _run_server(main, args, "serve")
 
@@ -167,13 +174,12 @@ def cmd_host(args: argparse.Namespace) -> int:
                 "--capacity must be at least 1, --hibernate-after 0 or more, --campaign-share in (0, 1]")  # fmt: skip
         print(f"arbiter host: {what}", file=sys.stderr)
         return 2
-    if args.hub_redis:
-        print("arbiter host: --hub-redis needs the hub link (engine/hub_link.py), not in this build", file=sys.stderr)
-        return 2
     hcfg = HostConfig(name=args.name, capacity=args.capacity, hibernate_after_s=args.hibernate_after,
                       phases=args.phases, share=args.campaign_share, public_url=args.public_url)  # fmt: skip
 
     async def main() -> None:
+        from engine.hub_link import start_hub_link
+
         host = Host(cfg, hcfg, ring=ring)
         await host.start()
         await asyncio.to_thread(warm_kernels, cfg.game, dict(cfg.game_config))
@@ -183,9 +189,12 @@ def cmd_host(args: argparse.Namespace) -> int:
                 await host.start_campaign(CampaignSpec(cid, cfg.game, cfg.seed, dict(cfg.game_config)))
             except PlacementRefusedError as exc:
                 logging.getLogger("arbiter.host").error("campaign %s not started: %s", cid, exc)
+        link = await start_hub_link(host, args)
         host.install_signal_handlers()
         print(f"{READY_PREFIX} ws://{cfg.host}:{host.port}/ pid={os.getpid()}", flush=True)
         await host.run()
+        if link is not None:
+            await link.close()
 
     return _run_server(main, args, "host")
 
@@ -263,6 +272,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_server_args(s: argparse.ArgumentParser, games: list[str]) -> None:
     """The options `serve` and `host` share (for a host, every campaign's defaults)."""
+    from engine.hub_link import add_hub_link_args
     from sim.games import DEFAULT_GAME
 
     s.add_argument("--game", default=DEFAULT_GAME, choices=games)
@@ -311,6 +321,7 @@ def _add_server_args(s: argparse.ArgumentParser, games: list[str]) -> None:
     f.add_argument("--ip-conn-burst", type=int, default=100)
     f.add_argument("--ip-max-open", type=int, default=0, help="open connections per IP (0: no limit)")
     f.add_argument("--ip-limit-loopback", action="store_true", help="apply the per-IP limits to 127.0.0.1 too")
+    add_hub_link_args(s)
     f.add_argument("--ip-max-unauth", type=int, default=16, help="connections per IP not yet playing (0: no limit)")
     g = s.add_argument_group("the door (docs/security.md)")
     g.add_argument("--upgrade-timeout", type=float, default=5.0, help="seconds from TCP accept to the upgrade")
@@ -359,10 +370,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most this fraction of the loop per campaign; over it, its ticks are throttled")  # fmt: skip
     g.add_argument("--name", default=os.environ.get("ARBITER_HOST_NAME", "host"),
                    help="the host's name: the audience of admin tokens for its own routes")  # fmt: skip
-    k = h.add_argument_group("hub link (docs/hub.md)")
-    k.add_argument("--hub-redis", default=os.environ.get("ARBITER_HUB_REDIS", ""), metavar="URL",
-                   help="register with the hub through this Redis (default $ARBITER_HUB_REDIS)")  # fmt: skip
-    k.add_argument("--public-url", default="", help="URL players connect to ({port} = the bound port)")
     h.set_defaults(func=cmd_host)
 
     b = sub.add_parser("bots", help="run N bot players against a server")
@@ -393,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_parser(sub)
     add_token_parser(sub)
+    # Commands of other programs that share the `arbiter` name (the hub, installed plugins) register
+    # themselves through the `arbiter.commands` entry points, so a game server never imports them.
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
     return p
 
 

@@ -225,6 +225,11 @@ class Host:
         return handler if isinstance(handler, GameServer) else None
 
     @property
+    def stopped(self) -> bool:
+        """The drain is over (every campaign sealed, the port closed)."""
+        return self._stopped.is_set()
+
+    @property
     def door(self) -> Door:
         return self.front.door
 

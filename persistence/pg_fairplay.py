@@ -51,12 +51,12 @@ _UNAVAILABLE: Final = (
 )
 
 _EPOCH: Final = "extract(epoch FROM {})::float8"
-_BAN_COLUMNS: Final = (
+BAN_COLUMNS: Final = (
     "ban_id, account_id, ip_range, campaign_id, reason, created_by, "
     f"{_EPOCH.format('created_at')}, {_EPOCH.format('until')}, {_EPOCH.format('lifted_at')}, lifted_by"
 )
 # Same predicate as BanRecord.active ($1 = now, epoch seconds).
-_ACTIVE_SQL: Final = (
+ACTIVE_BAN_SQL: Final = (
     "(lifted_at IS NULL OR lifted_at > to_timestamp($1::float8)) "
     "AND (until IS NULL OR until > to_timestamp($1::float8))"
 )
@@ -139,13 +139,13 @@ class PgFairplayStore:
         self._sql_add = (
             f"INSERT INTO {s}.bans (account_id, ip_range, campaign_id, reason, created_by, created_at, until) "
             "VALUES ($1, $2, $3, $4, $5, to_timestamp($6::float8), to_timestamp($7::float8)) "
-            f"RETURNING {_BAN_COLUMNS}"
+            f"RETURNING {BAN_COLUMNS}"
         )
         self._sql_lift = (
-            f"UPDATE {s}.bans SET lifted_at = to_timestamp($1::float8), lifted_by = $2 WHERE {_ACTIVE_SQL} "
+            f"UPDATE {s}.bans SET lifted_at = to_timestamp($1::float8), lifted_by = $2 WHERE {ACTIVE_BAN_SQL} "
             "AND (account_id = $3::text OR ip_range = $4::text OR ban_id = $5::int8)"
         )
-        self._sql_list = f"SELECT {_BAN_COLUMNS} FROM {s}.bans WHERE $2::bool OR ({_ACTIVE_SQL}) ORDER BY ban_id"
+        self._sql_list = f"SELECT {BAN_COLUMNS} FROM {s}.bans WHERE $2::bool OR ({ACTIVE_BAN_SQL}) ORDER BY ban_id"
         self._sql_audit = (
             f"SELECT event_id, {_EPOCH.format('ts')}, campaign_id, account_id, action, evidence::text "
             f"FROM {s}.audit_log WHERE ($1::text IS NULL OR account_id = $1) "

@@ -145,6 +145,160 @@ CREATE INDEX IF NOT EXISTS audit_log_ts_idx ON audit_log (ts);
 ALTER TABLE game_progress ADD COLUMN IF NOT EXISTS txn_last BIGINT NOT NULL DEFAULT 0;
 """,
     ),
+    # 5..19: the hub (hub/, docs/hub.md).
+    Migration(
+        5,
+        "hub: accounts with credentials, session families and rotating refresh tokens",
+        """
+-- The v1 accounts table is the accounts table: game servers create rows for token subjects they see;
+-- the hub adds credentials. handle/email are unique case-insensitively; device_hash is sha256 of a
+-- guest's device id (a bearer secret, so never stored in clear).
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS handle TEXT;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS email TEXT;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS password_hash TEXT;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS device_hash TEXT;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS is_guest BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS role TEXT NOT NULL DEFAULT 'player';
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS muted_until TIMESTAMPTZ;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ NOT NULL DEFAULT now();
+ALTER TABLE accounts ADD CONSTRAINT accounts_role_check CHECK (role IN ('player', 'admin'));
+CREATE UNIQUE INDEX IF NOT EXISTS accounts_handle_uq ON accounts (lower(handle)) WHERE handle IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS accounts_email_uq ON accounts (lower(email)) WHERE email IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS accounts_device_uq ON accounts (device_hash) WHERE device_hash IS NOT NULL;
+
+-- One family per login: every refresh token a login leads to belongs to it. Reusing a rotated token
+-- revokes the family (RFC 9700 section 4.14.2).
+CREATE TABLE session_families (
+    family_id     TEXT PRIMARY KEY,
+    account_id    TEXT NOT NULL REFERENCES accounts (account_id),
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_used_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at    TIMESTAMPTZ NOT NULL,
+    revoked_at    TIMESTAMPTZ,
+    revoke_reason TEXT,
+    user_agent    TEXT NOT NULL DEFAULT '',
+    ip            TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX session_families_account_idx ON session_families (account_id) WHERE revoked_at IS NULL;
+CREATE INDEX session_families_revoked_idx ON session_families (revoked_at) WHERE revoked_at IS NOT NULL;
+
+-- token_hash = sha256 of the opaque token (256 random bits, so a fast hash is enough).
+CREATE TABLE refresh_tokens (
+    token_hash BYTEA PRIMARY KEY,
+    family_id  TEXT NOT NULL REFERENCES session_families (family_id) ON DELETE CASCADE,
+    issued_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at TIMESTAMPTZ NOT NULL,
+    used_at    TIMESTAMPTZ
+);
+CREATE INDEX refresh_tokens_family_idx ON refresh_tokens (family_id);
+""",
+    ),
+    Migration(
+        6,
+        "hub: campaigns and memberships",
+        """
+CREATE TABLE campaigns (
+    campaign_id  TEXT PRIMARY KEY,
+    owner_id     TEXT NOT NULL REFERENCES accounts (account_id),
+    title        TEXT NOT NULL,
+    game         TEXT NOT NULL,
+    seed         BIGINT NOT NULL,
+    config       JSONB NOT NULL DEFAULT '{}'::jsonb,
+    max_players  INTEGER NOT NULL CHECK (max_players BETWEEN 1 AND 1000),
+    visibility   TEXT NOT NULL CHECK (visibility IN ('public', 'private')),
+    invite_code  TEXT,
+    status       TEXT NOT NULL CHECK (status IN ('scheduled', 'open', 'running', 'completed', 'archived')),
+    schedule     JSONB NOT NULL DEFAULT '{}'::jsonb,
+    starts_at    TIMESTAMPTZ,
+    ends_at      TIMESTAMPTZ,
+    server_id    TEXT,            -- where it runs (or last ran)
+    data_at      TEXT,            -- the placement handler whose disk holds its campaign.sqlite
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    completed_at TIMESTAMPTZ,
+    archived_at  TIMESTAMPTZ
+);
+CREATE INDEX campaigns_discover_idx ON campaigns (status, game, created_at) WHERE visibility = 'public';
+CREATE INDEX campaigns_owner_idx ON campaigns (owner_id);
+
+CREATE TABLE campaign_members (
+    campaign_id TEXT NOT NULL REFERENCES campaigns (campaign_id),
+    account_id  TEXT NOT NULL REFERENCES accounts (account_id),
+    role        TEXT NOT NULL CHECK (role IN ('owner', 'member')),
+    joined_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    kicked_at   TIMESTAMPTZ,
+    PRIMARY KEY (campaign_id, account_id)
+);
+CREATE INDEX campaign_members_account_idx ON campaign_members (account_id);
+""",
+    ),
+    Migration(
+        7,
+        "hub: friends, friend requests, blocks, chat history",
+        """
+CREATE TABLE friend_requests (
+    from_id    TEXT NOT NULL REFERENCES accounts (account_id),
+    to_id      TEXT NOT NULL REFERENCES accounts (account_id),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (from_id, to_id),
+    CHECK (from_id <> to_id)
+);
+CREATE INDEX friend_requests_to_idx ON friend_requests (to_id);
+
+-- Both directions are stored, so "my friends" is one index scan.
+CREATE TABLE friends (
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    friend_id  TEXT NOT NULL REFERENCES accounts (account_id),
+    since      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (account_id, friend_id),
+    CHECK (account_id <> friend_id)
+);
+
+CREATE TABLE blocks (
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    blocked_id TEXT NOT NULL REFERENCES accounts (account_id),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (account_id, blocked_id),
+    CHECK (account_id <> blocked_id)
+);
+CREATE INDEX blocks_blocked_idx ON blocks (blocked_id);
+
+-- channel: 'c:<campaign id>' or 'dm:<account a>:<account b>' (a < b). client_msg_id makes a retried
+-- post idempotent: the second insert finds the first row.
+CREATE TABLE chat_messages (
+    message_id    BIGSERIAL PRIMARY KEY,
+    channel       TEXT NOT NULL,
+    sender_id     TEXT NOT NULL REFERENCES accounts (account_id),
+    body          TEXT NOT NULL,
+    client_msg_id TEXT,
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    UNIQUE (sender_id, client_msg_id)
+);
+CREATE INDEX chat_messages_channel_idx ON chat_messages (channel, message_id);
+""",
+    ),
+    Migration(
+        8,
+        "hub: player reports",
+        """
+CREATE TABLE reports (
+    report_id   BIGSERIAL PRIMARY KEY,
+    reporter_id TEXT NOT NULL REFERENCES accounts (account_id),
+    target_id   TEXT NOT NULL REFERENCES accounts (account_id),
+    reason      TEXT NOT NULL,
+    details     TEXT NOT NULL DEFAULT '',
+    evidence    JSONB NOT NULL DEFAULT '{}'::jsonb,
+    campaign_id TEXT,
+    status      TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'dismissed', 'actioned')),
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    resolved_at TIMESTAMPTZ,
+    resolved_by TEXT,
+    resolution  TEXT
+);
+CREATE INDEX reports_status_idx ON reports (status, report_id);
+CREATE INDEX reports_target_idx ON reports (target_id);
+""",
+    ),
     # 5-19: the hub (#11); 20-29: the fleet (#12, this one); 30-34: door hardening (#9).
     Migration(
         20,

@@ -1,6 +1,7 @@
 // The hub's part of the login panel, behind one function: log in, then ask the hub for a place in
 // the campaign. The shape is the hub's documented JSON API (stream #11, docs/hub.md):
-//   POST {hub}/v1/auth/login                 {"username", "password"} -> {"access_token", ...}
+//   POST {hub}/v1/auth/login                 {"login", "password"} -> {"access_token", ...}
+//   (login: the account's email or handle; errors are {"error": code, "message": reason})
 //   POST {hub}/v1/campaigns/{id}/join        Authorization: Bearer    -> {"url", "token"}
 
 /**
@@ -19,10 +20,10 @@ export async function hubJoin(hub, campaign, login) {
     if (bearer) headers.Authorization = `Bearer ${bearer}`;
     const r = await fetch(base + path, { method: "POST", headers, body: JSON.stringify(body) });
     const data = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(data.error || data.detail || `hub: ${path} answered ${r.status}`);
+    if (!r.ok) throw new Error(data.message || data.error || `hub: ${path} answered ${r.status}`);
     return data;
   };
-  const session = await post("/v1/auth/login", login);
+  const session = await post("/v1/auth/login", { login: login.username, password: login.password });
   const access = session.access_token || session.token;
   if (typeof access !== "string") throw new Error("hub: the login answer has no access token");
   const join = await post(`/v1/campaigns/${encodeURIComponent(campaign)}/join`, {}, access);
