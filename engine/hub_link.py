@@ -18,11 +18,11 @@ It also answers control requests (persistence/redis_registry.py): `start` (a hos
 campaign, restoring it from PostgreSQL when it has no local copy, or wakes it; `arbiter serve` only
 "starts" its own), `stop` and `kick`.
 
-Hibernated campaigns are not in the record: their slot is free and `camp:{id}` lapses, so the hub
-places the campaign again when a player asks for it, on the host whose data id matches its
-`data_at` (this one), whose `start` wakes it. The data id is where the campaign's durable copy is:
-the PostgreSQL database it is shipped to, when it is (any host on that database can then restore it:
-relocation, docs/relocation.md), else this machine's data directory.
+A hibernated campaign stays in the record (state "hibernated"): it takes no slot (`free` counts the
+loaded ones), and the hub keeps sending its players here, where their hello wakes it. The data id
+is where the campaigns' durable copy is: the PostgreSQL database they are shipped to, when they are
+(any host on that database can restore one whose host died: relocation, docs/relocation.md), else
+this machine's data directory.
 
 Losing Redis: every beat fails quietly (counted, logged once per outage) and the tick goes on; the
 first beat after Redis is back pushes everything again (record, presence, every score), so a flushed
@@ -166,6 +166,8 @@ class HubLink:
                                               game=s.cfg.game, accounts=accounts)  # fmt: skip
             elif e.state in ("starting", "waking"):
                 campaigns[cid] = CampaignLoad(game=e.spec.game, state="starting")
+            elif e.state in ("hibernated", "hibernating"):
+                campaigns[cid] = CampaignLoad(game=e.spec.game, state="hibernated")
         single = h.single is not None
         games = [h.cfg.game] if single else game_names()
         return ServerRecord(id=self.id, url=self.url, kind="serve" if single else "host", accepts=not single,
@@ -216,7 +218,7 @@ class HubLink:
         record = self.record()
         await self.registry.publish(record, self.cfg.ttl_s)
         gone = self._published - set(record.campaigns)
-        if gone:  # hibernated or stopped: its location goes now, not at the TTL
+        if gone:  # stopped: its location goes now, not at the TTL
             await self.registry.release(self.id, gone)
         self._published = set(record.campaigns)
         playing: dict[str, dict[str, int]] = {}  # campaign -> account -> ship

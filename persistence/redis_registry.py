@@ -59,7 +59,9 @@ class CampaignLoad:
     max_players: int = 0
     game: str = ""
     accounts: list[str] = field(default_factory=list)
-    state: str = "running"  # "starting" while a handler brings it up
+    # "starting" while a handler brings it up; "hibernated": a host unloaded it (it takes no slot, and
+    # its players still go there: their hello wakes it)
+    state: str = "running"
 
 
 @dataclass(slots=True)
@@ -81,7 +83,7 @@ class ServerRecord:
 
     @property
     def free(self) -> int:
-        return self.capacity - len(self.campaigns)
+        return self.capacity - sum(1 for c in self.campaigns.values() if c.state != "hibernated")
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -125,7 +127,7 @@ class Registry:
             p.set(k.server(record.id), record.to_json(), px=px)
             p.zadd(k.srv_index, {record.id: int(record.ts * 1000)})
             for cid, load in record.campaigns.items():
-                if load.state == "running" and record.url:
+                if load.state in ("running", "hibernated") and record.url:
                     p.set(k.campaign_server(cid), record.id, px=px)
             await p.execute()
 

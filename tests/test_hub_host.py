@@ -1,6 +1,6 @@
 """The hub places campaigns on an `arbiter host`: the host registers its capacity and its campaigns,
-answers `start` by starting one (or waking it), and a campaign it hibernated leaves the registry so
-the hub's next placement wakes it on the same host. Real hub, real host, PostgreSQL and Redis."""
+answers `start` by starting one (or waking it), and a campaign it hibernated stays located there
+(without taking a slot) so its players' hellos wake it. Real hub, real host, PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from engine.host import HostConfig
 from engine.hub_link import HubLink, HubLinkConfig
 from netcode.client import ArbiterClient
 from persistence.redis_layout import RedisKeys, open_redis
-from persistence.redis_registry import Registry
+from persistence.redis_registry import CampaignSpec, Registry, new_request, send_control
 from tests.hostutil import running_host
 from tests.hubutil import REDIS_URL, RING, Api, eventually, hub_config, redis_prefix, running_hub
 from tests.pgutil import dsn, fresh_database
@@ -57,22 +57,33 @@ async def test_the_hub_places_campaigns_on_a_host_and_wakes_them(tmp_path: Path)
 
                 await eventually(both_listed)
 
-                # Ada leaves campaign one: it hibernates and leaves the registry (its slot is free).
+                # Ada leaves campaign one: it hibernates; it stays this host's, without taking a slot.
                 await p1.close()
                 await wait_for(lambda: host.entries[c1].state == "hibernated", timeout=10)
 
-                async def released() -> bool:
-                    return await registry.locate(c1) is None
+                async def hibernated() -> bool:
+                    rec = await registry.locate(c1)
+                    return rec is not None and rec.campaigns[c1].state == "hibernated" and rec.free == 9
 
-                await eventually(released)
-                # Her next join through the hub places it again: the host wakes it.
+                await eventually(hibernated)
+                # Her next join through the hub sends her here; her hello wakes it.
                 status, seat = await api.call("POST", f"/v1/campaigns/{c1}/join", None, token)
                 assert status == 200 and seat["server"] == "host-1", seat
-                assert host.wakes == 1 and host.entries[c1].state == "running"
+                assert host.entries[c1].state == "hibernated"
                 p1 = await ArbiterClient.connect(seat["url"], "ada", seat["token"])
+                assert host.wakes == 1 and host.entries[c1].state == "running"
                 assert p1.welcome is not None and p1.welcome.tick > 0
-                await p1.close()
+                # A hub's start of a hibernated campaign wakes it too.
                 await p2.close()
+                await wait_for(lambda: host.entries[c2].state == "hibernated", timeout=10)
+                spec = CampaignSpec(c2, "wander", 1, 4)
+                blocking = open_redis(REDIS_URL, blocking=5)
+                answer = await send_control(registry.redis, blocking, RedisKeys(prefix), "host-1",
+                                            new_request("start", c2, 5.0, spec=spec))  # fmt: skip
+                await blocking.aclose()
+                assert answer == {"ok": True, "url": host.url, "server": "host-1"}
+                assert host.wakes == 2 and host.entries[c2].state == "running"
+                await p1.close()
             finally:
                 await link.close()
                 await registry.redis.aclose()
