@@ -21,7 +21,7 @@ from engine.clients import Client, flush_session
 from engine.door import Door
 from engine.metrics import process_metrics
 from engine.routing import split_campaign_path, token_audience
-from engine.security.auth import AuthError, bearer_claims
+from engine.security.auth import AuthError, TokenVerifier, bearer_claims
 from engine.security.fairplay.server_hooks import peer_ip
 from engine.server_stats import host_stats
 from netcode.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode
@@ -221,6 +221,15 @@ class Front:
         if server is not None:
             self._hand_over(lb, server, ev)
             return
+        # Waking costs memory and a recovery: only for a hello its campaign would let in (the token is
+        # checked here without being used up; the campaign checks it again, and uses it).
+        ring = self.host.ring
+        if ring is not None and not (ev.watch and self.cfg.watch_public):
+            try:
+                TokenVerifier(ring, cid).verify(ev.token, consume=False)
+            except AuthError as e:
+                session.reject(int(e.code), e.public_message, CloseCode.UNAUTHORIZED)
+                return
         lb.waking = True
         self.host.spawn(self._wake_for(lb, cid, ev))
 

@@ -63,6 +63,7 @@ log = logging.getLogger("arbiter.host")
 STOPPED_MARK: Final = "stopped"  # a file in a campaign's directory: stopped on purpose, not hibernated
 HOUSEKEEPING_S: Final = 0.5
 RELEASE_EVERY_S: Final = 2.0  # unloaded campaigns' memory goes back to the system at most this often
+WAKE_PG_WAIT_S: Final = 0.5  # a wake asks PostgreSQL whether its copy is newer, but not for longer
 TIMER_SLACK_S: Final = 0.001  # uvloop's timers are to the millisecond: what is due within one runs now
 
 
@@ -488,7 +489,7 @@ class Host:
             verifier = self._verifier(cid)
             if cfg.data_dir:
                 if cfg.pg_dsn and cfg.ship.enabled:
-                    await restore_from_pg(cfg.pg_dsn, cfg.data_dir, cid, cfg.ship, pool=self.shared.pg)
+                    await self._restore(cfg, fresh)
                 (Path(cfg.data_dir) / cid / STOPPED_MARK).unlink(missing_ok=True)
                 server = await asyncio.to_thread(self._open, cfg, verifier)
             else:
@@ -513,6 +514,20 @@ class Host:
             log.info("campaign %s woke in %.0f ms", cid, took * 1e3)
         process_metrics().hibernated.set(self.hibernated_count())
         return server
+
+    async def _restore(self, cfg: ServerConfig, fresh: bool) -> None:
+        """PostgreSQL's copy replaces the local one when it is newer (another host ran the campaign
+        meanwhile). A wake has a current local copy unless that happened: during an outage it does not
+        wait for PostgreSQL longer than WAKE_PG_WAIT_S."""
+        pool = self.shared.pg
+        if not fresh and pool is not None:
+            try:  # only the question is bounded: a restore that starts must finish before the open
+                await asyncio.wait_for(pool.get(), WAKE_PG_WAIT_S)
+            except Exception as exc:
+                log.warning("campaign %s wakes from its local copy: PostgreSQL not reachable (%s)", cfg.campaign,
+                            type(exc).__name__)  # fmt: skip
+                return
+        await restore_from_pg(cfg.pg_dsn, cfg.data_dir, cfg.campaign, cfg.ship, pool=pool)
 
     def _open(self, cfg: ServerConfig, verifier: TokenVerifier | None) -> GameServer:
         """(worker thread) Open or recover the campaign's data dir and build its runtime."""

@@ -143,6 +143,7 @@ class GameServer:
         self.by_account: dict[str, Client] = {}
         self.accepting = False  # takes hellos (off while it stops or hibernates)
         self._subsend = 0
+        self.offline_ticks = 0  # ticks run when it woke, for the time it hibernated (Hibernation "advance")
         self.started_wall = time.time()
         self.proc = psutil.Process()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -289,6 +290,7 @@ class GameServer:
         """Run ticks with nobody connected (a world that goes on while hibernated, engine/host.py)."""
         for _ in range(ticks):
             self._step()
+        self.offline_ticks += ticks
 
     def _step(self) -> None:
         result = self.campaign.tick()
@@ -415,8 +417,10 @@ class GameServer:
         if self._lag:
             self._ping(client, self.now())  # an RTT sample before the first input, if the client answers
 
-    def on_connect(self, conn: WsServerConnection) -> bool:  # the host's: a connection arrives there
-        raise RuntimeError("connections are accepted by the host")
+    def on_connect(self, conn: WsServerConnection) -> bool:
+        """Never called: connections are accepted by the host's front (engine/front.py), which hands
+        them to a campaign once they are open."""
+        return False
 
     def on_error(self, conn: WsServerConnection, cause: str, exc: BaseException | None) -> None:
         if self.host is not None:

@@ -15,6 +15,9 @@ import pytest
 from engine.host import CampaignSpec, HostConfig
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import BYE_RELOCATE, CloseCode, ErrorCode
+from sim.games.wander import Wander
+from sim.registry import register
+from sim.spec import Hibernation
 from tests.hostutil import curl, running_host, wander, ws
 from tests.pgutil import dsn, fresh_database
 from tests.serverutil import wait_for
@@ -168,3 +171,43 @@ async def test_spectators_wake_and_keep_a_campaign_awake(tokens: Tokens) -> None
         await watcher.close()
         await wait_for(lambda: h.entries["s"].state == "hibernated", timeout=10)
         assert h.hibernations == 2
+
+
+async def test_a_forged_token_does_not_wake_a_hibernated_campaign(tokens: Tokens) -> None:
+    async with running_host([wander("z")], ring=RING) as h:
+        assert await h.hibernate("z")
+        for url in (ws(h), ws(h, "z")):
+            with pytest.raises(ServerError) as forged:
+                await ArbiterClient.connect(url, "eve", tokens.forged("eve", "z"))
+            assert forged.value.code == 12  # TOKEN_BAD_SIGNATURE, said by the host: nothing woke
+        assert h.wakes == 0 and h.entries["z"].state == "hibernated"
+        c = await ArbiterClient.connect(ws(h), "ada", tokens.issue("ada", "z"))  # a real one wakes it
+        assert h.wakes == 1
+        await c.close()
+
+
+@register
+class Drifter(Wander):
+    """Wander whose world goes on while nobody is there: it catches up when woken (at most 2 s)."""
+
+    name = "drifter"
+    hibernation = Hibernation("advance", max_s=2.0)
+
+
+async def test_simulated_time_while_hibernated_is_the_games_choice() -> None:
+    paused, advancing = wander("p"), CampaignSpec("d", "drifter", 1, {"npcs": 8, "max_players": 4})
+    async with running_host([paused, advancing]) as h:
+        for cid in ("p", "d"):
+            assert await h.hibernate(cid)
+        await asyncio.sleep(0.5)  # hibernated for a while
+        for cid in ("p", "d"):
+            await h.ensure_loaded(cid)
+        sealed_p, sealed_d = h.entries["p"].sealed, h.entries["d"].sealed
+        assert sealed_p is not None and sealed_d is not None
+        woke_p, woke_d = h.server("p"), h.server("d")
+        assert woke_p is not None and woke_d is not None
+        # Paused (the default): the world resumes at the tick it stopped at. Advance: it ran the ticks
+        # it missed (about 30 here), never more than its 2 s.
+        assert woke_p.offline_ticks == 0 and woke_p.campaign.tick_count >= sealed_p[0]
+        assert 20 <= woke_d.offline_ticks <= 2 * 60, woke_d.offline_ticks
+        assert woke_d.campaign.tick_count >= sealed_d[0] + woke_d.offline_ticks
