@@ -15,8 +15,8 @@ import pytest
 from engine.host import CampaignSpec, HostConfig
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import BYE_RELOCATE, CloseCode, ErrorCode
+from sim import registry
 from sim.games.wander import Wander
-from sim.registry import register
 from sim.spec import Hibernation
 from tests.hostutil import curl, running_host, wander, ws
 from tests.pgutil import dsn, fresh_database
@@ -186,7 +186,6 @@ async def test_a_forged_token_does_not_wake_a_hibernated_campaign(tokens: Tokens
         await c.close()
 
 
-@register
 class Drifter(Wander):
     """Wander whose world goes on while nobody is there: it catches up when woken (at most 2 s)."""
 
@@ -194,7 +193,8 @@ class Drifter(Wander):
     hibernation = Hibernation("advance", max_s=2.0)
 
 
-async def test_simulated_time_while_hibernated_is_the_games_choice() -> None:
+async def test_simulated_time_while_hibernated_is_the_games_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry._registered, Drifter.name, Drifter)  # known in this test only
     paused, advancing = wander("p"), CampaignSpec("d", "drifter", 1, {"npcs": 8, "max_players": 4})
     async with running_host([paused, advancing]) as h:
         for cid in ("p", "d"):

@@ -9,14 +9,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from engine.host import CampaignSpec, Host, HostConfig
 from engine.server import GameServer
 from engine.tools.bots import BotConfig, run_bots
 from engine.tools.replay import run_replay
 from persistence.campaign_store import format_hash
+from sim import registry
 from sim.game_api import Game
-from sim.registry import register
 from sim.spec import Component, Fixed
 from tests.hostutil import running_host, wander, ws
 from tests.serverutil import wait_for
@@ -30,7 +31,6 @@ def burn(meta: np.ndarray, burn_ms: np.int64) -> None:
         pass
 
 
-@register
 class Slowpoke(Game):
     name = "slowpoke"
     components = (Component("x", "f4", replicate=Fixed(0, 100, 1 / 16)), Component("y", "f4"))
@@ -47,7 +47,10 @@ def ran_fraction(server: GameServer, now: float) -> float:
     return server.stats.ticks / max(scheduled, 1.0)
 
 
-async def test_a_slow_campaign_is_throttled_and_the_others_keep_their_schedule() -> None:
+async def test_a_slow_campaign_is_throttled_and_the_others_keep_their_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(registry._registered, Slowpoke.name, Slowpoke)  # known in this test only
     fast = [wander(f"f{i}", npcs=4, max_players=4) for i in range(6)]
     slow = CampaignSpec("slow", "slowpoke", 1, {"burn_ms": 50, "max_players": 2})  # 3 periods a tick
     async with running_host([*fast, slow], host=HostConfig(share=0.25, hibernate_after_s=0)) as h:
