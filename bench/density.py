@@ -181,6 +181,7 @@ def load_level(game: str, n: int, players: int, warmup: float, window: float, se
     pa, pb = a["per_campaign"], b["per_campaign"]
     inputs = sum(pb[c]["inputs"] - pa.get(c, {}).get("inputs", 0) for c in pb) / el
     snaps = sum(pb[c]["snapshots_sent"] - pa.get(c, {}).get("snapshots_sent", 0) for c in pb) / el
+    skipped = sum(pb[c]["snapshots_skipped"] - pa.get(c, {}).get("snapshots_skipped", 0) for c in pb) / el
     cores = (cpu_b - cpu_a) / el
     ccu = int(b["ccu"])
     delivered = report.get("snapshots_per_bot_s_mean", 0.0) / 20.0
@@ -192,6 +193,8 @@ def load_level(game: str, n: int, players: int, warmup: float, window: float, se
         "campaign_hz_mean": round(float(np.mean(hz)), 2), "host_cpu_cores": round(cores, 3),
         "host_loop_thread_cores": round((main_b - main_a) / el, 3), "rss_mb": round(rss, 1),
         "host_inputs_per_s": round(inputs, 1), "host_snapshots_per_player_s": round(snaps / max(ccu, 1), 3),
+        # Skipped: the player's socket had a backlog (it did not read: the driver's side).
+        "host_snapshots_skipped_per_player_s": round(skipped / max(ccu, 1), 3),
         "cpu_ms_per_campaign_s": round(cores / n * 1000, 2),
         "cpu_ms_per_player_s": round(cores / max(ccu, 1) * 1000, 3),
         "snapshots_per_bot_s_mean": report.get("snapshots_per_bot_s_mean"),

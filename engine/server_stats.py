@@ -125,6 +125,8 @@ def host_stats(h: Host, *, full: bool = False) -> dict[str, Any]:
         wake_ms=h.wake_ms_summary(), campaign_states=h.states(),
         per_campaign={s.cfg.campaign: {"ccu": len(s.by_eid), "tick": s.campaign.tick_count, "ticks": s.stats.ticks,
                                        "inputs": s.stats.inputs_accepted + s.stats.inputs_refused,
-                                       "snapshots_sent": s.stats.snapshots_sent, **_schedule(s)} for s in loaded},
+                                       "snapshots_sent": s.stats.snapshots_sent,
+                                       "snapshots_skipped": s.stats.snapshots_skipped, **_schedule(s)}
+                      for s in loaded},
     )  # fmt: skip
     return d

@@ -23,6 +23,7 @@ from netcode.protocol import PreparedSnapshot
 from netcode.replication.replicator import Replicator
 from netcode.replication.schema import schema_of, schema_to_wire
 from netcode.replication.warm import warmup as replication_warmup
+from netcode.ws_frames import OP_BINARY, server_frame
 from sim.entities import SLOT_MASK
 
 if TYPE_CHECKING:
@@ -90,11 +91,14 @@ class SnapshotSender:
         self._rotate += 1
         # Rotate who goes first so nobody is always served last (latency grows ~5 µs per position).
         order = members[start:] + members[:start]
+        delta = self.replicator is not None
         for client in order:
             if client.pending_events:  # events go before the snapshot of the same send
                 client.session.send_events(tick, client.pending_events)
                 client.pending_events = []
-                flush_session(client)
+                # On a plain WebSocket they ride in the snapshot's write (_encode): one write, not two.
+                if not delta or client.reliable is not client.conn:
+                    flush_session(client)
         if self.replicator is None:
             sent = self._send_full(tick, order)
         else:
@@ -104,6 +108,7 @@ class SnapshotSender:
             for client in order:
                 if id(client) in sent:
                     continue
+                flush_session(client)  # its events, without the snapshot it was not sent
                 stats.snapshots_skipped += 1
                 client.strikes += 1
                 if client.strikes >= self.cfg.slow_strikes:
@@ -176,7 +181,11 @@ class SnapshotSender:
         )
         a = 0
         for client, e in zip(clients, off[1:], strict=True):
-            client.unreliable.send_framed(buf[a:e])
+            pre = client.session.data_to_send() if client.reliable is client.conn else None
+            if pre:  # the send's events (and any other queued frame) first, in the same write
+                client.conn.send_framed(b"".join([*(server_frame(OP_BINARY, f) for f in pre), buf[a:e]]))
+            else:
+                client.unreliable.send_framed(buf[a:e])
             client.strikes = 0
             a = e
         stats = self.stats
