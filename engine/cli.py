@@ -78,6 +78,7 @@ def _server_config(args: argparse.Namespace, cmd: str) -> Any:
         port=args.port, data_dir=args.data_dir, durability=args.durability, pg_dsn=args.pg,
         replication=args.replication, aoi_radius=args.aoi_radius, snapshot_budget=args.snapshot_budget,
         snapshot_every_s=args.snapshot_every, tick_rate=args.tick_rate, send_rate=args.send_rate,
+        hash_every=args.hash_every if args.hash_every is not None else (60 if cmd == "serve" else 300),
         game_config=_parse_kv(args.set), fairplay=_fairplay_config(args),
         admin_port=None if args.admin_port < 0 else args.admin_port, admin_host=args.admin_host,
         upgrade_timeout=args.upgrade_timeout, handshake_timeout=args.hello_timeout,
@@ -291,6 +292,9 @@ def _add_server_args(s: argparse.ArgumentParser, games: list[str]) -> None:
     s.add_argument("--aoi-radius", type=float, default=None, help="view radius; 0 = whole world")
     s.add_argument("--snapshot-budget", type=int, default=1400, help="max bytes per delta snapshot (0: none)")
     s.add_argument("--snapshot-every", type=float, default=10.0, help="seconds between world snapshots")
+    s.add_argument("--hash-every", type=int, default=None, metavar="N",
+                   help="record the world's state hash in the journal every N ticks (replay checks it; "
+                        "default 60 for serve, 300 for host: hashing a world costs up to a millisecond)")  # fmt: skip
     s.add_argument("--tick-rate", type=int, default=60)
     s.add_argument("--send-rate", type=int, default=20)
     s.add_argument("--max-players", type=int, default=0, help="the game's max_players (0: the game's default)")

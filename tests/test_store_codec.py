@@ -179,3 +179,23 @@ def test_random_byte_corruption_property(joins: list[tuple[int, str]], inputs: n
     bad[i] ^= flip
     with pytest.raises(JournalCorruptError):
         decode_tick(bytes(bad), LAYOUT)
+
+
+def test_the_small_batch_path_encodes_byte_for_byte_like_the_numpy_one() -> None:
+    """A small campaign's tick takes a plain-Python path to find the used columns; it must write
+    exactly what the numpy path writes, for any mix of zero and non-zero columns."""
+    from persistence import journal_codec as jc
+
+    rng = np.random.default_rng(7)
+    layout = jc.layout_of(LAYOUT)
+    for _ in range(300):
+        n = int(rng.integers(1, jc._SMALL + 1))
+        rows = np.zeros(n, dtype=LAYOUT)
+        for name in LAYOUT.names or ():
+            if rng.random() < 0.5:
+                col = rows[name]
+                live = rng.random(n) < 0.5
+                col[live] = rng.integers(1, 1000, size=int(live.sum())).astype(col.dtype)
+        assert jc._columns_small(rows, layout) == jc._columns(rows, layout)
+        blob = jc.encode_tick(5, [], [], rows)
+        assert jc.decode_tick(blob, LAYOUT).inputs.tobytes() == rows.tobytes()
