@@ -170,13 +170,17 @@ def cmd_host(args: argparse.Namespace) -> int:
     if isinstance(ring, int):
         return ring
     bad = [c for c in args.campaign if not valid_campaign_id(c)]
-    if bad or args.capacity < 1 or args.hibernate_after < 0 or not 0 < args.campaign_share <= 1:
+    if bad or args.capacity < 1 or args.hibernate_after < 0 or not 0 < args.campaign_share <= 1 or not (
+        0 <= args.commit_every <= 5
+    ):
         what = (f"invalid campaign id {bad[0]!r} (letters, digits, . _ -)" if bad else
-                "--capacity must be at least 1, --hibernate-after 0 or more, --campaign-share in (0, 1]")  # fmt: skip
+                "--capacity must be at least 1, --hibernate-after 0 or more, --campaign-share in (0, 1], "
+                "--commit-every in [0, 5]")  # fmt: skip
         print(f"arbiter host: {what}", file=sys.stderr)
         return 2
     hcfg = HostConfig(name=args.name, capacity=args.capacity, hibernate_after_s=args.hibernate_after,
-                      phases=args.phases, share=args.campaign_share, public_url=args.public_url)  # fmt: skip
+                      phases=args.phases, share=args.campaign_share, public_url=args.public_url,
+                      commit_every_s=args.commit_every)  # fmt: skip
 
     async def main() -> None:
         from engine.hub_link import start_hub_link
@@ -370,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hibernate-after", type=float, default=60.0, metavar="S",
                    help="unload a campaign nobody was connected to for S seconds (0: never)")  # fmt: skip
     g.add_argument("--phases", type=int, default=16, help="slots of the tick period the campaigns are spread over")
+    g.add_argument("--commit-every", type=float, default=0.1, metavar="S",
+                   help="each campaign's journal commits at most every S seconds (acknowledgements wait for it)")  # fmt: skip
     g.add_argument("--campaign-share", type=float, default=0.5, metavar="F",
                    help="at most this fraction of the loop per campaign; over it, its ticks are throttled")  # fmt: skip
     g.add_argument("--name", default=os.environ.get("ARBITER_HOST_NAME", "host"),

@@ -121,7 +121,7 @@ class HostConfig:
     share: float | None = 0.5  # at most this fraction of the loop per campaign (None: no budget)
     discover: bool = True  # campaigns found in the data dir are known (hibernated) at start
     public_url: str = ""  # what players connect to ("" = ws://HOST:PORT/; "{port}" = the bound port)
-    commit_every_s: float = 0.05  # each campaign's journal commits at most this often (group commit)
+    commit_every_s: float = 0.1  # each campaign's journal commits at most this often (group commit)
 
 
 @dataclass(slots=True, eq=False)
