@@ -77,7 +77,8 @@ def _server_config(args: argparse.Namespace, cmd: str) -> Any:
         game=args.game, campaign=args.campaign if cmd == "serve" else "default", seed=args.seed, host=args.host,
         port=args.port, data_dir=args.data_dir, durability=args.durability, pg_dsn=args.pg,
         replication=args.replication, aoi_radius=args.aoi_radius, snapshot_budget=args.snapshot_budget,
-        snapshot_every_s=args.snapshot_every, tick_rate=args.tick_rate, send_rate=args.send_rate,
+        snapshot_every_s=args.snapshot_every if args.snapshot_every is not None else (10.0 if cmd == "serve" else 30.0),
+        tick_rate=args.tick_rate, send_rate=args.send_rate,
         hash_every=args.hash_every if args.hash_every is not None else (60 if cmd == "serve" else 300),
         game_config=_parse_kv(args.set), fairplay=_fairplay_config(args),
         admin_port=None if args.admin_port < 0 else args.admin_port, admin_host=args.admin_host,
@@ -295,7 +296,8 @@ def _add_server_args(s: argparse.ArgumentParser, games: list[str]) -> None:
     s.add_argument("--replication", default="delta", choices=("delta", "full"))
     s.add_argument("--aoi-radius", type=float, default=None, help="view radius; 0 = whole world")
     s.add_argument("--snapshot-budget", type=int, default=1400, help="max bytes per delta snapshot (0: none)")
-    s.add_argument("--snapshot-every", type=float, default=10.0, help="seconds between world snapshots")
+    s.add_argument("--snapshot-every", type=float, default=None,
+                   help="seconds between world snapshots (default 10 for serve, 30 for host)")  # fmt: skip
     s.add_argument("--hash-every", type=int, default=None, metavar="N",
                    help="record the world's state hash in the journal every N ticks (replay checks it; "
                         "default 60 for serve, 300 for host: hashing a world costs up to a millisecond)")  # fmt: skip
@@ -375,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unload a campaign nobody was connected to for S seconds (0: never)")  # fmt: skip
     g.add_argument("--phases", type=int, default=16, help="slots of the tick period the campaigns are spread over")
     g.add_argument("--commit-every", type=float, default=0.1, metavar="S",
-                   help="each campaign's journal commits at most every S seconds (acknowledgements wait for it)")  # fmt: skip
+                   help="each campaign's journal commits at most every S seconds (acks wait for it)")  # fmt: skip
     g.add_argument("--campaign-share", type=float, default=0.5, metavar="F",
                    help="at most this fraction of the loop per campaign; over it, its ticks are throttled")  # fmt: skip
     g.add_argument("--name", default=os.environ.get("ARBITER_HOST_NAME", "host"),
