@@ -120,8 +120,10 @@ def _run_server(main: Callable[[], Any], args: argparse.Namespace, cmd: str) -> 
     from persistence.journal_codec import JournalFormatError
     from sim.spec import ConfigError
 
-    # The store's writer thread shares the GIL with the tick: hand it back within 0.5 ms, not 5 ms.
-    sys.setswitchinterval(0.0005)
+    # The store's writer thread shares the GIL with the tick. `serve`: hand it back within 0.5 ms, not
+    # 5 ms, so a commit (and so an acknowledgement) is not held up. `host`: its stores commit every
+    # 100 ms (--commit-every) and the loop has many campaigns to run: fewer forced handoffs.
+    sys.setswitchinterval(0.0005 if cmd == "serve" else 0.005)
     try:
         return _run_serve(main, args)
     # a campaign to restore while PostgreSQL is unreachable; a journal of another format; ...
