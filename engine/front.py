@@ -21,9 +21,9 @@ from engine.clients import Client, flush_session
 from engine.door import Door
 from engine.metrics import process_metrics
 from engine.routing import split_campaign_path, token_audience
-from engine.security.auth import AuthError, TokenVerifier, bearer_claims
+from engine.security.auth import AuthError, TokenVerifier
 from engine.security.fairplay.server_hooks import peer_ip
-from engine.server_stats import host_stats
+from engine.server_stats import full_stats_answer, host_stats
 from netcode.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode
 from netcode.session import HelloEvent, PingEvent, ServerSession
 from netcode.signaling import MAX_SIGNAL_FRAME
@@ -152,14 +152,8 @@ class Front:
         return host.pages(e).answer(target)
 
     def _full_stats(self, authorization: str | None) -> HttpAnswer:
-        verifier = self.host.admin_verifier
-        if verifier is None:
-            return 401, "text/plain", b"needs join-token keys on the server and an admin token\n"
-        try:
-            bearer_claims(authorization, verifier, role="admin")
-        except AuthError as e:
-            return e.http_status, "text/plain", (e.public_message + "\n").encode()
-        return 200, "application/json", json.dumps(host_stats(self.host, full=True)).encode()
+        host = self.host
+        return full_stats_answer(authorization, host.admin_verifier, lambda: host_stats(host, full=True))
 
     def on_open(self, conn: WsServerConnection) -> None:
         host = self.host

@@ -170,6 +170,16 @@ class Scheduler(Generic[R]):
         if share is not None:
             slot.tokens = min(self.burst_s, slot.tokens + (t - slot.tokens_at) * share)
             slot.tokens_at = t
+
+        def timed(run: Callable[[], None]) -> float:
+            t0 = timer()
+            run()
+            spent = timer() - t0
+            slot.busy_s += spent
+            if share is not None:
+                slot.tokens -= spent
+            return spent
+
         target = slot.target
         n = slot.ticker.due(t)
         for i in range(n):
@@ -178,13 +188,7 @@ class Scheduler(Generic[R]):
             if share is not None and slot.tokens <= 0.0:
                 slot.throttled += 1
                 continue
-            t0 = timer()
-            target.tick()
-            spent = timer() - t0
-            slot.busy_s += spent
-            if share is not None:
-                slot.tokens -= spent
-            slot.heavy = spent > period
+            slot.heavy = timed(target.tick) > period
             if slot.heavy:
                 slot.overruns += 1
                 if share is not None and i + 1 < n:
@@ -193,10 +197,5 @@ class Scheduler(Generic[R]):
         # Every due sub-send runs, even late (up to one round of groups): a sub-send skipped here
         # would be a snapshot lost for a whole group of clients.
         for _ in range(slot.sender.due(now())):
-            t0 = timer()
-            target.sub_send()
-            spent = timer() - t0
-            slot.busy_s += spent
-            if share is not None:
-                slot.tokens -= spent
+            timed(target.sub_send)
         slot.last_run_at = t

@@ -36,10 +36,10 @@ from engine.recovery import RecoveryReport, open_campaign
 from engine.relocation import Shipper, restore_from_pg
 from engine.scheduler import Slot
 from engine.security import token_replay
-from engine.security.auth import AuthError, TokenVerifier, bearer_claims
+from engine.security.auth import AuthError, TokenVerifier
 from engine.security.fairplay.server_hooks import ServerFairPlay, open_store, peer_ip
 from engine.security.fairplay.signals import TimingStats
-from engine.server_stats import full_stats, public_stats
+from engine.server_stats import full_stats, full_stats_answer, public_stats
 from engine.shared import Shared
 from engine.snapshots import SnapshotSender
 from engine.spectate import Spectators
@@ -378,16 +378,11 @@ class GameServer:
         return self.web.answer(path)
 
     def _full_stats(self, authorization: str | None) -> HttpAnswer:
-        """Every figure, for an admin-role bearer token (like the admin API; never open without keys)."""
-        if self.verifier is None:
-            return 401, "text/plain", b"needs join-token keys on the server and an admin token\n"
-        try:
-            bearer_claims(authorization, self.verifier, role="admin")
-        except AuthError as e:
+        def refused(e: AuthError) -> None:
             if self.host is not None:
                 self.host.door.log.event(self.now(), logging.INFO, "http: /stats/full refused", e.code.name)
-            return e.http_status, "text/plain", (e.public_message + "\n").encode()
-        return 200, "application/json", json.dumps(self.stats_dict()).encode()
+
+        return full_stats_answer(authorization, self.verifier, self.stats_dict, refused)
 
     # -- connections ------------------------------------------------------------------------------
     def new_session(self, now: float, *, bound: bool = True) -> ServerSession:

@@ -7,15 +7,19 @@ other figure is behind an admin token (/stats/full, docs/security.md).
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from engine.security.auth import AuthError, TokenVerifier, bearer_claims
 from netcode.protocol import PROTOCOL_VERSION
 
 if TYPE_CHECKING:
     from engine.host import Host
     from engine.server import GameServer
+    from netcode.ws_server import HttpAnswer
 
 PUBLIC_STATS: Final = (
     "protocol_version", "game", "campaign", "tick", "tick_rate", "send_rate", "ticks", "tick_hz", "tick_p50_ms",
@@ -27,6 +31,24 @@ HOST_PUBLIC_STATS: Final = (
     "protocol_version", "host", "campaigns", "hibernated", "capacity", "ccu", "connections", "connection_phases",
     "uptime_s",
 )  # fmt: skip
+
+
+def full_stats_answer(
+    authorization: str | None,
+    verifier: TokenVerifier | None,
+    figures: Callable[[], dict[str, Any]],
+    refused: Callable[[AuthError], None] = lambda e: None,
+) -> HttpAnswer:
+    """`GET /stats/full`: every figure, for an admin-role bearer token (like the admin API; never
+    open without keys)."""
+    if verifier is None:
+        return 401, "text/plain", b"needs join-token keys on the server and an admin token\n"
+    try:
+        bearer_claims(authorization, verifier, role="admin")
+    except AuthError as e:
+        refused(e)
+        return e.http_status, "text/plain", (e.public_message + "\n").encode()
+    return 200, "application/json", json.dumps(figures()).encode()
 
 
 def _schedule(s: GameServer) -> dict[str, int]:
