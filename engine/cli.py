@@ -145,7 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     verifier = TokenVerifier(ring, cfg.campaign) if ring is not None else None
 
     async def main() -> None:
-        from engine.host import freeze_heap
+        from engine.heap import freeze_heap
         from engine.hub_link import start_hub_link
 
         server = await open_server(cfg, verifier)
@@ -163,7 +163,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_host(args: argparse.Namespace) -> int:
-    from engine.host import CampaignSpec, Host, HostConfig, PlacementRefusedError, freeze_heap, warm_kernels
+    from engine.heap import freeze_heap, warm_kernels
+    from engine.host import CampaignSpec, Host, HostConfig, PlacementRefusedError
     from engine.routing import valid_campaign_id
 
     cfg = _server_config(args, "host")

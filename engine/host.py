@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import gc
 import logging
 import signal
 import time
-import zlib
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -36,14 +32,14 @@ from typing import Any, Final
 import numpy as np
 import psutil
 
-from engine.campaign import Campaign
 from engine.clients import Client
 from engine.config import ServerConfig
 from engine.door import Door
 from engine.front import Front
-from engine.journal import pack_snapshot, unpack_snapshot
+from engine.heap import release_memory
+from engine.hibernation import advance_missed, check_woken, pack_world, seal_mark, unpack_world
 from engine.metrics import metrics_handler, process_metrics
-from engine.recovery import RecoveryError, open_campaign, read_meta
+from engine.recovery import open_campaign, read_meta
 from engine.relocation import restore_from_pg
 from engine.routing import valid_campaign_id
 from engine.scheduler import Scheduler
@@ -56,7 +52,7 @@ from engine.web_routes import WebRoutes, page_config
 from netcode.protocol import MAX_HELLO_FRAME
 from netcode.signaling import MAX_SIGNAL_FRAME
 from netcode.ws_server import DoorLimits, connection_factory
-from persistence.campaign_store import DB_FILENAME, format_hash
+from persistence.campaign_store import DB_FILENAME
 
 log = logging.getLogger("arbiter.host")
 
@@ -65,33 +61,6 @@ HOUSEKEEPING_S: Final = 0.5
 RELEASE_EVERY_S: Final = 2.0  # unloaded campaigns' memory goes back to the system at most this often
 WAKE_PG_WAIT_S: Final = 0.5  # a wake asks PostgreSQL whether its copy is newer, but not for longer
 TIMER_SLACK_S: Final = 0.001  # uvloop's timers are to the millisecond: what is due within one runs now
-
-
-def release_memory() -> None:
-    """Free what unloaded campaigns held: their reference cycles (server <-> its parts) now rather
-    than at the next full collection, then the allocator's free pages back to the system (glibc's
-    malloc_trim: without it most of a hibernated campaign's memory stays in the process's heap)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def warm_kernels(game: str, config: Mapping[str, object]) -> None:
-    """Compile (or load) a game's kernels and the replication's, before any campaign needs them."""
-    from netcode.replication.warm import warmup as replication_warmup
-    from sim.registry import make_game
-
-    make_game(game, config).warmup()
-    replication_warmup()
-
-
-def freeze_heap() -> None:
-    """Everything alive now (modules, compiled kernels, the process's shared parts) goes into the
-    permanent generation: a full collection then walks only the campaigns' objects (with a hundred
-    campaigns loaded, ~5 ms instead of ~35 ms of a stalled loop). Call once, in the process that
-    runs the host, after its kernels are compiled and before campaigns that may be unloaded load."""
-    gc.collect()
-    gc.freeze()
 
 
 class PlacementRefusedError(Exception):
@@ -493,10 +462,10 @@ class Host:
                 (Path(cfg.data_dir) / cid / STOPPED_MARK).unlink(missing_ok=True)
                 server = await asyncio.to_thread(self._open, cfg, verifier)
             else:
-                server = self._from_blob(cfg, verifier, e.blob)
+                server = GameServer(cfg, unpack_world(cfg, e.blob), verifier, shared=self.shared)
             e.blob = None
-            self._check_woken(server, e)
-            self._advance_missed(server, e)
+            check_woken(server, e.sealed)
+            advance_missed(server, e.hibernated_wall)
             await self._attach(e, server)
         except BaseException:
             if fresh:
@@ -536,33 +505,6 @@ class Host:
                                durability=cfg.durability, writer_thread=self.shared.writer)  # fmt: skip
         return GameServer(cfg, verifier=verifier, shared=self.shared, opened=opened)
 
-    def _from_blob(self, cfg: ServerConfig, verifier: TokenVerifier | None, blob: bytes | None) -> GameServer:
-        campaign = Campaign(cfg.game, cfg.seed, {"tick_rate": cfg.tick_rate, **dict(cfg.game_config)}, cfg.campaign)
-        if blob is not None:
-            world, accounts = unpack_snapshot(zlib.decompress(blob))
-            campaign.replace_world(world, accounts)
-        return GameServer(cfg, campaign, verifier, shared=self.shared)
-
-    def _check_woken(self, server: GameServer, e: Entry) -> None:
-        """A wake gives back exactly the world that was sealed (its tick and state hash)."""
-        if e.sealed is None:
-            return
-        got = (server.campaign.tick_count, server.campaign.state_hash())
-        if got != e.sealed:
-            raise RecoveryError(f"campaign {e.spec.campaign} woke at tick {got[0]} hash {format_hash(got[1])}, it "
-                                f"hibernated at tick {e.sealed[0]} hash {format_hash(e.sealed[1])}")  # fmt: skip
-
-    def _advance_missed(self, server: GameServer, e: Entry) -> None:
-        """A game that declares `Hibernation("advance")` runs the ticks it missed (bounded)."""
-        h = server.campaign.game.hibernation
-        if h.mode != "advance" or not e.hibernated_wall:
-            return
-        missed = min(max(0.0, time.time() - e.hibernated_wall), h.max_s)
-        n = int(missed * server.cfg.tick_rate)
-        server.run_offline(n)
-        if n:
-            log.info("campaign %s ran the %d ticks it missed while hibernated", server.cfg.campaign, n)
-
     async def _attach(self, e: Entry, server: GameServer) -> None:
         server.host = self
         server.path_prefix = "" if self.single is not None else f"/c/{server.cfg.campaign}"
@@ -596,10 +538,9 @@ class Host:
             server = e.server
             e.state = "hibernating"
             await self._close(e, relocate=True, reason="campaign hibernates")
-            world = server.campaign.world
-            e.sealed = (world.tick, server.campaign.state_hash())
+            e.sealed = seal_mark(server)
             if not server.cfg.data_dir:
-                e.blob = zlib.compress(pack_snapshot(world, server.campaign.accounts), 1)
+                e.blob = pack_world(server)
             e.hibernated_wall = time.time()
             e.state = "hibernated"
             if e.web is None:
