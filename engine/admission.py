@@ -137,11 +137,12 @@ class Admission:
         self.s.sender.add(client)
         self.s.by_eid[eid] = client
         self.s.last_player_at = self.s.now()
-        self.welcome(client, eid, self.s.sender.rep_wire)
+        self.welcome(client, eid, self.s.sender.rep_wire, self.s.campaign.last_seq(eid))
 
-    def welcome(self, client: Client, player: int, rep: dict[str, object] | None) -> None:
-        """Send the welcome: `player` is the client's entity (0 for a spectator). The connection
-        leaves the unauthenticated phase (docs/security.md)."""
+    def welcome(self, client: Client, player: int, rep: dict[str, object] | None, ack_seq: int = 0) -> None:
+        """Send the welcome: `player` is the client's entity (0 for a spectator); `ack_seq` the
+        newest input of the ship already applied, where a new connection's inputs continue. The
+        connection leaves the unauthenticated phase (docs/security.md)."""
         if self.s.host is None or self.s.host.door.admitted(client.conn):
             self.s.fairplay.connection_admitted(client.ip)
         game = self.s.campaign.game
@@ -155,6 +156,7 @@ class Admission:
             dtype=dtype_to_wire(game.record_dtype),
             rep=rep,
             spec=self.s.wire_spec,
+            ack_seq=ack_seq,
         )
 
 

@@ -58,6 +58,7 @@ class Welcome:
     world: dict[str, float | int | str]
     dtype: np.dtype
     spec: dict[str, Any]  # the game's declaration for clients (docs/protocol.md "spec"); {} if absent
+    ack_seq: int = 0  # newest input of this ship the server had applied (a resumed ship's earlier inputs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +333,7 @@ class ClientSession:
             world=world,
             dtype=dtype,
             spec=spec,
+            ack_seq=req_int(m, "a", 0, UINT32_MAX) if "a" in m else 0,
         )
         self.welcome = w
         self.dtype = dtype
@@ -344,6 +346,7 @@ class ClientSession:
             except ValueError as exc:
                 raise ProtocolError(ErrorCode.BAD_FIELD, f"bad replication schema: {exc}") from exc
         self.last_tick = max(self.last_tick, w.tick)
+        self.last_ack_seq = max(self.last_ack_seq, w.ack_seq)  # the next input continues after it
         return w
 
 

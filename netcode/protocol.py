@@ -223,9 +223,11 @@ def encode_welcome(
     dtype: np.dtype | Sequence[Sequence[str]],
     rep: Mapping[str, Any] | None = None,
     spec: Mapping[str, Any] | None = None,
+    ack_seq: int = 0,
 ) -> bytes:
     """`rep` (optional) announces delta snapshots: {"mode": "delta", "schema": ..., "aoi": radius};
-    `spec` is the game's declaration for clients (inputs, move, events, draw hints; docs/protocol.md)."""
+    `spec` is the game's declaration for clients (inputs, move, events, draw hints; docs/protocol.md);
+    `ack_seq` is the newest input seq the ship has had processed (a resumed ship's earlier inputs)."""
     wire_dtype = dtype_to_wire(dtype) if isinstance(dtype, np.dtype) else [list(f) for f in dtype]
     msg: dict[str, Any] = {
             "t": T_WELCOME,
@@ -238,6 +240,7 @@ def encode_welcome(
             # numpy scalars are not msgpack-serialisable; constants often come out of arrays.
             "world": {str(k): _plain_scalar(v) for k, v in world.items()},
             "dtype": wire_dtype,
+            "a": int(ack_seq),
     }
     if rep is not None:
         msg["rep"] = dict(rep)

@@ -359,11 +359,12 @@ class ServerSession:
         dtype: np.dtype | Sequence[Sequence[str]],
         rep: Mapping[str, Any] | None = None,
         spec: Mapping[str, Any] | None = None,
+        ack_seq: int = 0,
     ) -> None:
         """Queue the welcome and go ACTIVE. Only valid after a HelloEvent."""
         if self.state is not SessionState.AWAIT_HELLO or not self._hello_seen:
             raise RuntimeError(f"accept() in state {self.state.name} (hello seen: {self._hello_seen})")
-        self._out.append(encode_welcome(player, tick, tick_rate, send_rate, game, world, dtype, rep, spec))
+        self._out.append(encode_welcome(player, tick, tick_rate, send_rate, game, world, dtype, rep, spec, ack_seq))
         self.player = player
         self.state = SessionState.ACTIVE
 

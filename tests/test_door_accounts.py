@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 
 from engine.security.auth import KeyRing, TokenIssuer, TokenVerifier
 from engine.server import GameServer
+from netcode.client_session import ClientSession
 from netcode.protocol import CloseCode, ErrorCode, encode_hello
 from netcode.ws_client import WsClientConnection, ws_connect
 from persistence.pg_rows import Progress
@@ -211,3 +212,33 @@ async def test_one_account_cannot_fill_the_campaign(caplog: pytest.LogCaptureFix
                 p.conn.close()
         assert server.door.log.bugs == 0
     no_tracebacks(caplog)
+
+
+async def test_a_new_connection_continues_after_the_inputs_the_ship_already_had() -> None:
+    """After a takeover the ship's applied seqs stay; the welcome's `a` tells a fresh client where
+    to continue, so its very first input is applied instead of being dropped as a duplicate."""
+    async with running_server(game="wander") as server:
+        old, new = ClientSession(), ClientSession()  # `new`: another device, knowing nothing of `old`
+
+        def feed(session: ClientSession) -> Callable[[bytes], None]:
+            def on_message(m: bytes) -> None:
+                session.receive(m, 0.0)
+
+            return on_message
+
+        conn = await ws_connect(url(server), feed(old))
+        conn.send(old.hello("carol"))
+        await wait_for(lambda: old.welcome is not None)
+        assert old.welcome is not None and old.welcome.ack_seq == 0  # a new ship
+        eid = old.welcome.player
+        for _ in range(40):
+            conn.send(old.input({}))
+        await wait_for(lambda: server.campaign.last_seq(eid) == 40)
+
+        conn2 = await ws_connect(url(server), feed(new))
+        conn2.send(new.hello("carol"))
+        await wait_for(lambda: new.welcome is not None and conn.closed.done())
+        assert new.welcome is not None and (new.welcome.player, new.welcome.ack_seq) == (eid, 40)
+        conn2.send(new.input({}))
+        await wait_for(lambda: server.campaign.last_seq(eid) == 41)
+        conn2.close()

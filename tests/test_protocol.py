@@ -278,7 +278,7 @@ def test_plain_input_frame_is_small() -> None:
 
 
 def test_welcome_is_plain_msgpack() -> None:
-    m = msgpack.unpackb(encode_welcome(7, 1, 60, 20, "wander", {"k": np.float32(0.5)}, REC))  # type: ignore[dict-item]
+    m = msgpack.unpackb(encode_welcome(7, 1, 60, 20, "wander", {"k": np.float32(0.5)}, REC, ack_seq=9))  # type: ignore[dict-item]
     assert m == {
         "t": "welcome",
         "v": 1,
@@ -289,6 +289,7 @@ def test_welcome_is_plain_msgpack() -> None:
         "game": "wander",
         "world": {"k": 0.5},
         "dtype": dtype_to_wire(REC),
+        "a": 9,
     }
 
 

@@ -25,6 +25,7 @@ export const RTT_ALPHA = 0.125;
  * @property {number} aoi        view radius (0: whole world)
  * @property {any} spec          the game's spec (contract 1), or null from a server without one
  * @property {Array<[string, string, number, number]>} inputs  spec.inputs or the fallback
+ * @property {number} ackSeq     newest input of this ship the server had applied (a resumed ship's)
  */
 
 /**
@@ -79,7 +80,8 @@ export class ClientSession {
    * @param {Record<string, number>} values @param {number} [clientTick]
    */
   input(values, clientTick) {
-    this.seq = (this.seq + 1) % (UINT32_MAX + 1);
+    // Never at or below what the server has applied: a resumed ship continues after its earlier inputs.
+    this.seq = (Math.max(this.seq, this.lastAckSeq) + 1) % (UINT32_MAX + 1);
     const ct = clientTick === undefined ? this.lastTick % (UINT32_MAX + 1) : clientTick;
     const ack = this.decoder && this.decoder.ack ? this.decoder.ack : undefined;
     const inputs = this.welcome ? this.welcome.inputs : FALLBACK_INPUTS;
@@ -197,8 +199,10 @@ export class ClientSession {
       game: reqStr(m, "game"),
       world, dtype, schema, aoi, spec,
       inputs: specInputs(spec),
+      ackSeq: "a" in m ? reqInt(m, "a", 0, UINT32_MAX) : 0,
     };
     this.welcome = w;
+    if (w.ackSeq > this.lastAckSeq) this.lastAckSeq = w.ackSeq;
     this.decoder = schema ? new ReplicationDecoder(schema) : null;
     this.lastTick = Math.max(this.lastTick, w.tick);
     return w;
