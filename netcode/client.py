@@ -23,6 +23,7 @@ import collections
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -244,11 +245,12 @@ class ArbiterClient:
         self.conn.send(encode_block(player, on))
 
     async def ping(self, timeout: float = 5.0) -> float:
-        """Round trip time in seconds, measured against the loop clock."""
+        """Round trip time in seconds. Measured on `time.perf_counter`, not the loop clock: uvloop's
+        `loop.time()` ticks in whole milliseconds, and a loopback round trip takes tens of µs."""
         assert self.conn is not None
         fut: asyncio.Future[float] = self._loop.create_future()
         self._pong_waiters.append(fut)
-        self.conn.send(self.session.ping(self._loop.time()))
+        self.conn.send(self.session.ping(time.perf_counter()))
         return await asyncio.wait_for(fut, timeout)
 
     async def next_snapshot(self, timeout: float = 5.0) -> Snapshot:
@@ -298,7 +300,7 @@ class ArbiterClient:
             if head is not None:
                 self.snapshots += 1
                 return
-        for ev in self.session.receive(payload, self._loop.time()):
+        for ev in self.session.receive(payload, time.perf_counter()):
             if isinstance(ev, Snapshot):
                 self.snapshots += 1
                 self.snapshot_bytes += len(payload)

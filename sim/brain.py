@@ -65,7 +65,7 @@ class Brain:
         if self.move_keys:
             if r.random() < 0.1:
                 self.heading[i] += r.uniform(-math.pi / 2, math.pi / 2)
-            mag = r.uniform(0.5, 1.0)
+            mag = r.uniform(0.5, 0.999)  # below 1: cos/sin of a full 1.0 can exceed it in float32 (unit())
             h = self.heading[i]
             out[self.move_keys[0]], out[self.move_keys[1]] = mag * math.cos(h), mag * math.sin(h)
         for key, kind, lo, hi in self.fields:

@@ -34,6 +34,17 @@ async def test_join_receive_snapshots_and_move() -> None:
         await client.close()
 
 
+async def test_ping_measures_a_loopback_round_trip_below_a_millisecond() -> None:
+    """uvloop's loop clock ticks in whole milliseconds; a loopback round trip takes far less, so a
+    client timing pings on it would report 0 or 1 ms. The client's clock must resolve it."""
+    async with running_server(game="wander", game_config={"npcs": 10}) as server:
+        client = await ArbiterClient.connect(url(server), "ada")
+        samples = [await client.ping() for _ in range(10)]
+        await client.close()
+    assert all(0 < s < 1.0 for s in samples), samples
+    assert any(abs(s * 1e3 - round(s * 1e3)) > 1e-6 for s in samples), samples  # not whole ms
+
+
 async def test_health_and_stats_on_the_same_port() -> None:
     async with running_server(game="wander", game_config={"npcs": 50}) as server:
         status, body = await http_get(server, "/health")
