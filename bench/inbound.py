@@ -90,7 +90,7 @@ def _connection(handler: Any, clock: Callable[[], float]) -> Any:
     limits_cls = getattr(ws_server, "DoorLimits", None)
     if limits_cls is not None:  # after the door hardening
         return ws_server.WsServerConnection(handler, limits_cls(max_size=4096, max_message=4096), clock)
-    return ws_server.WsServerConnection(handler, 4096)  # type: ignore[arg-type]  # before
+    return ws_server.WsServerConnection(handler, 4096)  # type: ignore[arg-type, call-arg]  # before
 
 
 def _server_reader() -> FrameReader:
