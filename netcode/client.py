@@ -153,7 +153,16 @@ class ArbiterClient:
             if not mine or mine[0] is self.conn:  # a superseded connection's close is no news
                 self._on_close(code, reason)
 
-        self.conn = conn = await ws_connect(url, self._on_message, on_close, timeout=timeout, rcvbuf=self.rcvbuf)
+        try:
+            self.conn = conn = await ws_connect(url, self._on_message, on_close, timeout=timeout, rcvbuf=self.rcvbuf)
+        except BaseException:
+            # The connect's own error is what the caller gets; a close seen while connecting may have
+            # failed the welcome future too, and nobody will await it.
+            fut = self._welcome_fut
+            if fut.done() and not fut.cancelled():
+                fut.exception()
+            fut.cancel()
+            raise
         mine.append(conn)
         try:
             if self._welcome_fut.done():

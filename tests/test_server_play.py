@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 
 import numpy as np
+import pytest
 
 from netcode.client import ArbiterClient
+from netcode.ws_client import HandshakeError
 from tests.serverutil import http_get, running_server, url, wait_for
 
 
@@ -43,6 +47,32 @@ async def test_ping_measures_a_loopback_round_trip_below_a_millisecond() -> None
         await client.close()
     assert all(0 < s < 1.0 for s in samples), samples
     assert any(abs(s * 1e3 - round(s * 1e3)) > 1e-6 for s in samples), samples  # not whole ms
+
+
+async def test_a_connect_that_fails_during_the_upgrade_leaves_no_stray_error() -> None:
+    """A server that dies mid-upgrade (a relocating client retries against it): the connect raises,
+    and no failed future is left behind for asyncio to report as never retrieved."""
+    seen: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: seen.append(str(ctx.get("message"))))
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    srv = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        for _ in range(3):
+            with pytest.raises(HandshakeError):
+                await ArbiterClient.connect(f"ws://127.0.0.1:{port}/", "ada", timeout=2)
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    gc.collect()  # a dropped future reports its unretrieved exception when it is collected
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert seen == []
 
 
 async def test_health_and_stats_on_the_same_port() -> None:
