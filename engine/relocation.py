@@ -323,7 +323,7 @@ class Shipper:
 
         async def claim() -> Claim:
             meta = await asyncio.to_thread(reader.meta)
-            local_tick = await asyncio.to_thread(reader.last_tick)
+            local_tick = await asyncio.to_thread(reader.held_tick)  # a fresh restore: its snapshot
             epoch_text = meta.pop(META_EPOCH, None)
             pool = await self._pool.get()
             async with pool.acquire() as conn:

@@ -635,6 +635,12 @@ class StoreReader:
         last = self._db.execute("SELECT MAX(tick) FROM journal").fetchone()[0]
         return 0 if last is None else int(last)
 
+    def held_tick(self) -> int:
+        """The newest tick this copy can restore to: its last journal tick, or its newest snapshot's
+        when that is later (a copy just restored from PostgreSQL holds a snapshot and no journal yet)."""
+        snap = self._db.execute("SELECT MAX(tick) FROM snapshots").fetchone()[0]
+        return max(self.last_tick(), 0 if snap is None else int(snap))
+
     def journal_rows(self, after_tick: int, limit: int) -> list[tuple[int, bytes, str | None]]:
         """Committed journal rows after `after_tick`, oldest first, at most `limit`, stopping at a gap."""
         rows = self._db.execute(

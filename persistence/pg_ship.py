@@ -305,7 +305,7 @@ def write_local(shipped: ShippedCampaign, data_dir: str | os.PathLike[str]) -> P
 
 
 def local_state(data_dir: str | os.PathLike[str], campaign_id: str) -> tuple[int, int | None] | None:
-    """(newest journal tick, epoch it was shipped under or None) of a local campaign; None without one."""
+    """(newest tick it holds, epoch it was shipped under or None) of a local campaign; None without one."""
     path = Path(data_dir) / campaign_id / DB_FILENAME
     if not path.is_file():
         return None
@@ -315,8 +315,6 @@ def local_state(data_dir: str | os.PathLike[str], campaign_id: str) -> tuple[int
         if not meta:
             return None
         epoch = meta.get(META_EPOCH)
-        snap = reader.snapshot_raw(-1, 1 << 62)
-        tick = max(reader.last_tick(), snap[0] if snap is not None else 0)
-        return tick, (int(epoch) if epoch else None)
+        return reader.held_tick(), (int(epoch) if epoch else None)
     finally:
         reader.close()

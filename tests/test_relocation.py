@@ -19,7 +19,7 @@ from engine.tools.launcher import ServerProcess, start_server
 from netcode.client import ArbiterClient, FixedLocator, Reconnect
 from persistence.campaign_store import DB_FILENAME, StoreReader
 from persistence.pg_migrations import migrate
-from persistence.pg_ship import FencedError, ShipStore, encode_segment
+from persistence.pg_ship import META_EPOCH, FencedError, ShipStore, encode_segment
 from tests.pgutil import PG_HOST, PG_PORT, dsn, fresh_database
 from tests.serverutil import running_server, wait_for
 from tests.tcp_proxy import TcpProxy
@@ -138,6 +138,22 @@ async def test_a_drained_campaign_restores_elsewhere_with_the_same_state(tmp_pat
             store.close()
         # A second restore finds the local copy current and leaves it alone.
         assert not (await restore_from_pg(dsn(db), str(tmp_path / "b"), "moved")).restored
+        # The fresh copy holds a snapshot and no journal yet; the new server's claim counts the
+        # snapshot, or PostgreSQL's copy would look newer and fence it (it did, when its first
+        # claim came before its first journal commit).
+        reader = StoreReader(tmp_path / "b" / "moved" / DB_FILENAME)
+        try:
+            meta, held, journal = reader.meta(), reader.held_tick(), reader.last_tick()
+        finally:
+            reader.close()
+        assert (journal, held) == (0, server.campaign.tick_count)
+        conn = await asyncpg.connect(dsn(db))
+        try:
+            epoch = int(meta.pop(META_EPOCH))
+            claim = await ShipStore().claim(conn, "moved", meta, "b", local_epoch=epoch, local_tick=held)
+        finally:
+            await conn.close()
+        assert (claim.epoch, claim.journal_tick) == (epoch + 1, held)
 
 
 async def _connect_all(url: str, n: int, locator: FixedLocator) -> list[ArbiterClient]:
@@ -220,11 +236,15 @@ async def test_drain_says_relocate_and_loses_no_acknowledged_input(tmp_path: Pat
             b = start_server([*common, "--data-dir", str(tmp_path / "b")])
             locator.url = b.url
             await _rejoined_with_ships(clients, players, acked)
-            # The second server took the campaign over (the shipping figures are in /stats/full, for
-            # admin tokens; this server runs without keys, so ask PostgreSQL).
+            # The second server takes the campaign over (the shipping figures are in /stats/full, for
+            # admin tokens; this server runs without keys, so ask PostgreSQL). Its claim runs in the
+            # background (a server plays on while PostgreSQL is away), so it may land after the rejoin.
             conn = await asyncpg.connect(dsn(db))
             try:
-                epoch = await conn.fetchval("SELECT epoch FROM shipped_campaigns WHERE campaign_id = 'drain'")
+                sql = "SELECT epoch FROM shipped_campaigns WHERE campaign_id = 'drain'"
+                deadline = asyncio.get_running_loop().time() + 15
+                while (epoch := await conn.fetchval(sql)) != 2 and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.05)
             finally:
                 await conn.close()
             assert epoch == 2
