@@ -38,9 +38,13 @@ class Brain:
         world: Mapping[str, Any],
         spec: Mapping[str, Any],
         options: Mapping[str, Any] | None = None,
+        wall_s: float = 0.0,
     ) -> None:
-        """`world` and `spec` are the welcome's; `options` are the game brain's own knobs."""
+        """`world` and `spec` are the welcome's; `options` are the game brain's own knobs; `wall_s`
+        is the driver's wall clock at start (seconds since 1970), for ids that must keep growing
+        across runs of the same accounts: sim/ reads no clock itself."""
         self.world = world
+        self.wall_s = wall_s
         self.options = dict(options or {})
         self.fields: list[list[Any]] = [list(f) for f in spec.get("inputs", [])]
         move = spec.get("move", {})

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import resource
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -137,6 +138,7 @@ class BotReport:
     decoders: int
     rtt_p50_ms: float
     rtt_p99_ms: float
+    rtt_samples: int  # pings answered (the RTT figures are bench.ccu's and the demo's)
     driver_cpu_s: float
     driver_cpu_cores: float
     late_inputs: int
@@ -194,7 +196,7 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
     spec: dict[str, Any] = dict(welcome.spec) if welcome else {}
     if welcome is not None and not game:  # a server without /info: the welcome names the game
         brain_cls = brain_for(welcome.game)
-    brain = brain_cls(cfg.count, rng, world, spec, cfg.brain_options)
+    brain = brain_cls(cfg.count, rng, world, spec, cfg.brain_options, wall_s=time.time())
     decode_all = brain_cls.decode_all
     event_names = {int(k): str(v) for k, v in spec.get("events", {}).items()}
     move = spec.get("move", {"rule": "none"})
@@ -343,6 +345,7 @@ async def run_bots(cfg: BotConfig, stop: asyncio.Event | None = None) -> BotRepo
         decoders=min(cfg.full_decoders, n) if not decode_all else n,
         rtt_p50_ms=round(float(np.percentile(rt, 50)), 3),
         rtt_p99_ms=round(float(np.percentile(rt, 99)), 3),
+        rtt_samples=len(rtts),
         driver_cpu_s=round(cpu, 3),
         driver_cpu_cores=round(cpu / elapsed, 3),
         late_inputs=late,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
@@ -57,7 +56,7 @@ class StartalesBrain(Brain):
         self.claims: list[list[int]] = [[] for _ in range(n)]
         self.counts = {"built": 0, "gifts_confirmed": 0, "achievements": 0}
         # Transaction ids stay increasing across runs of the same accounts: seconds since 2025 × 64.
-        self.txn = np.full(n, max(1, (int(time.time()) - 1_735_689_600) * 64), dtype=np.int64)
+        self.txn = np.full(n, max(1, (int(self.wall_s) - 1_735_689_600) * 64), dtype=np.int64)
 
     def on_events(self, i: int, events: list[tuple[int, int, int]]) -> None:
         for kind, a, b in events:
