@@ -24,7 +24,7 @@ async def test_fifty_bots_get_snapshots_at_the_send_rate_and_move(game: str, tmp
     # rates themselves are bench.ccu's and bench.timing's).
     assert report.snapshots_per_bot_s_min >= 0.85 * report.snapshots_per_bot_s, report
     assert report.moved == 50, report
-    assert report.rtt_p50_ms > 0
+    assert report.rtt_samples >= 50  # every bot pings every 0.5 s, and the pongs come back
     # The decoding bots predict their own ship and interpolate everyone else (netcode/prediction.py):
     # on a clean local link the two-send-interval buffer never runs dry for long.
     assert report.predicted_bots == report.interpolated_bots == 50

@@ -12,12 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from persistence.campaign_store import (
-    CampaignLockedError,
-    CampaignStore,
-    JournalEntry,
-    format_hash,
-)
+from persistence.campaign_reader import JournalEntry, format_hash
+from persistence.campaign_store import CampaignLockedError, CampaignStore
 from persistence.journal_codec import TickRecord, campaign_format_meta, decode_tick, encode_tick
 from tests.worlds import STARTALES_LAYOUT, open_store
 from tests.worlds import startales_inputs as make_inputs
@@ -135,7 +131,6 @@ def test_append_never_waits_on_disk_and_commit_is_observable(tmp_path: Path) -> 
         # Group commit: 200 records in far fewer transactions than records.
         assert s.committed_batches <= 5
         assert s.max_queue_depth >= 100
-        assert s.last_commit_ms >= 300
     finally:
         s.close()
 
