@@ -13,7 +13,7 @@ from engine.config import ServerConfig
 from engine.journal import pack_snapshot, unpack_snapshot
 from engine.recovery import RecoveryError
 from engine.server import GameServer
-from persistence.campaign_store import format_hash
+from persistence.campaign_reader import format_hash
 
 log = logging.getLogger("arbiter.host")
 

@@ -23,14 +23,8 @@ import numpy as np
 from engine.campaign import Campaign, TickResult
 from engine.journal import pack_snapshot, unpack_snapshot
 from persistence.batch_writer import WriterThread
-from persistence.campaign_store import (
-    DB_FILENAME,
-    CampaignStore,
-    JournalEntry,
-    JournalProblem,
-    JournalReader,
-    format_hash,
-)
+from persistence.campaign_reader import JournalEntry, JournalProblem, JournalReader, format_hash
+from persistence.campaign_store import DB_FILENAME, CampaignStore
 from persistence.journal_codec import FORMAT, MAGIC, JournalFormatError, Layout, campaign_format_meta, layout_of
 from sim.statehash import state_hash
 

@@ -37,7 +37,7 @@ from typing import Literal, TypeVar
 import asyncpg
 
 from engine.journal import Journal
-from persistence.campaign_store import StoreReader
+from persistence.campaign_reader import StoreReader
 from persistence.pg_pool import LazyPool
 from persistence.pg_ship import (
     META_EPOCH,

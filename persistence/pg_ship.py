@@ -28,7 +28,8 @@ from typing import Final
 import asyncpg
 import msgpack
 
-from persistence.campaign_store import DB_FILENAME, CampaignStore, StoreReader
+from persistence.campaign_reader import StoreReader
+from persistence.campaign_store import DB_FILENAME, CampaignStore
 from persistence.pg_migrations import check_schema_name
 
 SEGMENT_VERSION: Final = 1

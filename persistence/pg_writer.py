@@ -31,13 +31,14 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import asyncpg
 
 from persistence.pg_migrations import check_schema_name
 from persistence.pg_pool import LazyPool, PoolFactory
+from persistence.pg_row_sql import RowSql
 from persistence.pg_rows import (
     ACCOUNT,
     AUDIT,
@@ -153,51 +154,7 @@ class PgWriteBehind:
         self.max_buffer_depth = 0
         self.rejected_rows: deque[tuple[PendingRow, str]] = deque(maxlen=rejected_keep)
 
-        s = f'"{self.schema}"'
-        self._sql_accounts_ensure = (
-            f"INSERT INTO {s}.accounts (account_id) SELECT unnest($1::text[]) ON CONFLICT (account_id) DO NOTHING"
-        )
-        self._sql_accounts_upsert = (
-            f"INSERT INTO {s}.accounts (account_id, display_name) SELECT * FROM unnest($1::text[], $2::text[]) "
-            "ON CONFLICT (account_id) DO UPDATE SET display_name = EXCLUDED.display_name"
-        )
-        self._sql_txn = (
-            f"INSERT INTO {s}.transactions (txn_id, account_id, campaign_id, tick, kind, resource, amount, "
-            "balance_after, created_at) "
-            "SELECT t.txn_id, t.account_id, t.campaign_id, t.tick, t.kind, t.resource, t.amount, t.balance_after, "
-            "to_timestamp(t.ts) FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], "
-            "$6::int2[], $7::int8[], $8::int8[], $9::float8[]) "
-            "AS t(txn_id, account_id, campaign_id, tick, kind, resource, amount, balance_after, ts) "
-            "ON CONFLICT (txn_id) DO NOTHING"
-        )
-        self._sql_progress = (
-            f"INSERT INTO {s}.game_progress AS g (account_id, campaign_id, tick, resources, buildings, "
-            "achievements, last_x, last_y, updated_at, txn_last, last_vx, last_vy) "
-            "SELECT p.account_id, p.campaign_id, p.tick, p.resources::jsonb, p.buildings, p.achievements, "
-            "p.last_x, p.last_y, to_timestamp(p.ts), p.txn_last, p.last_vx, p.last_vy FROM unnest($1::text[], "
-            "$2::text[], $3::int8[], $4::text[], $5::int4[], $6::int8[], $7::float8[], $8::float8[], $9::float8[], "
-            "$10::int8[], $11::float8[], $12::float8[]) "
-            "AS p(account_id, campaign_id, tick, resources, buildings, achievements, last_x, last_y, ts, txn_last, "
-            "last_vx, last_vy) "
-            "ON CONFLICT (account_id, campaign_id) DO UPDATE SET tick = EXCLUDED.tick, "
-            "resources = EXCLUDED.resources, buildings = EXCLUDED.buildings, "
-            "achievements = EXCLUDED.achievements, last_x = EXCLUDED.last_x, last_y = EXCLUDED.last_y, "
-            "last_vx = EXCLUDED.last_vx, last_vy = EXCLUDED.last_vy, "
-            "updated_at = EXCLUDED.updated_at, txn_last = GREATEST(g.txn_last, EXCLUDED.txn_last) "
-            "WHERE g.tick <= EXCLUDED.tick"
-        )
-        self._sql_audit = (
-            f"INSERT INTO {s}.audit_log (event_id, ts, campaign_id, account_id, action, evidence) "
-            "SELECT a.event_id, to_timestamp(a.ts), a.campaign_id, a.account_id, a.action, a.evidence::jsonb "
-            "FROM unnest($1::text[], $2::float8[], $3::text[], $4::text[], $5::text[], $6::text[]) "
-            "AS a(event_id, ts, campaign_id, account_id, action, evidence) "
-            "ON CONFLICT (event_id) DO NOTHING"
-        )
-        self._sql_load = (
-            "SELECT account_id, campaign_id, tick, resources::text AS resources, buildings, achievements, "
-            f"last_x, last_y, updated_at, txn_last, last_vx, last_vy FROM {s}.game_progress "
-            "WHERE account_id = $1 AND campaign_id = $2"
-        )
+        self._sql = RowSql(self.schema)
 
     # ------------------------------------------------------------------ tick side (never blocks)
 
@@ -523,7 +480,7 @@ class PgWriteBehind:
         async with pool.acquire(timeout=self._connect_timeout) as conn:
             try:
                 async with conn.transaction():
-                    dups = await self._write_rows(conn, batch, use_cache=True)
+                    dups = await self._sql.write(conn, batch, self._known_accounts)
                 rejects: list[tuple[PendingRow, str]] = []
             except Exception as exc:
                 if not _is_poison(exc):
@@ -546,7 +503,7 @@ class PgWriteBehind:
         Returns (rejected rows with reasons, duplicates among the rows written)."""
         try:
             async with conn.transaction():  # a savepoint
-                dups = await self._write_rows(conn, rows, use_cache=False)
+                dups = await self._sql.write(conn, rows, None)
             return [], dups
         except Exception as exc:
             if not _is_poison(exc):
@@ -558,51 +515,6 @@ class PgWriteBehind:
         right, dups_right = await self._bisect(conn, rows[mid:])
         return left + right, dups_left + dups_right
 
-    async def _write_rows(self, conn: asyncpg.Connection, rows: Iterable[PendingRow], *, use_cache: bool) -> int:
-        """Insert/upsert `rows` (caller's transaction). Returns how many ON CONFLICT DO NOTHING skipped."""
-        dups = 0
-        txns: list[tuple[Any, ...]] = []
-        progress: dict[tuple[Any, Any], tuple[Any, ...]] = {}
-        accounts: dict[Any, Any] = {}
-        audits: list[tuple[Any, ...]] = []
-        for row in rows:
-            v = row.values
-            if row.table == TXN:
-                txns.append(v)
-            elif row.table == PROGRESS:
-                # One statement may not update a row twice: keep the newest per key.
-                old = progress.get((v[0], v[1]))
-                if old is None or v[2] >= old[2]:
-                    progress[(v[0], v[1])] = v
-            elif row.table == ACCOUNT:
-                accounts[v[0]] = v[1]
-            elif row.table == AUDIT:
-                audits.append(v)
-            else:
-                raise ValueError(f"unknown row table {row.table!r}")
-
-        referenced = {v[1] for v in txns} | {k[0] for k in progress}
-        referenced -= accounts.keys()
-        if use_cache:
-            referenced -= self._known_accounts
-        if accounts:
-            names = sorted(accounts.items(), key=lambda kv: str(kv[0]))  # fixed order: no deadlocks
-            await conn.execute(self._sql_accounts_upsert, [k for k, _ in names], [n for _, n in names])
-        if referenced:
-            await conn.execute(self._sql_accounts_ensure, sorted(referenced, key=str))
-        if txns:
-            status = await conn.execute(self._sql_txn, *map(list, zip(*txns, strict=True)))
-            dups += len(txns) - _rowcount(status)
-        if progress:
-            # Rows spilled by an older version lack txn_last (v4) and the velocity (v30).
-            pad = (0, None, None)
-            ordered = [(*v, *pad[len(v) - 9 :]) for v in (progress[k] for k in sorted(progress, key=str))]
-            await conn.execute(self._sql_progress, *map(list, zip(*ordered, strict=True)))
-        if audits:
-            status = await conn.execute(self._sql_audit, *map(list, zip(*audits, strict=True)))
-            dups += len(audits) - _rowcount(status)
-        return dups
-
     # ------------------------------------------------------------------ reads (off the tick)
 
     async def load_progress(self, account_id: str, campaign_id: str, *, timeout: float = 5.0) -> dict[str, Any] | None:
@@ -612,7 +524,7 @@ class PgWriteBehind:
         pending = self._pending_progress(account_id, campaign_id)
         try:
             pool = await asyncio.wait_for(self._pool.get(), timeout)
-            record = await pool.fetchrow(self._sql_load, account_id, campaign_id, timeout=timeout)
+            record = await pool.fetchrow(self._sql.load, account_id, campaign_id, timeout=timeout)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             if pending is not None:
                 return progress_dict(pending)
@@ -634,10 +546,3 @@ class PgWriteBehind:
                 best = row.values
         return best
 
-
-def _rowcount(status: str) -> int:
-    # "INSERT 0 <n>"
-    try:
-        return int(status.rsplit(" ", 1)[-1])
-    except ValueError:
-        return 0

@@ -15,7 +15,7 @@ from engine.host import CampaignSpec, Host, HostConfig
 from engine.server import GameServer
 from engine.tools.bots import BotConfig, run_bots
 from engine.tools.replay import run_replay
-from persistence.campaign_store import format_hash
+from persistence.campaign_reader import format_hash
 from sim import registry
 from sim.game_api import Game
 from sim.spec import Component, Fixed

@@ -17,7 +17,8 @@ from engine.recovery import open_campaign
 from engine.relocation import ShipConfig, restore_from_pg
 from engine.tools.launcher import ServerProcess, start_server
 from netcode.client import ArbiterClient, FixedLocator, Reconnect
-from persistence.campaign_store import DB_FILENAME, StoreReader
+from persistence.campaign_reader import StoreReader
+from persistence.campaign_store import DB_FILENAME
 from persistence.pg_migrations import migrate
 from persistence.pg_ship import META_EPOCH, FencedError, ShipStore, encode_segment
 from tests.pgutil import PG_HOST, PG_PORT, dsn, fresh_database

@@ -30,7 +30,8 @@ from engine.recovery import (
     restore_snapshot,
 )
 from engine.security.fairplay.kinds import kind_name
-from persistence.campaign_store import CampaignLockedError, CampaignStore, format_hash
+from persistence.campaign_reader import format_hash
+from persistence.campaign_store import CampaignLockedError, CampaignStore
 from persistence.journal_codec import JournalFormatError
 from sim.statehash import state_hash
 
