@@ -213,7 +213,9 @@ def client_ip(request: web.Request) -> str:
     if hub.cfg.trust_forwarded:
         fwd = request.headers.get("X-Forwarded-For", "")
         if fwd:
-            return fwd.split(",")[0].strip()[:64]
+            # The rightmost entry is the one our proxy added: the ones left of it are whatever the
+            # client sent (proxies append), so a client could pick its own rate-limit key from them.
+            return fwd.rsplit(",", 1)[-1].strip()[:64]
     return (request.remote or "unknown")[:64]
 
 

@@ -23,6 +23,7 @@ from hub.http import refuse
 from hub.sessions import Principal
 from hub.state import Hub
 from persistence.pg_hub_campaigns import CampaignRow
+from persistence.redis_layout import DEL_IF_EQUAL
 from persistence.redis_registry import (
     CampaignSpec,
     ServerRecord,
@@ -33,8 +34,6 @@ from persistence.redis_registry import (
 from persistence.redis_seats import WAITLIST_FULL
 
 log = logging.getLogger("arbiter.hub.placement")
-
-_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +52,7 @@ class Waiting:
 class Placement:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._unlock = hub.redis.register_script(_UNLOCK)
+        self._unlock = hub.redis.register_script(DEL_IF_EQUAL)
 
     async def join(self, who: Principal, row: CampaignRow, name: str) -> Seat | Waiting:
         hub = self.hub

@@ -99,22 +99,28 @@ async def login(request: web.Request) -> web.Response:
     b = await body(request, {"login": v.login_name, "password": v.password}, ("login", "password"))
     ip = client_ip(request)
     # Redis down: these raise and the request gets a 503 (fail closed), never an unlimited login.
-    verdict = await hub.limits.login_ip.peek(ip)
+    # Attempts are counted as they start, not when they fail: a burst of concurrent guesses must not
+    # all pass the checks before the first failure is booked.
+    verdict = await hub.limits.login_ip.hit(ip)
     if not verdict.allowed:
         hub.metrics.logins.labels("ip_limited").inc()
         refuse(429, "too many failed logins from this address; try later", retry_after=verdict.retry_after_s)
     subject = subject_hash(b["login"].lower())
-    wait = await hub.limits.login_account.locked_for(subject)
+    wait = await hub.limits.login_account.begin(subject)
     if wait > 0:
+        await hub.limits.login_ip.undo(ip)  # not a guess: the account's own limit refused it
         hub.metrics.logins.labels("backoff").inc()
-        refuse(429, "too many failed logins for this account; try later", retry_after=wait)
-    account = await hub.accounts.by_login(b["login"])
-    matched, rehash = await hub.passwords.verify(account.password_hash if account else None, b["password"])
-    if not matched or account is None:
-        await hub.limits.login_ip.hit(ip)
-        await hub.limits.login_account.failed(subject)
-        hub.metrics.logins.labels("failed").inc()
-        refuse(401, "invalid login or password")
+        refuse(429, "too many failed logins for this account, or one in progress; try later", retry_after=wait)
+    try:
+        account = await hub.accounts.by_login(b["login"])
+        matched, rehash = await hub.passwords.verify(account.password_hash if account else None, b["password"])
+        if not matched or account is None:
+            await hub.limits.login_account.failed(subject)
+            hub.metrics.logins.labels("failed").inc()
+            refuse(401, "invalid login or password")
+    finally:
+        await hub.limits.login_account.end(subject)
+    await hub.limits.login_ip.undo(ip)  # the limit counts failures
     await hub.limits.login_account.clear(subject)
     if rehash:
         await hub.accounts.set_password(account.account_id, rehash)
@@ -254,16 +260,19 @@ async def change_password(request: web.Request) -> web.Response:
     b = await body(request, {"old_password": v.password, "new_password": v.password},
                    ("old_password", "new_password"))  # fmt: skip
     subject = subject_hash(who.account)
-    wait = await hub.limits.login_account.locked_for(subject)
+    wait = await hub.limits.login_account.begin(subject)
     if wait > 0:
-        refuse(429, "too many wrong passwords; try later", retry_after=wait)
-    account = await _me(hub, who)
-    if account.password_hash is None:
-        refuse(409, "this account has no password yet; upgrade it first")
-    matched, _ = await hub.passwords.verify(account.password_hash, b["old_password"])
-    if not matched:
-        await hub.limits.login_account.failed(subject)
-        refuse(403, "the old password is wrong")
+        refuse(429, "too many wrong passwords, or a check in progress; try later", retry_after=wait)
+    try:
+        account = await _me(hub, who)
+        if account.password_hash is None:
+            refuse(409, "this account has no password yet; upgrade it first")
+        matched, _ = await hub.passwords.verify(account.password_hash, b["old_password"])
+        if not matched:
+            await hub.limits.login_account.failed(subject)
+            refuse(403, "the old password is wrong")
+    finally:
+        await hub.limits.login_account.end(subject)
     await hub.limits.login_account.clear(subject)
     await hub.accounts.set_password(who.account, await hub.passwords.hash(b["new_password"]))
     await _revoke(hub, await hub.accounts.revoke_account(who.account, "password changed", keep=who.session))

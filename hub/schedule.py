@@ -38,7 +38,7 @@ def check(name: str, value: Any) -> dict[str, Any]:
         "once": ({"kind": v.choice("once"), "start": v.number(0, _FAR), "hours": v.number(0.25, 24)}, ("start",)),
         "weekly": ({"kind": v.choice("weekly"), "slots": v.array(_SLOT, 14)}, ("slots",)),
     }
-    if kind not in specs:
+    if not isinstance(kind, str) or kind not in specs:
         v.fail(f"{name}.kind", "must be one of now, at, once, weekly")
     spec, required = specs[kind]
     out = v.obj(spec, required)(name, value)

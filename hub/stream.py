@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import time
 from typing import Any, Final
@@ -28,6 +27,7 @@ from typing import Any, Final
 from aiohttp import WSMsgType, web
 
 from engine.security.auth import AuthError
+from hub import validate as v
 from hub.chat import history_frame
 from hub.http import dumps
 from hub.sessions import Principal, bearer
@@ -228,8 +228,8 @@ class Streams:
         if token is None:
             try:
                 msg = await ws.receive(timeout=self.hub.cfg.stream_auth_timeout_s)
-                frame = json.loads(msg.data) if msg.type == WSMsgType.TEXT else None
-            except (TimeoutError, ValueError):
+                frame = _frame(msg.data) if msg.type == WSMsgType.TEXT else None
+            except TimeoutError:
                 frame = None
             if isinstance(frame, dict) and frame.get("op") == "auth" and isinstance(frame.get("token"), str):
                 token = frame["token"]
@@ -310,11 +310,8 @@ class Streams:
             self.cut(conn, CLOSE_POLICY, "too many frames")
             return
         conn.tokens -= 1
-        try:
-            frame = json.loads(data)
-        except ValueError:
-            frame = None
-        if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
+        frame = _frame(data)
+        if frame is None or not isinstance(frame.get("op"), str):
             self._offence(conn, 'frames are JSON objects with an "op"')
             return
         op = frame["op"]
@@ -354,3 +351,12 @@ def _discard(index: dict[str, set[Conn]], key: str, conn: Conn) -> None:
         group.discard(conn)
         if not group:
             del index[key]
+
+
+def _frame(data: str) -> dict[str, Any] | None:
+    """A client frame: one JSON object by the HTTP bodies' rules (validate.parse_json: no NaN, no
+    duplicate keys, bounded nesting), or None."""
+    try:
+        return v.parse_json(data.encode("utf-8", "replace"))
+    except v.Invalid:
+        return None

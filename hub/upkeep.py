@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from hub.http import PG_DOWN
 from hub.schedule import next_weekly
 from hub.state import Hub
-from persistence.redis_layout import REDIS_DOWN, pause
+from persistence.redis_layout import DEL_IF_EQUAL, REDIS_DOWN, pause
 
 log = logging.getLogger("arbiter.hub.upkeep")
 
@@ -145,8 +145,7 @@ class Upkeep:
             n += await hub.boards.load(batch)
             await hub.boards.mark_built()
         finally:
-            if await hub.redis.get(lock) == mine:
-                await hub.redis.delete(lock)
+            await hub.redis.eval(DEL_IF_EQUAL, 1, lock, mine)  # only if still ours: one atomic step
         self.rebuilds += 1
         hub.metrics.leaderboard_rebuilds.inc()
         log.info("leaderboards rebuilt from PostgreSQL: %d scores in %.2f s", n, time.perf_counter() - t0)

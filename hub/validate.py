@@ -21,9 +21,8 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any, Final, NoReturn
 
-# Categories refused in any string: Cc control, Cf format (bidi, zero-width), Cs surrogate,
-# Co private use, Cn unassigned, Zl/Zp line and paragraph separators.
-_BAD_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+from engine.security.text import REFUSED_CATEGORIES, unsafe_char
+
 _MAX_DEPTH: Final = 8
 
 HANDLE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{2,23}")
@@ -116,11 +115,9 @@ def clean_string(name: str, value: str, *, max_len: int, allow_newlines: bool = 
     text = unicodedata.normalize("NFC", value)
     if len(text) > max_len:
         fail(name, f"longer than {max_len} characters")
-    for ch in text:
-        if allow_newlines and ch in "\n\t":
-            continue
-        if unicodedata.category(ch) in _BAD_CATEGORIES:
-            fail(name, f"contains a control, format or unassigned character (U+{ord(ch):04X})")
+    bad = unsafe_char(text, allow="\n\t" if allow_newlines else "")
+    if bad is not None:
+        fail(name, f"contains a control, format or unassigned character (U+{ord(bad):04X})")
     return text
 
 
@@ -164,7 +161,8 @@ def number(lo: float, hi: float) -> Check:
     def check(name: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail(name, "must be a number")
-        if not math.isfinite(value) or not lo <= value <= hi:
+        # Bounds first: math.isfinite raises OverflowError on an int beyond any float (JSON allows one).
+        if not lo <= value <= hi or not math.isfinite(value):
             fail(name, f"must be a finite number in {lo}..{hi}")
         return float(value)
 
@@ -279,7 +277,7 @@ def chat_text(value: Any, max_len: int) -> str:
     if len(value) > max_len * 4:
         fail("text", f"longer than {max_len} characters")
     text_ = unicodedata.normalize("NFC", value)
-    kept = "".join(ch for ch in text_ if ch == "\n" or unicodedata.category(ch) not in _BAD_CATEGORIES).strip()
+    kept = "".join(ch for ch in text_ if ch == "\n" or unicodedata.category(ch) not in REFUSED_CATEGORIES).strip()
     kept = re.sub(r"\n{3,}", "\n\n", kept)
     if not kept:
         fail("text", "is empty once control characters are removed")

@@ -35,6 +35,9 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 
 DEFAULT_PREFIX: Final = "arbiter:"
+# Delete KEYS[1] only while it still holds ARGV[1]: releasing a lock (or a claim) that may have
+# expired and been taken by someone else since, in one atomic step.
+DEL_IF_EQUAL: Final = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 

@@ -34,7 +34,7 @@ from typing import Any, Final, Protocol
 
 import redis.asyncio as aioredis
 
-from persistence.redis_layout import REDIS_DOWN, RedisKeys, pause
+from persistence.redis_layout import DEL_IF_EQUAL, REDIS_DOWN, RedisKeys, pause
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,6 @@ DOWN_FORGET_S: Final = 86400.0  # a server down this long leaves the index
 ConfigValue = int | float | str | bool
 
 # Delete a key only if it still names this server (another server may have taken the campaign).
-_DEL_IF_EQUAL: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 @dataclass(slots=True)
 class CampaignLoad:
@@ -116,7 +111,7 @@ class Registry:
     def __init__(self, redis: aioredis.Redis, keys: RedisKeys) -> None:
         self.redis = redis
         self.keys = keys
-        self._del_if_equal = redis.register_script(_DEL_IF_EQUAL)
+        self._del_if_equal = redis.register_script(DEL_IF_EQUAL)
 
     async def publish(self, record: ServerRecord, ttl_s: float) -> None:
         """One heartbeat: the record, the index and the campaign locations, all with the TTL."""

@@ -172,6 +172,21 @@ async def test_login_limit_per_address_triggers_then_expires(pg_database: str) -
             await asyncio.sleep(0.1)
 
 
+async def test_behind_a_proxy_the_client_cannot_pick_its_rate_limit_address(pg_database: str) -> None:
+    """With --trust-forwarded the address is the one our proxy appended (the last entry); whatever a
+    client writes before it does not give it a fresh login budget."""
+    async with hub_env(pg_database, login_failures_per_ip=3, trust_forwarded=True) as (_, api):
+        statuses = []
+        for i in range(6):
+            fwd = {"X-Forwarded-For": f"10.0.0.{i}, 192.0.2.7"}  # a forged first hop, the proxy's entry last
+            body = {"login": f"nobody{i}", "password": "wrong password"}
+            statuses.append((await api.call("POST", "/v1/auth/login", body, headers=fwd))[0])
+        assert statuses == [401, 401, 401, 429, 429, 429], statuses
+        other = {"X-Forwarded-For": "192.0.2.8"}  # another client behind the same proxy is not limited
+        assert (await api.call("POST", "/v1/auth/login", {"login": "nobody9", "password": "wrong password"},
+                               headers=other))[0] == 401  # fmt: skip
+
+
 async def test_per_account_backoff(pg_database: str) -> None:
     async with hub_env(pg_database, account_free_failures=2, account_backoff_base_s=1.0) as (_, api):
         await api.register("gus")
@@ -183,6 +198,22 @@ async def test_per_account_backoff(pg_database: str) -> None:
         while (await api.call("POST", "/v1/auth/login", {"login": "gus", "password": PW}))[0] != 200:
             assert time.monotonic() - t0 < 10
             await asyncio.sleep(0.1)
+
+
+async def test_a_burst_of_concurrent_guesses_gets_no_more_than_the_limits(pg_database: str) -> None:
+    """Guesses sent all at once, before any has failed: each limit counts them as they start, so the
+    burst gets no more password checks than sequential guesses would."""
+    async with hub_env(pg_database, login_failures_per_ip=5, account_free_failures=2) as (_, api):
+        await api.register("hana")
+
+        async def guess(login: str) -> int:
+            return (await api.call("POST", "/v1/auth/login", {"login": login, "password": "wrong password"}))[0]
+
+        one_account = await asyncio.gather(*(guess("hana") for _ in range(20)))
+        assert set(one_account) <= {401, 429} and 1 <= one_account.count(401) <= 3, one_account
+        many_accounts = await asyncio.gather(*(guess(f"nobody{i}") for i in range(20)))
+        assert set(many_accounts) <= {401, 429}
+        assert one_account.count(401) + many_accounts.count(401) <= 5, (one_account, many_accounts)
 
 
 async def test_login_fails_closed_when_redis_is_down(pg_database: str) -> None:

@@ -16,6 +16,9 @@ FREE_TEXT = {"title", "display_name", "details", "text", "note", "password", "ol
 TRICKS = ["\u202e\u202e", "\x00\x07", "\u200b\ufeff"]  # bidi override, controls, zero-width only
 
 
+CLOSED_OBJECTS = {"schedule"}
+
+
 def _mutations(sample: dict[str, Any]) -> list[tuple[str, Any]]:
     """(what, body) pairs, each with exactly one thing wrong."""
     out: list[tuple[str, Any]] = [("unknown field", {**sample, "zzz": 1})]
@@ -25,13 +28,16 @@ def _mutations(sample: dict[str, Any]) -> list[tuple[str, Any]]:
         elif isinstance(value, int):
             bad = ["1", True, 1.5, 2**70, None]
         elif isinstance(value, float):
-            bad = ["1.0", True, None]
+            bad = ["1.0", True, None, 10**400, -(10**400)]  # JSON integers beyond any float
         elif isinstance(value, str):
             bad = [12345, ["a"], {"a": 1}, None, "y" * 20_000, *TRICKS]
             if name not in FREE_TEXT:
                 bad.append(SQL)
         elif isinstance(value, dict):
             bad = ["x", [1], {"Bad Key!": 1}, {"zzz": {"nested": [1]}}]
+            bad += [{**value, k: [v]} for k, v in value.items()]  # e.g. an unhashable where a name goes
+            if name in CLOSED_OBJECTS:  # every field of these has a rule: mutate each, as at the top
+                bad += [sub for _, sub in _mutations(value)]
         else:
             bad = ["x"]
         out += [(f"{name}={str(b)[:20]!r}", {**sample, name: b}) for b in bad]

@@ -27,7 +27,8 @@ def test_hub_imports_no_sim_and_no_netcode_of_its_own() -> None:
         bad = {m for m in _imports(path) if m.split(".")[0] in ("sim", "netcode")}
         assert not bad, f"{path.name} imports {bad}"
         engine = {m for m in _imports(path) if m.startswith("engine")}
-        assert engine <= {"engine.security.auth"}, f"{path.name} imports {engine}: only the token code"
+        allowed = {"engine.security.auth", "engine.security.text"}  # the join tokens, the text rules
+        assert engine <= allowed, f"{path.name} imports {engine}: only the token code and the text rules"
 
 
 def test_a_running_hub_loads_no_sim_nor_numba() -> None:

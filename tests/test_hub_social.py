@@ -149,6 +149,8 @@ async def test_stream_refuses_bad_tokens_and_bad_frames(pg_database: str) -> Non
         assert (await ws.receive_json(timeout=5))["t"] == "hello"
         await ws.send_str("not json")
         assert (await next_frame(ws, "error"))["message"]
+        await ws.send_str("[" * 4000)  # nests past the parser's recursion limit: refused like any bad frame
+        assert (await next_frame(ws, "error"))["message"]
         await ws.send_json({"op": "join", "channel": "c:c_0123456789abcdef0123"})
         assert "member" in (await next_frame(ws, "error"))["message"]
         for _ in range(10):
