@@ -166,3 +166,21 @@ def test_play_works_for_every_registered_game(browser: Browser, game: str) -> No
 
 def test_chromium_is_the_system_one() -> None:
     assert shutil.which("chromium") or not os.environ.get("ARBITER_REQUIRE_SERVICES")
+
+
+def test_a_page_replaced_by_a_newer_one_of_its_account_stays_closed(browser: Browser) -> None:
+    """Two tabs of one account: the newer takes the ship over, and the older one takes the server's
+    bye as its answer. It must not reconnect and take the ship back, and so on, tab against tab."""
+    with thread_server(game="wander", game_config=small("wander"), aoi_radius=0) as srv:
+        a, b = new_page(browser), new_page(browser)
+        ea = open_play(a, srv, "tess")
+        a.wait_for_function("window.arbiter.welcomes === 1")
+        eb = open_play(b, srv, "tess")
+        assert eb == ea  # the same ship, taken over
+        a.wait_for_function("window.arbiter.closes >= 1 && !window.arbiter.client.connected", timeout=10000)
+        snaps = int(js(b, "window.arbiter.client.snapshots"))
+        b.wait_for_function(f"window.arbiter.client.snapshots >= {snaps + 20}", timeout=10000)  # a second on
+        assert js(a, "window.arbiter.welcomes") == 1 and not js(a, "window.arbiter.client.connected")
+        assert js(b, "window.arbiter.welcomes") == 1 and js(b, "window.arbiter.client.connected")
+        a.context.close()
+        b.context.close()

@@ -11,7 +11,7 @@
 // sequence so that a resumed ship takes the next input.
 
 import { ClientSession } from "./session.js";
-import { ErrorCode, FINAL_CLOSE_CODES, ProtocolError } from "./protocol.js";
+import { BYE_RELOCATE, ErrorCode, FINAL_CLOSE_CODES, ProtocolError } from "./protocol.js";
 import { RtcLink, encodeBlock, encodeTalk, encodeTurnRequest } from "./webrtc.js";
 
 /**
@@ -121,6 +121,8 @@ export class ArbiterClient {
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     let welcomed = false;
+    /** @type {string | null} */
+    let byeReason = null; // the server's last word on this connection, if it said one
     ws.onopen = () => {
       ws.send(this.session.hello(this.opts.name || "player", token, !!this.opts.watch));
       this.emit("open", null);
@@ -158,6 +160,9 @@ export class ArbiterClient {
         } else if (e.type === "rtc_answer" || e.type === "rtc") {
           if (this.rtc) this.rtc.onSignal(e);
           this.emit(e.type, e);
+        } else if (e.type === "bye") {
+          byeReason = e.reason;
+          this.emit(e.type, e);
         } else if (e.type === "voice_slots") {
           this.voiceSlots = e.slots;
           this.emit(e.type, e);
@@ -176,7 +181,10 @@ export class ArbiterClient {
       if (this.rtc) { this.rtc.close(); this.rtc = null; } // its peer belonged to this connection
       this.stopPings();
       if (this.ws === ws) this.ws = null;
-      const final = FINAL_CLOSE_CODES.has(ev.code) || this.closedByUser;
+      // As the Python SDK: rejoin after a drop without a bye, or a bye saying "relocate"; any other
+      // bye (replaced by this account's newer connection, shutting down) is the server's answer.
+      const final = FINAL_CLOSE_CODES.has(ev.code) || this.closedByUser
+        || (byeReason !== null && byeReason !== BYE_RELOCATE);
       const willReconnect = !!this.opts.reconnect && !final && (welcomed || !reject);
       this.emit("close", { code: ev.code, reason: ev.reason, willReconnect, error: this.lastError });
       if (reject && !welcomed) {
@@ -224,14 +232,20 @@ export class ArbiterClient {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN || !this.welcome) return 0;
     const bytes = this.session.input(values, clientTick);
-    // Over WebRTC thrust takes the unreliable channel (the next input supersedes a lost one); an
-    // action must arrive, so it takes the reliable one.
-    const action = !!(values.a || values.g || values.g2 || values.g3 || values.tx);
+    // The welcome's spec names the move keys; any other non-zero key is an action. Over WebRTC the
+    // move takes the unreliable channel (the next input supersedes a lost one); an action must
+    // arrive, so it takes the reliable one.
+    const move = moveKeys(this.welcome);
+    /** @type {Record<string, number>} */
+    const held = {};
+    let action = false;
+    for (const [k, v] of Object.entries(values)) {
+      if (move.includes(k)) held[k] = v;
+      else if (v) action = true;
+    }
     if (!this.rtc || !this.rtc.send(bytes, action)) ws.send(bytes);
     this.inputsSinceSnapshot++;
-    // Actions are one-shot; the thrust is held by the server and repeated with acks.
-    const held = { ...values };
-    for (const k of ["a", "g", "g2", "g3", "tx"]) delete held[k];
+    // Actions are one-shot; the move is held by the server and repeated with acks.
     this.lastValues = held;
     return this.session.seq;
   }
@@ -288,4 +302,12 @@ export class ArbiterClient {
     if (this.rtc) { this.rtc.close(); this.rtc = null; }
     if (this.ws) this.ws.close(1000, "bye");
   }
+}
+
+
+/** The input keys of the welcome's move rule (spec.move.in): what an input holds, not does.
+ * @param {import("./session.js").Welcome} welcome @returns {string[]} */
+function moveKeys(welcome) {
+  const move = welcome.spec && welcome.spec.move;
+  return move && move.rule !== "none" && Array.isArray(move.in) ? move.in : [];
 }

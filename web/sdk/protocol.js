@@ -22,6 +22,9 @@ export const CloseCode = Object.freeze({
   BANNED: 4007, TOO_MANY_CONNECTIONS: 4008, REPLACED: 4009, ACCOUNT_IN_USE: 4010, UNKNOWN_CAMPAIGN: 4011,
 });
 
+/** The reason of a `bye` that asks the client to rejoin (the campaign moves to another server). */
+export const BYE_RELOCATE = "relocate";
+
 /** Close codes after which reconnecting the same way cannot help. */
 export const FINAL_CLOSE_CODES = new Set([4003, 4005, 4006, 4007, 4011]);
 
