@@ -39,7 +39,7 @@ from engine.front import Front
 from engine.heap import release_memory
 from engine.hibernation import advance_missed, check_woken, pack_world, seal_mark, unpack_world
 from engine.metrics import metrics_handler, process_metrics
-from engine.recovery import open_campaign, read_meta
+from engine.recovery import read_meta
 from engine.relocation import restore_from_pg
 from engine.routing import valid_campaign_id
 from engine.scheduler import Scheduler
@@ -452,22 +452,28 @@ class Host:
         t0 = time.perf_counter()
         cid = e.spec.campaign
         e.state = "starting" if fresh else "waking"
+        server: GameServer | None = None
         try:
             await self._make_room(cid)
             cfg = self.campaign_config(e.spec)
             verifier = self._verifier(cid)
             if cfg.data_dir:
-                if cfg.pg_dsn and cfg.ship.enabled:
-                    await self._restore(cfg, fresh)
+                if cfg.pg_dsn and cfg.ship.enabled and await self._restore(cfg, fresh):
+                    e.sealed = None  # another host ran it meanwhile: its newer state is the one to wake
                 (Path(cfg.data_dir) / cid / STOPPED_MARK).unlink(missing_ok=True)
-                server = await asyncio.to_thread(self._open, cfg, verifier)
+                # Opening or recovering its data dir reads the disk: in a worker thread.
+                server = await asyncio.to_thread(GameServer, cfg, verifier=verifier, shared=self.shared)
             else:
                 server = GameServer(cfg, unpack_world(cfg, e.blob), verifier, shared=self.shared)
-            e.blob = None
             check_woken(server, e.sealed)
-            advance_missed(server, e.hibernated_wall)
+            await advance_missed(server, e.hibernated_wall)
             await self._attach(e, server)
+            e.blob = None  # only now: a wake that failed keeps the world to try again with
         except BaseException:
+            if server is not None and e.server is not server and server.journal is not None:
+                # Its store holds the campaign's file lock: a later wake could never open it again.
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(server.journal.store.close)
             if fresh:
                 self.entries.pop(cid, None)
             else:
@@ -484,10 +490,10 @@ class Host:
         process_metrics().hibernated.set(self.hibernated_count())
         return server
 
-    async def _restore(self, cfg: ServerConfig, fresh: bool) -> None:
+    async def _restore(self, cfg: ServerConfig, fresh: bool) -> bool:
         """PostgreSQL's copy replaces the local one when it is newer (another host ran the campaign
-        meanwhile). A wake has a current local copy unless that happened: during an outage it does not
-        wait for PostgreSQL longer than WAKE_PG_WAIT_S."""
+        meanwhile); True when it did. A wake has a current local copy unless that happened: during an
+        outage it does not wait for PostgreSQL longer than WAKE_PG_WAIT_S."""
         pool = self.shared.pg
         if not fresh and pool is not None:
             try:  # only the question is bounded: a restore that starts must finish before the open
@@ -495,15 +501,8 @@ class Host:
             except Exception as exc:
                 log.warning("campaign %s wakes from its local copy: PostgreSQL not reachable (%s)", cfg.campaign,
                             type(exc).__name__)  # fmt: skip
-                return
-        await restore_from_pg(cfg.pg_dsn, cfg.data_dir, cfg.campaign, cfg.ship, pool=pool)
-
-    def _open(self, cfg: ServerConfig, verifier: TokenVerifier | None) -> GameServer:
-        """(worker thread) Open or recover the campaign's data dir and build its runtime."""
-        config = {"tick_rate": cfg.tick_rate, **dict(cfg.game_config)}
-        opened = open_campaign(cfg.data_dir, cfg.campaign, cfg.game, cfg.seed, config, tick_rate=cfg.tick_rate,
-                               durability=cfg.durability, writer_thread=self.shared.writer)  # fmt: skip
-        return GameServer(cfg, verifier=verifier, shared=self.shared, opened=opened)
+                return False
+        return (await restore_from_pg(cfg.pg_dsn, cfg.data_dir, cfg.campaign, cfg.ship, pool=pool)).restored
 
     async def _attach(self, e: Entry, server: GameServer) -> None:
         server.host = self

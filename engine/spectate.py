@@ -63,7 +63,9 @@ class Spectators:
                 session.reject(int(e.code), e.public_message, CloseCode.UNAUTHORIZED)
                 return
             account = claims.account
-        if len(self.clients()) >= MAX_SPECTATORS:
+        # Every spectator still holding a replicator slot counts, a closing one too (its slot comes
+        # back when it is gone).
+        if sum(1 for c in srv.clients.values() if c.spectator) >= MAX_SPECTATORS:
             session.reject(ErrorCode.SERVER_FULL, "no room for another spectator", CloseCode.SERVER_FULL)
             return
         client.spectator = True

@@ -211,3 +211,28 @@ async def test_simulated_time_while_hibernated_is_the_games_choice(monkeypatch: 
         assert woke_p.offline_ticks == 0 and woke_p.campaign.tick_count >= sealed_p[0]
         assert 20 <= woke_d.offline_ticks <= 2 * 60, woke_d.offline_ticks
         assert woke_d.campaign.tick_count >= sealed_d[0] + woke_d.offline_ticks
+
+
+async def test_a_wake_that_fails_leaves_the_campaign_able_to_wake_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wake that fails after the campaign's data dir was opened must let go of it (its store holds
+    the campaign's file lock) and keep what it woke from: the next wake works."""
+    import engine.host
+
+    real = engine.host.check_woken
+    failures = [RuntimeError("a wake that fails")]
+
+    def failing_once(server: Any, sealed: Any) -> None:
+        if failures and sealed is not None:  # a wake, not the start
+            raise failures.pop()
+        real(server, sealed)
+
+    monkeypatch.setattr(engine.host, "check_woken", failing_once)
+    async with running_host([wander("f")], data_dir=str(tmp_path)) as h:
+        assert await h.hibernate("f")
+        with pytest.raises(RuntimeError, match="a wake that fails"):
+            await h.ensure_loaded("f")
+        assert h.entries["f"].state == "hibernated"
+        await h.ensure_loaded("f")  # the lock is free and the seal still checks
+        assert h.entries["f"].state == "running" and h.wakes == 1

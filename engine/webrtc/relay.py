@@ -53,6 +53,7 @@ from netcode.signaling import (
 )
 from netcode.voice import assign_slots, nearest
 from netcode.ws_server import WsServerConnection
+from sim.entities import SLOT_MASK
 
 if TYPE_CHECKING:
     from engine.host import Host
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("arbiter.webrtc")
 
-SLOT_MASK = 0xFFFFF
 
 
 @dataclass(slots=True)
