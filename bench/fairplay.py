@@ -52,8 +52,8 @@ from netcode.protocol import CloseCode, ErrorCode, encode_hello, encode_input
 from netcode.session import ServerSession
 from sim.entities import SLOT_MASK
 from sim.events import EV_ACHIEVEMENT
-from sim.games.startales.constants import ACTION_BUILD, ACTION_CLAIM, ACTION_GIFT, ACTION_HARVEST, MAX_SPEED
-from sim.games.startales.game import Startales, scan_arg
+from sim.games.startales.constants import ACTION_BUILD, ACTION_CLAIM, ACTION_GIFT, ACTION_HARVEST, MAX_SPEED, scan_arg
+from sim.games.startales.game import Startales
 from sim.games.startales.rules import books as startales_books
 from sim.pacing import DISC as PACE_DISC
 from sim.pacing import PACE_COLS, pace_limits

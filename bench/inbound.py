@@ -133,13 +133,20 @@ async def bench_server(clients: int, inputs: int, repeat: int) -> float:
     frames = [client_frame(OP_BINARY, encode_input(k // clients + 1, 0, move, 900)) for k in range(inputs)]
     batch = server.campaign.inputs
 
+    taken = [0]
+
     def run() -> None:
         for k in range(inputs):
             conns[k % clients].data_received(frames[k])
             if k % clients == clients - 1:
+                taken[0] += batch.n
                 batch.clear()
+        taken[0] += batch.n
+        batch.clear()
 
     per_input = _best(run, inputs, repeat)
+    # Every input reached the campaign's batch in every run: the bench measured the whole path.
+    assert taken[0] == inputs * repeat, f"{taken[0]} of {inputs * repeat} inputs reached the campaign"
     offences = sum(c.session.offences for c in server.clients.values())
     assert offences == 0, f"{offences} offences: the bench measured the refusal path"
     if hasattr(server, "host"):

@@ -17,10 +17,10 @@ from engine.security.fairplay.kinds import kind_name
 from engine.server import GameServer
 from netcode.client import ArbiterClient, ServerError
 from netcode.protocol import CloseCode, ErrorCode
+from sim.entities import SLOT_MASK
 from tests.serverutil import running_server, url
 
 STATE_KINDS = {"speed", "ledger", "negative_balance"}
-SLOT_MASK = 0xFFFFF
 
 
 # -- helpers ------------------------------------------------------------------------------------------

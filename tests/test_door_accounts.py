@@ -28,6 +28,7 @@ from netcode.protocol import CloseCode, ErrorCode, encode_hello
 from netcode.ws_client import WsClientConnection, ws_connect
 from persistence.pg_rows import Progress
 from persistence.pg_writer import PgWriteBehind
+from sim.entities import SLOT_MASK
 from sim.games.startales.constants import LEDGER_IMPORTED
 from tests.pgutil import dsn as pg_dsn
 from tests.serverutil import running_server, url, wait_for
@@ -89,7 +90,7 @@ def ships(server: GameServer) -> int:
 
 def ship_state(server: GameServer, eid: int) -> tuple[float, float, float, float]:
     a = server.campaign.world.arrays
-    s = eid & 0xFFFFF
+    s = eid & SLOT_MASK
     return float(a["x"][s]), float(a["y"][s]), float(a["vx"][s]), float(a["vy"][s])
 
 
@@ -124,7 +125,7 @@ async def test_concurrent_hellos_of_one_account_make_one_ship_restored_once(
             # One ship, under the real account id, restored once: no synthesized key, no second import.
             assert [k for k in server.campaign.accounts if not k.startswith("bot")] == ["dup"]
             assert ships(server) == BOTS + 1
-            a, p = server.campaign.world.arrays, (eid & 0xFFFFF) - server.campaign.player_lo
+            a, p = server.campaign.world.arrays, (eid & SLOT_MASK) - server.campaign.player_lo
             assert (int(a["bal_metal"][p]), int(a["bal_crystal"][p])) == (500, 70)
             assert int(a["ledger"][LEDGER_IMPORTED]) == 570
             x, y, _, _ = ship_state(server, eid)
@@ -163,7 +164,7 @@ async def test_a_returning_ship_keeps_its_position_and_velocity(
             first.hello("ret")
             await wait_for(lambda: first.welcome is not None)
             eid = first.welcome["player"]  # type: ignore[index]
-            a, s = server.campaign.world.arrays, eid & 0xFFFFF
+            a, s = server.campaign.world.arrays, eid & SLOT_MASK
             a["x"][s], a["y"][s], a["vx"][s], a["vy"][s] = 1234.5, 987.25, 6.0, -2.0  # test setup: somewhere far
             await asyncio.sleep(0.1)
             assert first.conn is not None

@@ -19,6 +19,7 @@ from engine.recovery import open_campaign
 from engine.tools.launcher import start_server
 from engine.tools.replay import run_replay
 from netcode.client import ArbiterClient
+from sim.entities import SLOT_MASK
 from tests.serverutil import running_server, url, wait_for
 
 
@@ -170,7 +171,7 @@ async def test_kill_minus_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     try:
         last_seq = campaign.world.arrays["last_seq"]
         for eid, seq in acked.items():
-            assert int(last_seq[eid & 0xFFFFF]) >= seq, (eid, seq)
+            assert int(last_seq[eid & SLOT_MASK]) >= seq, (eid, seq)
         assert set(campaign.accounts) == {f"bot{i}" for i in range(8)}  # ships stay for their players
     finally:
         store.close()

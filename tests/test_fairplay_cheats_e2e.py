@@ -32,8 +32,8 @@ from sim.games.startales.constants import (
     TXN_APPLIED,
     TXN_DUPLICATE,
     TXN_RETRIES,
+    scan_arg,
 )
-from sim.games.startales.game import scan_arg
 from tests.fairplay_e2e_util import (
     STATE_KINDS,
     Escalation,

@@ -39,8 +39,8 @@ from sim.games.startales.constants import (
     EV_TRANSFER,
     TXN_APPLIED,
     TXN_DUPLICATE,
+    scan_arg,
 )
-from sim.games.startales.game import scan_arg
 from tests.fairplay_e2e_util import (
     Escalation,
     check_ladder,

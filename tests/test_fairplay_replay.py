@@ -7,8 +7,7 @@ from pathlib import Path
 from engine.journal import Journal
 from engine.recovery import open_campaign
 from engine.tools.replay import run_replay
-from sim.games.startales.constants import ACTION_CLAIM, ACTION_GIFT
-from sim.games.startales.game import scan_arg
+from sim.games.startales.constants import ACTION_CLAIM, ACTION_GIFT, scan_arg
 from sim.violations import V_FORGED_CLAIM, V_THRUST, V_TXN_REPLAY
 
 

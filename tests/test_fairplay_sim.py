@@ -18,8 +18,8 @@ from sim.games.startales.constants import (
     RES_METAL,
     TXN_APPLIED,
     TXN_DUPLICATE,
+    scan_arg,
 )
-from sim.games.startales.game import scan_arg
 from sim.violations import (
     V_BAD_ACTION,
     V_FORGED_CLAIM,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,7 @@ def test_replay_of_an_old_campaign_is_refused_naming_the_format(tmp_path: Path) 
     store.set_meta({"game": "startales", "seed": "1", "config": "{}", "campaign": "old", "tick_rate": "60"})
     store.close()
     out = subprocess.run(
-        [".venv/bin/python", "-m", "engine.cli", "replay", str(tmp_path), "--verify"],
+        [sys.executable, "-m", "engine.cli", "replay", str(tmp_path), "--verify"],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert out.returncode == 2
@@ -178,7 +179,7 @@ def test_replay_of_an_old_campaign_is_refused_naming_the_format(tmp_path: Path) 
     assert len(lines) == 1 and "journal format 1-2" in lines[0] and "Traceback" not in out.stderr
     for path in (tmp_path / "nothing-here", tmp_path / "old" / "campaign.sqlite-wal-not"):
         bad = subprocess.run(
-            [".venv/bin/python", "-m", "engine.cli", "replay", str(path)],
+            [sys.executable, "-m", "engine.cli", "replay", str(path)],
             cwd=ROOT, capture_output=True, text=True, check=False, timeout=120,
         )  # fmt: skip
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

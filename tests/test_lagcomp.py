@@ -8,8 +8,7 @@ import pytest
 from netcode.prediction import Interpolator, default_delay_ticks
 from sim.entities import SLOT_MASK, EntityTable, add_entity_arrays
 from sim.events import EV_REFUSED, REF_NO_TARGET, REF_OUT_OF_REACH, REF_REWIND
-from sim.games.startales.constants import ACTION_SCAN, EV_SCANNED, SCAN_RANGE
-from sim.games.startales.game import scan_arg
+from sim.games.startales.constants import ACTION_SCAN, EV_SCANNED, SCAN_RANGE, scan_arg
 from sim.history import HISTORY_ARRAYS, add_history, history_rows, position_at, record_history
 from sim.registry import make_game
 from sim.statehash import state_hash

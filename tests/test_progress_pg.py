@@ -8,6 +8,7 @@ import numpy as np
 from engine.campaign import Campaign
 from engine.progress import ProgressSync, player_progress
 from persistence.pg_writer import PgWriteBehind
+from sim.entities import SLOT_MASK
 from sim.games.startales.constants import ACTION_HARVEST
 from tests.pgutil import dsn as _dsn
 from tests.serverutil import running_server, url, wait_for
@@ -16,8 +17,8 @@ from tests.serverutil import running_server, url, wait_for
 def _park_at_planet(campaign: Campaign, eid: int) -> None:
     """Test setup: put the ship on top of planet 0 (slot 0) so that it can harvest at once."""
     a = campaign.world.arrays
-    a["x"][eid & 0xFFFFF] = a["x"][0]
-    a["y"][eid & 0xFFFFF] = a["y"][0]
+    a["x"][eid & SLOT_MASK] = a["x"][0]
+    a["y"][eid & SLOT_MASK] = a["y"][0]
 
 
 async def test_ledger_rows_are_exact_and_progress_round_trips(pg_database: str) -> None:

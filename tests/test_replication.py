@@ -18,6 +18,7 @@ from netcode.replication.frames import decode_delta_frame, encode_delta_frame
 from netcode.replication.kernels import RING
 from netcode.replication.replicator import Replicator
 from netcode.replication.schema import Quant, schema_of
+from sim.entities import SLOT_MASK
 from sim.registry import make_game
 from tests.worlds import wander_schema
 
@@ -72,7 +73,7 @@ def check_client(
     got = dec.state(tick)
     assert got is not None
     np.testing.assert_array_equal(got[0], ids)
-    slots = (ids & 0xFFFFF).astype(np.int64)
+    slots = (ids & SLOT_MASK).astype(np.int64)
     want = np.array([history[int(s)][sl] for s, sl in zip(src, slots, strict=True)]).reshape(-1, rep.schema.nfields)
     np.testing.assert_array_equal(got[1], want)
 

@@ -8,6 +8,7 @@ import pytest
 
 from netcode.replication.replicator import Replicator
 from netcode.ws_frames import OP_BINARY, FrameReader
+from sim.entities import SLOT_MASK
 from tests.test_replication import World
 from tests.worlds import wander_schema
 
@@ -16,7 +17,7 @@ W = 100.0
 
 def _brute(world: World, recs: np.ndarray, vx: float, vy: float, r: float, own: int, always: np.ndarray) -> np.ndarray:
     ids = recs["id"].astype(np.int64)
-    slots = ids & 0xFFFFF
+    slots = ids & SLOT_MASK
     x = world.x[slots].astype(np.float32).astype(np.float64)
     y = world.y[slots].astype(np.float32).astype(np.float64)
     seen = set()
@@ -57,11 +58,11 @@ def test_visible_ids_match_brute_force(seed: int) -> None:
             rep.set_viewers(np.arange(nv), own)
         for v in range(nv):
             o = int(own[v])
-            alive = o >= 0 and bool(((ids & 0xFFFFF) == o).any())
+            alive = o >= 0 and bool(((ids & SLOT_MASK) == o).any())
             if explicit:
                 vx, vy, vr = float(x[v]), float(y[v]), float(r[v])
             elif alive:
-                i = int(np.flatnonzero((ids & 0xFFFFF) == o)[0])
+                i = int(np.flatnonzero((ids & SLOT_MASK) == o)[0])
                 vx, vy, vr = float(recs["x"][i]), float(recs["y"][i]), radius
             else:
                 vx = vy = float("nan")

@@ -8,10 +8,9 @@ import pytest
 
 from engine.server import GameServer
 from netcode.client import ArbiterClient
+from sim.entities import SLOT_MASK
 from tests.rtcutil import Tone, loopback_ice, rtc_server
 from tests.serverutil import url, wait_for
-
-SLOT_MASK = 0xFFFFF
 
 
 @pytest.fixture(autouse=True)

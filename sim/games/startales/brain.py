@@ -18,15 +18,10 @@ from sim.games.startales.constants import (
     EV_TRANSFER,
     KIND_PLANET,
     KIND_SHIP,
+    scan_arg,
 )
 
 _IDLE: dict[str, float | int] = {"dx": 0.0, "dy": 0.0}
-
-
-def _arg(target: int) -> int:
-    """A uint32 entity id as the int32 bits the `arg` input carries."""
-    t = int(target) & 0xFFFFFFFF
-    return t - (1 << 32) if t >= 1 << 31 else t
 
 
 class StartalesBrain(Brain):
@@ -110,7 +105,7 @@ class StartalesBrain(Brain):
                 self.txn[i] += 1
                 to = int(ships["id"][self.rng.integers(ships.size)])
                 amount = 1 + int(self.rng.integers(5))
-                return {"dx": 0.0, "dy": 0.0, "a": ACTION_GIFT, "g": _arg(to), "g3": amount, "tx": int(self.txn[i])}
+                return {"dx": 0.0, "dy": 0.0, "a": ACTION_GIFT, "g": scan_arg(to), "g3": amount, "tx": int(self.txn[i])}
         if not self.harvesting[i]:
             self.harvesting[i] = True
             self.harvest_since[i] = view.tick

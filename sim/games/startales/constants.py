@@ -70,3 +70,9 @@ LEDGER_IMPORTED: Final = 1  # balances restored from durable progress at joins
 LEDGER_EXPORTED: Final = 2  # balances that left the world with their ship
 LEDGER_BURNED: Final = 3  # spent on buildings
 LEDGER_LEN: Final = 4
+
+
+def scan_arg(target: int) -> int:
+    """The input ``arg`` (int32) carrying a uint32 entity id (its bits, two's complement)."""
+    t = int(target) & 0xFFFFFFFF
+    return t - (1 << 32) if t >= 1 << 31 else t

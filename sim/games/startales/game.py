@@ -8,7 +8,7 @@ Slots: planets [0, P), drones [P, P+D), players [P+D, capacity); per-player fiel
 Actions (input ``action``, wire key "a"; constants.py): 0 none, 1 HARVEST (``arg`` = planet index
 + 1, or 0 for the nearest planet with a deposit within HARVEST_RANGE; else REF_NO_TARGET), 2 BUILD
 (BUILD_COST_* or REF_UNAFFORDABLE), 3 STOP (harvesting), 4 SCAN (lag-compensated: tag the drone
-whose id is ``arg`` — the uint32 id's bits as an int32, see `scan_arg` — if it was within
+whose id is ``arg`` — the uint32 id's bits as an int32, see `constants.scan_arg` — if it was within
 SCAN_RANGE of the ship at tick ``client_tick``, the tick the client was displaying; see
 docs/prediction.md), 5 GIFT (give ``arg3`` units of resource ``arg2`` to the player ship ``arg``,
 idempotent by the client's transaction id ``txn``), 6 CLAIM (the client claims achievement
@@ -99,12 +99,6 @@ from sim.spec import (
 from sim.world import World
 
 I32 = (-(2**31), 2**31 - 1)
-
-
-def scan_arg(target: int) -> int:
-    """The input ``arg`` (int32) carrying a uint32 entity id (its bits, two's complement)."""
-    t = int(target) & 0xFFFFFFFF
-    return t - (1 << 32) if t >= 1 << 31 else t
 
 
 class Startales(Game):
