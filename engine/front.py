@@ -43,7 +43,6 @@ class Lobby:
 
     client: Client
     target: str | None  # from its path
-    waking: bool = False
 
 
 class Front:
@@ -224,7 +223,6 @@ class Front:
             except AuthError as e:
                 session.reject(int(e.code), e.public_message, CloseCode.UNAUTHORIZED)
                 return
-        lb.waking = True
         self.host.spawn(self._wake_for(lb, cid, ev))
 
     async def _wake_for(self, lb: Lobby, cid: str, ev: HelloEvent) -> None:

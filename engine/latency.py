@@ -32,7 +32,6 @@ class Latency:
 
     srtt: float | None = None
     rttvar: float = 0.0
-    samples: int = 0
     ping_id: int = 0  # the id of the newest ping sent (its payload); older pongs are ignored
     ping_at: float = -math.inf  # when it was sent (loop time)
     waiting: bool = False  # its pong has not come yet
@@ -45,7 +44,6 @@ class Latency:
         else:
             self.rttvar += _BETA * (abs(self.srtt - rtt) - self.rttvar)
             self.srtt += _ALPHA * (rtt - self.srtt)
-        self.samples += 1
 
 
 def rewind_bound(latency: Latency, tick_rate: int, send_rate: int, max_rewind: int) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -59,7 +59,6 @@ class Slot(Generic[R]):
     heavy: bool = False  # its last tick overran the period: served last in a round
     next_at: float = 0.0  # its next tick or sub-send
     live: bool = True  # still scheduled
-    last_run_at: float = 0.0
 
 
 class Scheduler(Generic[R]):
@@ -94,15 +93,6 @@ class Scheduler(Generic[R]):
         # Every live slot once, by its next deadline (removed ones are dropped when they surface).
         self._heap: list[tuple[float, int, Slot[R]]] = []
         self._seq = itertools.count()
-
-    def __len__(self) -> int:
-        return len(self._slots)
-
-    def __iter__(self) -> Iterator[Slot[R]]:
-        return iter(list(self._slots.values()))
-
-    def get(self, key: str) -> Slot[R] | None:
-        return self._slots.get(key)
 
     def add(self, key: str, target: R, now: float, groups: int | None = None) -> Slot[R]:
         """Schedule `target` from the next start of the least used phase slot (`groups`: its send
@@ -198,4 +188,3 @@ class Scheduler(Generic[R]):
         # would be a snapshot lost for a whole group of clients.
         for _ in range(slot.sender.due(now())):
             timed(target.sub_send)
-        slot.last_run_at = t

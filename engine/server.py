@@ -54,7 +54,6 @@ from persistence.pg_overflow import SqliteOverflow
 from persistence.pg_writer import PgWriteBehind
 
 if TYPE_CHECKING:
-    from engine.agones import AgonesLink
     from engine.door import Door
     from engine.host import Host
     from engine.security.admin import AdminServer
@@ -167,10 +166,6 @@ class GameServer:
     @property
     def admin(self) -> AdminServer | None:
         return self.host.admin if self.host is not None else None
-
-    @property
-    def agones(self) -> AgonesLink | None:
-        return self.host.agones if self.host is not None else None
 
     @property
     def rtc(self) -> WebRtcRelay | None:

@@ -42,7 +42,6 @@ OP_PING: Final = 0x9
 OP_PONG: Final = 0xA
 _KNOWN_OPS: Final = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
 MAX_CONTROL: Final = 125  # RFC 6455 §5.5: a control frame's payload
-MAX_HEADER: Final = 14  # 2 + 8 (64-bit length) + 4 (mask)
 
 # Close codes (RFC 6455 §7.4.1).
 CLOSE_NORMAL: Final = 1000

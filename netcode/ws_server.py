@@ -29,6 +29,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Final, cast
 from typing import Protocol as TypingProtocol
 
@@ -310,7 +311,7 @@ class WsServerConnection(asyncio.Protocol):
         """One HTTP response, then the socket is released (answers never keep the connection)."""
         if cause:
             self.handler.on_error(self, cause, None)
-        reason = _REASONS.get(status, "Error")
+        reason = HTTPStatus(status).phrase if status in _STATUSES else "Error"
         headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Connection", "close"),
                    ("X-Content-Type-Options", "nosniff")]  # fmt: skip
         if not any(k.lower() == "cache-control" for k, _ in extra):
@@ -437,12 +438,6 @@ class WsServerConnection(asyncio.Protocol):
         t = self.transport
         return t.get_write_buffer_size() if t is not None else 0
 
-    @property
-    def buffered_in(self) -> int:
-        """Inbound bytes held in user space (HTTP head, partial frame and message)."""
-        reader = self._reader
-        return len(self._head) + (reader.buffered if reader is not None else 0)
-
     def send_parts(self, *parts: bytes, limit: int = 1 << 30) -> bool:
         """Write one binary message made of `parts`, unless the backlog is over `limit` bytes.
 
@@ -506,22 +501,8 @@ class WsServerConnection(asyncio.Protocol):
             self.transport.abort()
 
 
-_REASONS: Final = {
-    200: "OK",
-    204: "No Content",
-    301: "Moved Permanently",
-    302: "Found",
-    304: "Not Modified",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    426: "Upgrade Required",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-}
+_STATUSES: Final = frozenset(int(s) for s in HTTPStatus)
+
 
 def connection_factory(
     handler: ConnectionHandler, limits: DoorLimits, clock: Callable[[], float]

@@ -94,6 +94,3 @@ class Leaderboards:
         start = max(0, int(rank) - n)
         rows: list[Any] = await self.redis.zrevrange(board, start, int(rank) + n, withscores=True)
         return int(rank) + 1, [(start + i + 1, str(a), int(s)) for i, (a, s) in enumerate(rows)]
-
-    async def size(self, campaign: str | None) -> int:
-        return int(await self.redis.zcard(self.board(campaign)))

@@ -80,13 +80,6 @@ class AdminBackend(Protocol):
     async def audit(self, limit: int, account: str | None) -> list[dict[str, Any]]: ...
 
 
-class CampaignBackends(Protocol):
-    """A backend behind which several campaigns run (a host): the routes under
-    `/admin/campaigns/{campaign}/` reach one of them."""
-
-    def for_campaign(self, campaign: str) -> AdminBackend | None: ...
-
-
 BACKEND_KEY: Final = web.AppKey("arbiter_admin_backend", AdminBackend)
 VERIFIER_KEY: Final[web.AppKey[TokenVerifier | None]] = web.AppKey("arbiter_admin_verifier")
 CLAIMS_KEY: Final = web.RequestKey("arbiter_admin_claims", TokenClaims)
