@@ -87,6 +87,7 @@ async def open_hub(cfg: HubConfig, keyring: KeyRing) -> Hub:
         ),
         register_ip=FixedWindow(redis, keys, "register-ip", cfg.registrations_per_ip, cfg.registration_window_s),
         chat=FixedWindow(redis, keys, "chat", cfg.chat_per_window, cfg.chat_window_s),
+        social=FixedWindow(redis, keys, "social", cfg.social_per_window, cfg.social_window_s),
     )
     hub = Hub(
         cfg=cfg, hub_id=hub_id, keys=keys, redis=redis, blocking=blocking, pool=pool,

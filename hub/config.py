@@ -51,6 +51,11 @@ class HubConfig:
     chat_window_s: float = 10.0
     chat_max_len: int = 500
     chat_history: int = 50
+    # friend requests and reports: each notifies or writes for somebody else, so they have their own,
+    # slower budget per account
+    social_per_window: int = 30
+    social_window_s: float = 3600.0
+    streams_per_account: int = 8  # open /v1/stream sockets of one account, per hub process
 
     # HTTP and streams
     max_body: int = 64 * 1024

@@ -96,7 +96,7 @@ async def report(request: web.Request) -> web.Response:
     }, ("reason",))  # fmt: skip
     reported = await target(hub, who.account, {k: b[k] for k in ("account", "handle") if k in b})
     evidence, campaign = await _evidence(hub, who.account, reported, b.get("evidence", {}))
-    verdict = await hub.limits.chat.hit(f"report:{who.account}")
+    verdict = await hub.limits.social.hit(who.account)
     if not verdict.allowed:
         refuse(429, "too many reports; try later", retry_after=verdict.retry_after_s)
     report_id = await hub.social.add_report(who.account, reported, b["reason"], b.get("details", ""), evidence,

@@ -70,6 +70,9 @@ async def request_friend(request: web.Request) -> web.Response:
     no_query(request)
     who = principal(request)
     other = await target(hub, who.account, await body(request, _TARGET))
+    verdict = await hub.limits.social.hit(who.account)
+    if not verdict.allowed:
+        refuse(429, "too many friend requests; try later", retry_after=verdict.retry_after_s)
     outcome = await hub.social.request_friend(who.account, other)
     if outcome == BLOCKED:
         refuse(403, "you cannot send this player a friend request")

@@ -47,6 +47,7 @@ class Limits:
     login_account: Backoff
     register_ip: FixedWindow
     chat: FixedWindow
+    social: FixedWindow  # friend requests and reports
 
 
 @dataclass(slots=True, eq=False)

@@ -198,6 +198,9 @@ class Streams:
         who = await self._authenticate(request, ws)
         if who is None:
             return ws
+        if sum(1 for c in self.conns.values() if c.account == who.account) >= self.hub.cfg.streams_per_account:
+            await ws.close(code=CLOSE_POLICY, message=b"too many streams for this account")
+            return ws
         self._seq += 1
         conn = Conn(f"{self.hub.hub_id}:{self._seq}", who, ws)
         self._register(conn)

@@ -159,3 +159,27 @@ async def test_stream_refuses_bad_tokens_and_bad_frames(pg_database: str) -> Non
         while msg.type != 8:  # CLOSE
             msg = await ws.receive(timeout=5)
         assert msg.data == 1008
+
+
+async def test_friend_requests_reports_and_streams_of_one_account_are_bounded(pg_database: str) -> None:
+    """Requesting, declining one's own request and requesting again would notify the target without
+    end; each request and report counts against the account's budget. One account cannot hold an
+    unbounded number of streams either."""
+    async with hub_env(pg_database, social_per_window=3, streams_per_account=2) as (_, api):
+        ada, bob = await api.register("ada"), await api.register("bob")
+        T, bob_id = ada["access_token"], bob["account"]["account_id"]
+        statuses = []
+        for _ in range(3):
+            statuses.append((await api.call("POST", "/v1/friends/requests", {"handle": "bob"}, T))[0])
+            await api.call("POST", f"/v1/friends/requests/{bob_id}/decline", {}, T)
+        status, body = await api.call("POST", "/v1/reports", {"handle": "bob", "reason": "spam"}, T)
+        assert statuses == [201, 201, 201] and status == 429 and body["error"] == "too_many_requests"
+        streams = [await api.stream(T) for _ in range(2)]  # (each has said hello)
+        third = await api.session.ws_connect(api.base + "/v1/stream", headers={"Authorization": f"Bearer {T}"})
+        msg = await third.receive(timeout=5)
+        while msg.type != 8:  # CLOSE
+            msg = await third.receive(timeout=5)
+        assert msg.data == 1008
+        for ws in streams:
+            await ws.close()
+
