@@ -189,13 +189,17 @@ class ArbiterClient:
     def send_input(self, *values: float | int, client_tick: int | None = None, **fields: float | int) -> int:
         """Send one input: the game's fields in the order of the welcome's spec (`values`) and/or
         by wire key (`fields`); absent fields are 0. Returns its sequence number."""
+        if not fields:
+            return self.send_fields(values, client_tick)  # ClientSession.input maps them, no dict
         if len(values) > len(self.session.fields):
             raise ValueError(f"{len(values)} input values for {len(self.session.fields)} fields")
-        return self.send_fields({**{f[0]: v for f, v in zip(self.session.fields, values, strict=False)}, **fields},
-                                client_tick)  # fmt: skip
+        return self.send_fields({**dict(zip(self.session.input_keys, values, strict=False)), **fields}, client_tick)
 
-    def send_fields(self, fields: Mapping[str, float | int], client_tick: int | None = None) -> int:
-        """Send one input given by wire key (absent keys are 0); returns its sequence number."""
+    def send_fields(
+        self, fields: Mapping[str, float | int] | Sequence[float | int], client_tick: int | None = None
+    ) -> int:
+        """Send one input given by wire key (absent keys are 0), or as values in the welcome spec's
+        order; returns its sequence number."""
         assert self.conn is not None
         ack = self._count_ack if self._count_ack else None
         payload = self.session.input(fields, client_tick, ack)
@@ -205,8 +209,9 @@ class ArbiterClient:
         if rtc is None:
             self.conn.send(payload)
         else:
+            named = fields if isinstance(fields, Mapping) else dict(zip(self.session.input_keys, fields, strict=False))
             move = self.session.move_keys
-            if not rtc.send(payload, reliable=any(v for k, v in fields.items() if k not in move)):
+            if not rtc.send(payload, reliable=any(v for k, v in named.items() if k not in move)):
                 self.conn.send(payload)
         return self.session.seq
 

@@ -168,6 +168,7 @@ class ClientSession:
         "decoder",
         "dtype",
         "fields",
+        "input_keys",
         "last_ack_seq",
         "last_tick",
         "move_keys",
@@ -186,6 +187,7 @@ class ClientSession:
         self.closed = False
         self.decoder: ReplicationDecoder | None = None  # set when the welcome announces delta snapshots
         self.fields: list[_Field] = []  # the game's input fields, from the welcome's spec
+        self.input_keys: tuple[str, ...] = ()  # their wire keys, in spec order
         self.move_keys: frozenset[str] = frozenset()  # the fields of the spec's move binding
 
     # ------------------------------------------------------------------ outbound
@@ -321,6 +323,7 @@ class ClientSession:
         if type(spec) is not dict:
             raise ProtocolError(ErrorCode.BAD_FIELD, '"spec" must be a map')
         self.fields = fields_from_spec(spec)
+        self.input_keys = tuple(f[0] for f in self.fields)
         move = spec.get("move")
         keys = move.get("in") if type(move) is dict else None
         self.move_keys = frozenset(k for k in keys if type(k) is str) if type(keys) is list else frozenset()

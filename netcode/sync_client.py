@@ -66,8 +66,10 @@ class SyncArbiterClient:
 
     def send_input(self, *values: float | int, **fields: float | int) -> int:
         """One input: the game's fields in the welcome spec's order and/or by wire key (absent: 0)."""
-        names = [f[0] for f in self.session.fields]
-        frame = self.session.input({**dict(zip(names, values, strict=False)), **fields})
+        if fields:
+            frame = self.session.input({**dict(zip(self.session.input_keys, values, strict=False)), **fields})
+        else:
+            frame = self.session.input(values)  # mapped to the spec's fields by the session
         seq = self.session.seq
         self.sent_at[seq] = time.monotonic()
         if len(self.sent_at) > 4096:  # never acknowledged (refused, or the server is gone): forget
