@@ -26,15 +26,12 @@ from pathlib import Path
 
 import psutil
 
+from bench.inbound import UPGRADE
 from engine.tools.launcher import ServerProcess, start_server
 from netcode.protocol import MAX_HELLO_FRAME
 from netcode.ws_frames import OP_BINARY, OP_PING, client_frame, frame_header
 
 RESULTS = Path(__file__).resolve().parent / "results" / "hostile.json"
-UPGRADE = (
-    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
 MAX_REQUEST_BYTES = 8192
 
 

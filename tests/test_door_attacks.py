@@ -27,16 +27,13 @@ from typing import Any
 
 import psutil
 
+from bench.inbound import UPGRADE
 from engine.security.auth import KeyRing, TokenIssuer
 from engine.tools.launcher import ServerProcess, start_server
 from netcode.protocol import encode_hello
 from netcode.ws_frames import OP_PING, client_frame
 
 CAMPAIGN = "door"
-UPGRADE = (
-    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
 # docs/security.md: what one hostile connection may cost the server, at most (user space), and the
 # allowance for the allocator's and the interpreter's own noise in a measurement.
 PER_CONNECTION_BOUND = 300 * 1024
