@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import secrets
-import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
@@ -30,10 +28,10 @@ from persistence.pg_rows import Progress
 from persistence.pg_writer import PgWriteBehind
 from sim.entities import SLOT_MASK
 from sim.games.startales.constants import LEDGER_IMPORTED
+from tests.botutil import honest_bots as bot_process
 from tests.pgutil import dsn as pg_dsn
 from tests.serverutil import running_server, url, wait_for
 
-MIN_SNAPSHOTS_PER_S = 19.0
 BOTS = 3
 
 
@@ -62,25 +60,13 @@ class Peer:
         return self.conn.closed.result()[0] if self.conn.closed.done() else None
 
 
-@asynccontextmanager
-async def honest_bots(
+def honest_bots(
     server: GameServer, game: str, env: dict[str, str] | None = None, campaign: str = "default", seconds: float = 8.0
-) -> AsyncIterator[list[dict[str, Any]]]:
-    """Honest bots in their own process for the duration of the block; their report after it."""
-    cmd = [sys.executable, "-m", "engine.cli", "bots", "--url", url(server), "--game", game, "--count", str(BOTS),
-           "--duration", str(seconds), "--campaign", campaign, "--json", "--full-decoders", str(BOTS)]  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})}
-    )
-    await wait_for(lambda: sum(1 for c in server.clients.values() if c.name.startswith("bot") and c.eid >= 0) == BOTS,
-                   timeout=60)  # fmt: skip
-    out: list[dict[str, Any]] = []
-    yield out
-    stdout, stderr = await proc.communicate()
-    assert proc.returncode == 0, stderr.decode()[-2000:]
-    report = json.loads(stdout.decode().strip().splitlines()[-1])
-    assert report["connected"] == BOTS and report["snapshots_per_bot_s_min"] >= MIN_SNAPSHOTS_PER_S, report
-    out.append(report)
+) -> AbstractAsyncContextManager[list[dict[str, Any]]]:
+    async def joined() -> bool:
+        return sum(1 for c in server.clients.values() if c.name.startswith("bot") and c.eid >= 0) == BOTS
+
+    return bot_process(url(server), game, BOTS, joined, seconds=seconds, campaign=campaign, env=env)
 
 
 def ships(server: GameServer) -> int:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import socket
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -32,13 +30,13 @@ from engine.security.auth import KeyRing, TokenIssuer
 from engine.tools.launcher import ServerProcess, start_server
 from netcode.protocol import encode_hello
 from netcode.ws_frames import OP_PING, client_frame
+from tests.botutil import honest_bots
 
 CAMPAIGN = "door"
 # docs/security.md: what one hostile connection may cost the server, at most (user space), and the
 # allowance for the allocator's and the interpreter's own noise in a measurement.
 PER_CONNECTION_BOUND = 300 * 1024
 NOISE = 24 * 2**20
-MIN_SNAPSHOTS_PER_S = 19.0  # each honest bot, at a 20 Hz send rate
 
 
 @dataclass
@@ -76,28 +74,18 @@ def door_server(tmp_path: Path, *args: str) -> Iterator[Door]:
         assert code == 0, "\n".join(server.log[-40:])
 
 
-async def with_honest_bots(door: Door, attack: Callable[[], Awaitable[None]], seconds: float = 4.0) -> dict[str, Any]:
-    """Run `attack` while 4 honest bots play, in a process of their own (so that the attacker's
-    work in this one does not slow them down); the bots' report (checked by the caller)."""
-    cmd = [sys.executable, "-m", "engine.cli", "bots", "--url", door.server.url, "--game", "wander", "--count", "4",
-           "--duration", str(seconds + 1.5), "--full-decoders", "4", "--campaign", CAMPAIGN, "--json"]  # fmt: skip
-    bots = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **door.env}
-    )
-    deadline = time.monotonic() + 60
-    while (await asyncio.to_thread(door.public_stats))["ccu"] < 4:  # the bots are in before the attack starts
-        assert time.monotonic() < deadline and bots.returncode is None, "the honest bots did not join"
-        await asyncio.sleep(0.1)
-    await attack()
-    out, err = await bots.communicate()
-    assert bots.returncode == 0, err.decode()[-2000:]
-    report: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return report
+async def with_honest_bots(door: Door, attack: Callable[[], Awaitable[None]], seconds: float = 4.0) -> None:
+    """Run `attack` while 4 honest bots play; they must all stay connected at 19+ snapshots/s."""
+
+    async def joined() -> bool:  # the bots are in before the attack starts
+        return int((await asyncio.to_thread(door.public_stats))["ccu"]) >= 4
+
+    async with honest_bots(door.server.url, "wander", 4, joined, seconds=seconds + 1.5, campaign=CAMPAIGN,
+                           env=door.env):  # fmt: skip
+        await attack()
 
 
-def check_aftermath(door: Door, report: dict[str, Any], rss_before: int, rss_peak: int, hostile: int) -> None:
-    assert report["connected"] == 4 and report["connect_failures"] == 0, report
-    assert report["snapshots_per_bot_s_min"] >= MIN_SNAPSHOTS_PER_S, report
+def check_aftermath(door: Door, rss_before: int, rss_peak: int, hostile: int) -> None:
     assert rss_peak - rss_before <= hostile * PER_CONNECTION_BOUND + NOISE, (rss_before, rss_peak, hostile)
     stats = door.full_stats()
     assert stats["door_bugs"] == 0, stats["door_events"]
@@ -189,9 +177,9 @@ async def test_ping_flood_of_sockets_that_never_read(tmp_path: Path) -> None:
             await asyncio.gather(*(flood_one() for _ in range(hostile)))
 
         async with RssWatch(door) as watch:
-            report = await with_honest_bots(door, attack)
+            await with_honest_bots(door, attack)
         assert cut_off == [True] * hostile
-        check_aftermath(door, report, rss_before, watch.peak, hostile)
+        check_aftermath(door, rss_before, watch.peak, hostile)
         events = door.full_stats()["door_events"]
         assert events.get("ws 1008: control frame flood", 0) == hostile, events
 
@@ -210,9 +198,9 @@ async def test_oversized_pings_fail_at_once(tmp_path: Path) -> None:
                     cut_off.append(await closed_by_server(reader, 3))
 
         async with RssWatch(door) as watch:
-            report = await with_honest_bots(door, attack)
+            await with_honest_bots(door, attack)
         assert cut_off == [True] * 10
-        check_aftermath(door, report, rss_before, watch.peak, 10)
+        check_aftermath(door, rss_before, watch.peak, 10)
         assert door.full_stats()["door_events"]["ws 1002: fragmented or oversized control frame"] == 10
 
 
@@ -250,9 +238,9 @@ async def test_trickled_and_silent_sockets_meet_their_deadlines(tmp_path: Path) 
             assert phases["http"] <= 1 and phases["hello"] == 0, phases  # the /stats request itself
 
         async with RssWatch(door) as watch:
-            report = await with_honest_bots(door, attack, seconds=8.0)
+            await with_honest_bots(door, attack, seconds=8.0)
         assert len(outcomes) == hostile and all(ok for _, ok in outcomes), outcomes
-        check_aftermath(door, report, rss_before, watch.peak, hostile)
+        check_aftermath(door, rss_before, watch.peak, hostile)
 
 
 async def test_pipelined_mixed_and_malformed_requests(tmp_path: Path) -> None:
@@ -300,7 +288,7 @@ async def test_pipelined_mixed_and_malformed_requests(tmp_path: Path) -> None:
             await upgrade_and_hello_in_one_write()
 
         async with RssWatch(door) as watch:
-            report = await with_honest_bots(door, attack, seconds=6.0)
+            await with_honest_bots(door, attack, seconds=6.0)
         assert welcomed == [True]
         status = {i: {a.split(b"\r\n", 1)[0] for a in got} for i, got in answers.items()}
         # Each connection got one answer (the first request's), or a clean close; never two.
@@ -314,7 +302,7 @@ async def test_pipelined_mixed_and_malformed_requests(tmp_path: Path) -> None:
         assert status[5] <= {b"HTTP/1.1 400 Bad Request", b""} and status[9] <= {b"HTTP/1.1 400 Bad Request", b""}
         head = answers[4][0]
         assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n")  # HEAD: no body
-        check_aftermath(door, report, rss_before, watch.peak, 10)
+        check_aftermath(door, rss_before, watch.peak, 10)
 
 
 async def test_per_address_caps_apply_before_the_upgrade(tmp_path: Path) -> None:
@@ -332,10 +320,10 @@ async def test_per_address_caps_apply_before_the_upgrade(tmp_path: Path) -> None
             await asyncio.gather(*(one() for _ in range(60)))
 
         async with RssWatch(door) as watch:
-            report = await with_honest_bots(door, attack)
+            await with_honest_bots(door, attack)
         # Honest bots were playing (not counted); at most 8 of the 60 silent ones were let in.
         assert 1 <= sum(got_in) <= 8, got_in
-        check_aftermath(door, report, rss_before, watch.peak, 8)
+        check_aftermath(door, rss_before, watch.peak, 8)
         assert door.full_stats()["refused_connections"] >= 52
 
 
@@ -366,5 +354,4 @@ async def test_anonymous_stats_tell_no_secrets(tmp_path: Path) -> None:
             status, full = await asyncio.to_thread(_get, door.port, "/stats/full", door.server.admin_token)
             assert status == 200 and isinstance(full, dict) and "fairplay" in full and "rss_mb" in full
 
-        report = await with_honest_bots(door, attack, seconds=3.0)
-        assert report["snapshots_per_bot_s_min"] >= MIN_SNAPSHOTS_PER_S, report
+        await with_honest_bots(door, attack, seconds=3.0)
