@@ -163,10 +163,12 @@ async function replay(id) {
     const snap = frames.get(state.index);
     renderer.resize();
     if (snap) {
-      renderer.styles.update(snap);
-      state.drawnTick = snap.tick;
-      state.visible = snap.count;
-      $("hud-visible").textContent = String(snap.count);
+      if (snap.tick !== state.drawnTick) { // a new frame: its styles and figures once, not per animation frame
+        renderer.styles.update(snap);
+        state.drawnTick = snap.tick;
+        state.visible = snap.count;
+        $("hud-visible").textContent = String(snap.count);
+      }
       renderer.draw({ ids: snap.ids, x: snap.fields.x, y: snap.fields.y }, null, renderer.camera());
     }
     requestAnimationFrame(loop);

@@ -38,7 +38,7 @@ export function moveRule(welcome) {
 }
 
 /**
- * One tick of the rule, in float32 like sim.movement (ship_step / wander_player_step).
+ * One tick of the rule, in float32 like sim.movement (thrust_step / velocity_step).
  * @param {MoveRule} r @param {number[]} s  [x, y, vx, vy], updated in place
  * @param {number} tx @param {number} ty
  */
