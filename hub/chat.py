@@ -51,9 +51,9 @@ async def _campaign_channel(hub: Hub, who: Principal, cid: str) -> tuple[str, st
 
 
 async def _dm_channel(hub: Hub, who: Principal, target: str) -> tuple[str, str]:
-    if target.startswith("a_"):
-        other = await hub.accounts.get(v.account_id("who", target))
-    else:
+    # An account id, or a handle (which may look like one: "a_player12" is both shapes).
+    other = await hub.accounts.get(target) if v.ID_RE.fullmatch(target) else None
+    if other is None:
         other = await hub.accounts.by_handle(v.handle("who", target))
     if other is None:
         refuse(404, "no such player")

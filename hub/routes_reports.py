@@ -133,9 +133,11 @@ async def resolve(request: web.Request) -> web.Response:
                              "campaign_only": v.boolean, "note": v.text(0, 500)}, ("action",))  # fmt: skip
     status = "dismissed" if b["action"] == "dismiss" else "actioned"
     resolution = f"{b['action']}: {b.get('note', '')}".strip(": ")
-    done = await hub.social.resolve_report(rid, status, who.account, resolution)
+    campaign_ban = b["action"] == "ban" and bool(b.get("campaign_only"))
+    done = await hub.social.resolve_report(rid, status, who.account, resolution, in_campaign=campaign_ban)
     if done is None:
-        refuse(404, "no such open report")
+        # A campaign-only ban of a report made outside any campaign would ban everywhere: refused.
+        refuse(404, "no such open report" + (" made in a campaign" if campaign_ban else ""))
     target_id, campaign = done["target_id"], done["campaign_id"]
     until = time.time() + b["duration_s"] if "duration_s" in b else None
     if b["action"] == "mute":

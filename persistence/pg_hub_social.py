@@ -222,11 +222,16 @@ class SocialStore:
             out.append(d)
         return out
 
-    async def resolve_report(self, report_id: int, status: str, by: str, resolution: str) -> dict[str, Any] | None:
+    async def resolve_report(
+        self, report_id: int, status: str, by: str, resolution: str, *, in_campaign: bool = False
+    ) -> dict[str, Any] | None:
+        """Close an open report (None: no such open report, or with `in_campaign` not one made in a
+        campaign); its target and campaign."""
         r = await self.pool.fetchrow(
             "UPDATE reports SET status = $2, resolved_by = $3, resolution = $4, resolved_at = now() "
-            "WHERE report_id = $1 AND status = 'open' RETURNING target_id, campaign_id",
-            report_id, status, by, resolution,
+            "WHERE report_id = $1 AND status = 'open' AND (NOT $5 OR campaign_id IS NOT NULL) "
+            "RETURNING target_id, campaign_id",
+            report_id, status, by, resolution, in_campaign,
         )  # fmt: skip
         return None if r is None else {"target_id": r[0], "campaign_id": r[1]}
 

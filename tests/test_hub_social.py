@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 from tests.hubutil import Api, hub_env, next_frame
@@ -49,6 +50,11 @@ async def test_friend_requests_and_blocks(pg_database: str) -> None:
         assert (await api.call("DELETE", f"/v1/blocks/{bob_id}", None, A))[0] == 204
         assert (await api.call("POST", "/v1/dm/ada", {"text": "hi again"}, B))[0] == 201
         assert (await api.call("POST", "/v1/friends/requests", {"handle": "ada"}, A))[0] == 400, "that is you"
+        # A message goes to a handle or to an account id, and a handle shaped like an id still works.
+        odd = await api.register("a_player12")
+        assert (await api.call("POST", "/v1/dm/a_player12", {"text": "hi"}, A))[0] == 201
+        assert (await api.call("POST", f"/v1/dm/{odd['account']['account_id']}", {"text": "hi"}, A))[0] == 201
+        assert (await api.call("POST", "/v1/dm/a_nobody1234", {"text": "hi"}, A))[0] == 404
 
 
 async def test_presence_of_friends_on_streams(pg_database: str) -> None:
@@ -183,3 +189,25 @@ async def test_friend_requests_reports_and_streams_of_one_account_are_bounded(pg
         for ws in streams:
             await ws.close()
 
+
+
+async def test_a_report_resolved_as_a_ban(pg_database: str) -> None:
+    """An admin resolves a report: a campaign-only ban needs a report made in a campaign (else it
+    would be a ban everywhere); a plain ban lands in the game servers' bans table."""
+    async with hub_env(pg_database) as (hub, api):
+        ada, _, eve = await api.register("ada"), await api.register("bob"), await api.register("eve")
+        await hub.accounts.set_role(ada["account"]["account_id"], "admin")
+        _, ada = await api.call("POST", "/v1/auth/login", {"login": "ada", "password": "correct horse battery"})
+        _, bob = await api.call("POST", "/v1/auth/login", {"login": "bob", "password": "correct horse battery"})
+        eve_id = eve["account"]["account_id"]
+        status, rep = await api.call("POST", "/v1/reports", {"handle": "eve", "reason": "cheating"},
+                                     bob["access_token"])  # fmt: skip
+        assert status == 201
+        path = f"/v1/admin/reports/{rep['report_id']}"
+        status, body = await api.call("POST", path, {"action": "ban", "campaign_only": True}, ada["access_token"])
+        assert status == 404 and "campaign" in body["message"]
+        assert [b for b in await hub.fairplay.list_bans(time.time()) if b.account == eve_id] == []
+        status, _ = await api.call("POST", path, {"action": "ban"}, ada["access_token"])
+        assert status == 200
+        bans = [b for b in await hub.fairplay.list_bans(time.time()) if b.account == eve_id]
+        assert len(bans) == 1 and bans[0].campaign is None
